@@ -1,0 +1,1 @@
+"""Prompt Gateway: an OpenAI-compatible proxy serving versioned, tested prompts."""

@@ -1,0 +1,40 @@
+"""Experiment assignment: a consistent hash puts each user in control or treatment."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.core.model import Experiment
+
+Assignment = Literal["user", "random"]
+
+
+def bucket(user_key: str, experiment_id: str) -> int:
+    """Map a user to 0..9999; the same user always lands in the same bucket."""
+    digest = hashlib.sha256(f"{user_key}-{experiment_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+def in_treatment(user_key: str, experiment_id: str, traffic_split: float) -> bool:
+    """Treatment iff the user's bucket is under the split's share of 10,000 buckets."""
+    return bucket(user_key, experiment_id) < round(traffic_split * 10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantChoice:
+    """Which arm of an experiment serves a request, and how the user was keyed."""
+
+    variant: Literal["control", "treatment"]
+    version: str
+    assignment: Assignment
+
+
+def assign_variant(experiment: Experiment, user_key: str | None, request_id: str) -> VariantChoice:
+    """Assign by the user key; with none, the request id keys a one-off (random) assignment."""
+    key = user_key if user_key is not None else request_id
+    assignment: Assignment = "user" if user_key is not None else "random"
+    if in_treatment(key, experiment.id, experiment.traffic_split):
+        return VariantChoice("treatment", experiment.treatment_version, assignment)
+    return VariantChoice("control", experiment.control_version, assignment)

@@ -1,0 +1,390 @@
+"""The registry's rules: validating drafts and planning every admin write as a pure function.
+
+Each `plan_*` function takes the current `PromptState` of one prompt and returns the `Change` to
+write, or raises without writing anything. Stores run a plan inside one transaction, so the rules
+live here once and both backends apply them identically.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from gateway.core.model import (
+    METRICS,
+    ROLES,
+    AuditEntry,
+    Experiment,
+    PromptDraft,
+    PromptState,
+    PromptVersion,
+    TestResults,
+)
+from gateway.core.rendering import Message, placeholders
+from gateway.core.versions import parse_version
+from gateway.errors import (
+    ExperimentConflict,
+    ExperimentNotFound,
+    InvalidPrompt,
+    NothingToRollBack,
+    PromotionRefused,
+    VersionConflict,
+    VersionNotFound,
+)
+
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+EXPERIMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one admin operation writes, atomically. An empty change writes nothing."""
+
+    versions: tuple[PromptVersion, ...] = ()
+    """New versions, or versions whose status fields changed."""
+    active: str | None = None
+    history: tuple[str, ...] = ()
+    activation_changed: bool = False
+    experiments: tuple[Experiment, ...] = ()
+    audit: tuple[AuditEntry, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the operation found nothing to do (e.g. pushing an unchanged version)."""
+        return not (self.versions or self.activation_changed or self.experiments or self.audit)
+
+
+def validate_name(name: object) -> str:
+    """A prompt name: lower-case letters, digits, '.', '_' and '-', at most 128 characters."""
+    if not isinstance(name, str) or NAME.fullmatch(name) is None:
+        raise InvalidPrompt(
+            f"Prompt name {name!r} is invalid: use lower-case letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 128 characters.",
+            param="name",
+        )
+    return name
+
+
+def make_draft(
+    *,
+    name: str,
+    version: object,
+    messages: Sequence[Message],
+    variables: Sequence[str] | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    tags: Iterable[str] = (),
+) -> PromptDraft:
+    """Validate a prompt version's content; declared variables must match the placeholders."""
+    name = validate_name(name)
+    if not isinstance(version, str):
+        raise InvalidPrompt(f"Version of {name} must be a string like '1.2.0', not {version!r}.")
+    parse_version(version)
+    label = f"{name}@{version}"
+    if not messages:
+        raise InvalidPrompt(f"Prompt {label} has no messages.", param="messages")
+    for message in messages:
+        if message.role not in ROLES:
+            raise InvalidPrompt(
+                f"Prompt {label} has a message with role {message.role!r}; "
+                f"use one of {', '.join(sorted(ROLES))}.",
+                param="messages",
+            )
+    used = placeholders(messages)
+    if variables is None:
+        declared = used
+    else:
+        declared = tuple(variables)
+        missing = [v for v in used if v not in declared]
+        extra = [v for v in declared if v not in used]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"used but not declared: {', '.join(missing)}")
+            if extra:
+                problems.append(f"declared but not used: {', '.join(extra)}")
+            raise InvalidPrompt(
+                f"Variables of prompt {label} do not match its template ({'; '.join(problems)}).",
+                param="variables",
+            )
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise InvalidPrompt(
+            f"max_tokens of {label} must be a positive integer, not {max_tokens!r}.",
+            param="max_tokens",
+        )
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 <= temperature <= 2
+    ):
+        raise InvalidPrompt(
+            f"temperature of {label} must be a number from 0 to 2, not {temperature!r}.",
+            param="temperature",
+        )
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidPrompt(f"model of {label} must be a non-empty string.", param="model")
+    return PromptDraft(
+        name=name,
+        version=version,
+        messages=tuple(messages),
+        variables=declared,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        tags=tuple(tags),
+    )
+
+
+def plan_create_version(
+    state: PromptState, draft: PromptDraft, *, new_id: str, actor: str, now: datetime
+) -> Change:
+    """Create the version; the same content again is a no-op, other content a VersionConflict."""
+    existing = state.by_version.get(draft.version)
+    if existing is not None:
+        if existing.content() == draft:
+            return Change()
+        raise VersionConflict(
+            f"Prompt {draft.name}@{draft.version} already exists with different content; "
+            "a released version never changes. Bump the version to release a change.",
+            param="version",
+        )
+    number = max((v.number for v in state.versions), default=0) + 1
+    version = PromptVersion(
+        id=new_id,
+        name=draft.name,
+        version=draft.version,
+        number=number,
+        messages=draft.messages,
+        variables=draft.variables,
+        model=draft.model,
+        max_tokens=draft.max_tokens,
+        temperature=draft.temperature,
+        tags=draft.tags,
+        created_at=now,
+        created_by=actor,
+    )
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="version.create",
+        prompt_name=draft.name,
+        version=draft.version,
+        after={"id": new_id, "number": number},
+    )
+    return Change(versions=(version,), audit=(entry,))
+
+
+def require_version(state: PromptState, version: str) -> PromptVersion:
+    """The stored version, or VersionNotFound naming the versions that exist."""
+    found = state.by_version.get(version)
+    if found is None:
+        if not state.versions:
+            raise VersionNotFound(f"Prompt {state.name!r} does not exist.", param="name")
+        known = ", ".join(v.version for v in state.versions)
+        raise VersionNotFound(
+            f"Prompt {state.name!r} has no version {version!r}. Known versions: {known}.",
+            param="version",
+        )
+    return found
+
+
+def plan_record_test_run(
+    state: PromptState,
+    version: str,
+    results: TestResults,
+    *,
+    threshold: float,
+    actor: str,
+    now: datetime,
+) -> Change:
+    """Store a test run on the version; is_tested follows whether it reached the threshold."""
+    current = require_version(state, version)
+    passed = results.pass_rate >= threshold
+    updated = replace(current, is_tested=passed, test_results=results)
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="version.test",
+        prompt_name=state.name,
+        version=version,
+        before={"is_tested": current.is_tested},
+        after={"is_tested": passed, "pass_rate": results.pass_rate, "total": results.total},
+    )
+    return Change(versions=(updated,), audit=(entry,))
+
+
+def plan_promote(
+    state: PromptState,
+    version: str,
+    *,
+    threshold: float,
+    force: bool,
+    actor: str,
+    now: datetime,
+) -> Change:
+    """Make `version` active when its last test run reached the threshold (or when forced)."""
+    target = require_version(state, version)
+    if state.active == version:
+        return Change()
+    if not force:
+        results = target.test_results
+        if results is None:
+            raise PromotionRefused(
+                f"{target.label} has no test run, and promotion needs a pass rate of at least "
+                f"{threshold:.0%}. Run: gateway prompts test {state.name} --version {version} "
+                "(or promote with --force).",
+            )
+        if results.pass_rate < threshold:
+            raise PromotionRefused(
+                f"{target.label} passed {results.passed} of {results.total} tests "
+                f"(pass rate {results.pass_rate:.0%}), under the promotion threshold of "
+                f"{threshold:.0%}. Fix the failures or promote with --force.",
+            )
+    history = (*state.history, state.active) if state.active else state.history
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="version.promote",
+        prompt_name=state.name,
+        version=version,
+        before={"active": state.active},
+        after={"active": version},
+        forced=force,
+        detail=_pass_rate_detail(target),
+    )
+    return Change(active=version, history=history, activation_changed=True, audit=(entry,))
+
+
+def plan_rollback(state: PromptState, *, actor: str, now: datetime) -> Change:
+    """Re-activate the version that was active before the current one."""
+    if not state.versions:
+        raise VersionNotFound(f"Prompt {state.name!r} does not exist.", param="name")
+    if not state.history:
+        raise NothingToRollBack(
+            f"Prompt {state.name!r} has no earlier active version to roll back to "
+            f"(active: {state.active or 'none'}).",
+        )
+    previous = state.history[-1]
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="version.rollback",
+        prompt_name=state.name,
+        version=previous,
+        before={"active": state.active},
+        after={"active": previous},
+    )
+    return Change(
+        active=previous, history=state.history[:-1], activation_changed=True, audit=(entry,)
+    )
+
+
+def plan_create_experiment(
+    state: PromptState,
+    experiment: Experiment,
+    *,
+    taken_ids: Iterable[str],
+    now: datetime,
+) -> Change:
+    """Create an experiment; both versions must exist and no other may run on the prompt then."""
+    if EXPERIMENT_ID.fullmatch(experiment.id) is None:
+        raise InvalidPrompt(
+            f"Experiment id {experiment.id!r} is invalid: use letters, digits, '.', '_' and '-'.",
+            param="id",
+        )
+    if experiment.id in set(taken_ids):
+        raise ExperimentConflict(f"Experiment {experiment.id!r} already exists.", param="id")
+    require_version(state, experiment.control_version)
+    require_version(state, experiment.treatment_version)
+    if experiment.control_version == experiment.treatment_version:
+        raise InvalidPrompt(
+            f"Experiment {experiment.id!r} compares {experiment.control_version} with itself; "
+            "control and treatment must be different versions.",
+        )
+    if not 0 <= experiment.traffic_split <= 1:
+        raise InvalidPrompt(
+            f"traffic_split must be between 0 and 1, not {experiment.traffic_split}.",
+            param="traffic_split",
+        )
+    if experiment.end is not None and experiment.end <= experiment.start:
+        raise InvalidPrompt(
+            f"Experiment {experiment.id!r} ends ({experiment.end.isoformat()}) before it starts "
+            f"({experiment.start.isoformat()}).",
+            param="end",
+        )
+    if experiment.metric not in METRICS:
+        raise InvalidPrompt(
+            f"Metric {experiment.metric!r} is unknown; use one of {', '.join(METRICS)}.",
+            param="metric",
+        )
+    for other in state.experiments:
+        if other.status == "running" and _overlaps(other, experiment, now):
+            raise ExperimentConflict(
+                f"Experiment {other.id!r} is already running on prompt {state.name!r}; "
+                f"stop it first with: gateway experiments stop {other.id}",
+            )
+    entry = AuditEntry(
+        at=now,
+        actor=experiment.created_by,
+        action="experiment.create",
+        prompt_name=state.name,
+        experiment_id=experiment.id,
+        after=_experiment_summary(experiment),
+    )
+    return Change(experiments=(experiment,), audit=(entry,))
+
+
+def plan_stop_experiment(
+    state: PromptState, experiment_id: str, *, actor: str, now: datetime
+) -> Change:
+    """Stop a running experiment; stopping a stopped one is a no-op."""
+    experiment = next((e for e in state.experiments if e.id == experiment_id), None)
+    if experiment is None:
+        raise ExperimentNotFound(f"Experiment {experiment_id!r} does not exist.", param="id")
+    if experiment.status == "stopped":
+        return Change()
+    stopped = replace(experiment, status="stopped", stopped_at=now)
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="experiment.stop",
+        prompt_name=state.name,
+        experiment_id=experiment_id,
+        before={"status": "running"},
+        after={"status": "stopped"},
+    )
+    return Change(experiments=(stopped,), audit=(entry,))
+
+
+def _overlaps(running: Experiment, new: Experiment, now: datetime) -> bool:
+    """Two experiments overlap when their [start, end) windows intersect; no end is open-ended."""
+    running_ended = running.end is not None and running.end <= now
+    if running_ended:
+        return False
+    starts_before_other_ends = new.end is None or running.start < new.end
+    ends_after_other_starts = running.end is None or new.start < running.end
+    return starts_before_other_ends and ends_after_other_starts
+
+
+def _experiment_summary(experiment: Experiment) -> dict[str, Any]:
+    return {
+        "control_version": experiment.control_version,
+        "treatment_version": experiment.treatment_version,
+        "traffic_split": experiment.traffic_split,
+        "start": experiment.start.isoformat(),
+        "end": experiment.end.isoformat() if experiment.end else None,
+        "metric": experiment.metric,
+    }
+
+
+def _pass_rate_detail(version: PromptVersion) -> str:
+    results = version.test_results
+    if results is None:
+        return "no test run"
+    return f"pass rate {results.pass_rate:.0%} ({results.passed}/{results.total})"

@@ -1,0 +1,119 @@
+"""Which version of a prompt serves a request: pinned, override, experiment, then environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.core.experiments import Assignment, assign_variant
+from gateway.core.model import (
+    Environment,
+    Experiment,
+    PromptVersion,
+    RegistrySnapshot,
+    Resolution,
+    Variant,
+)
+from gateway.errors import NoServableVersion, PromptNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The version chosen for a request, and why."""
+
+    version: PromptVersion
+    variant: Variant
+    resolution: Resolution
+    experiment: Experiment | None = None
+    assignment: Assignment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Per-environment version overrides: the process's (PROMPT_OVERRIDES) win over the config's."""
+
+    process: Mapping[str, str]
+    by_environment: Mapping[str, Mapping[str, str]]
+
+    def lookup(self, name: str, environment: str) -> tuple[str, str] | None:
+        """The overriding version for `name` in `environment` and where it came from, if any."""
+        if name in self.process:
+            return self.process[name], "PROMPT_OVERRIDES"
+        configured = self.by_environment.get(environment, {})
+        if name in configured:
+            return configured[name], f"environments.{environment}.overrides"
+        return None
+
+
+NO_OVERRIDES = Overrides({}, {})
+
+
+def resolve(
+    snapshot: RegistrySnapshot,
+    name: str,
+    *,
+    environment: Environment,
+    pinned: str | None = None,
+    overrides: Overrides = NO_OVERRIDES,
+    user_key: str | None = None,
+    request_id: str = "",
+    now: datetime,
+) -> Resolved:
+    """Choose the version of `name` that serves this request (PRODUCT §4), or raise a 404."""
+    state = snapshot.prompts.get(name)
+    if state is None or not state.versions:
+        raise PromptNotFound(
+            f"Prompt {name!r} does not exist. Push it with: gateway prompts push config/prompts",
+            param="prompt",
+        )
+    if pinned is not None:
+        version = state.by_version.get(pinned)
+        if version is None:
+            raise NoServableVersion(
+                f"Prompt {name!r} has no version {pinned!r}. "
+                f"Known versions: {', '.join(v.version for v in state.versions)}.",
+                param="prompt.version",
+            )
+        return Resolved(version, "none", "pinned")
+
+    override = overrides.lookup(name, environment)
+    if override is not None:
+        wanted, source = override
+        version = state.by_version.get(wanted)
+        if version is None:
+            raise NoServableVersion(
+                f"Prompt {name!r} is overridden to version {wanted!r} by {source}, "
+                "which does not exist. Fix the override or push that version.",
+            )
+        return Resolved(version, "none", "override")
+
+    experiment = state.experiment_running(now)
+    if experiment is not None:
+        choice = assign_variant(experiment, user_key, request_id)
+        version = state.by_version.get(choice.version)
+        if version is not None:
+            return Resolved(version, choice.variant, "experiment", experiment, choice.assignment)
+
+    chosen = _by_environment(state.active_version, state.newest_tested, state.newest, environment)
+    if chosen is None:
+        hint = {
+            "production": f"Promote one with: gateway prompts promote {name} <version>",
+            "staging": f"Test one with: gateway prompts test {name}",
+            "development": "Push a version first.",
+        }[environment]
+        raise NoServableVersion(f"Prompt {name!r} has no version to serve in {environment}. {hint}")
+    return Resolved(chosen, "none", "environment")
+
+
+def _by_environment(
+    active: PromptVersion | None,
+    newest_tested: PromptVersion | None,
+    newest: PromptVersion | None,
+    environment: Environment,
+) -> PromptVersion | None:
+    if environment == "production":
+        return active
+    if environment == "staging":
+        return newest_tested
+    return newest

@@ -1,0 +1,124 @@
+"""Every error the gateway raises on purpose, each with its HTTP status and OpenAI error shape.
+
+The tree::
+
+    GatewayError                      500 server_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── MissingPromptVariables    400 missing_prompt_variables
+    │   ├── InvalidPromptVariables    400 invalid_prompt_variables
+    │   └── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
+    ├── NotFound                      404 not_found
+    │   ├── PromptNotFound            404 prompt_not_found
+    │   ├── NoServableVersion         404 no_servable_version
+    │   ├── VersionNotFound           404 version_not_found
+    │   └── ExperimentNotFound        404 experiment_not_found
+    ├── Conflict                      409 conflict
+    │   ├── VersionConflict           409 version_conflict   (same version, other content)
+    │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
+    │   ├── NothingToRollBack         409 nothing_to_roll_back
+    │   └── ExperimentConflict        409 experiment_conflict
+    ├── StoreUnavailable              503 store_unavailable
+    └── ConfigError                   500 config_error       (stops start-up; names the key)
+
+Messages say what happened, with the values, and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every deliberate gateway error."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_openai(self) -> dict[str, Any]:
+        """The body OpenAI's API would send for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class MissingPromptVariables(InvalidRequest):
+    code = "missing_prompt_variables"
+
+
+class InvalidPromptVariables(InvalidRequest):
+    code = "invalid_prompt_variables"
+
+
+class InvalidPrompt(InvalidRequest):
+    code = "invalid_prompt"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PromptNotFound(NotFound):
+    code = "prompt_not_found"
+
+
+class NoServableVersion(NotFound):
+    code = "no_servable_version"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class ExperimentNotFound(NotFound):
+    code = "experiment_not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+
+class PromotionRefused(Conflict):
+    code = "promotion_refused"
+
+
+class NothingToRollBack(Conflict):
+    code = "nothing_to_roll_back"
+
+
+class ExperimentConflict(Conflict):
+    code = "experiment_conflict"
+
+
+class StoreUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+
+class ConfigError(GatewayError):
+    code = "config_error"

@@ -1,0 +1,167 @@
+"""The registry's use cases, shared by the command line and the admin API.
+
+Each one runs a pure plan from `core.registry` through the store's atomic `apply`, with the clock
+and id source passed in so tests can fix them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from gateway.core import registry as plans
+from gateway.core.model import AuditEntry, Experiment, PromptDraft, PromptState, TestResults
+from gateway.core.promptfile import PromptFile
+from gateway.errors import ExperimentNotFound, VersionConflict
+from gateway.files import ExperimentSpec
+from gateway.stores.base import Store
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What pushing one version did."""
+
+    name: str
+    version: str
+    status: Literal["created", "unchanged"]
+    source: str
+
+
+class PromptRegistry:
+    """Admin operations on a store: create, test results, promote, roll back, experiments."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threshold: float,
+        clock: Clock = utc_now,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.store = store
+        self.threshold = threshold
+        self._clock = clock
+        self._new_id = new_id
+
+    async def create_version(self, draft: PromptDraft, *, actor: str) -> bool:
+        """Create a version; False when it already exists with the same content."""
+        change = await self.store.apply(
+            draft.name,
+            lambda state, _: plans.plan_create_version(
+                state, draft, new_id=self._new_id(), actor=actor, now=self._clock()
+            ),
+        )
+        return not change.is_empty
+
+    async def push(self, files: Sequence[PromptFile], *, actor: str) -> list[PushResult]:
+        """Create every new version in the files; refuse before writing if any would change one.
+
+        Every file is checked against the store first, so a conflicting file leaves nothing
+        half-pushed; then each version is created in its own atomic write.
+        """
+        for file in files:
+            state = await self.store.prompt(file.name)
+            for draft in file.drafts:
+                existing = state.by_version.get(draft.version)
+                if existing is not None and existing.content() != draft:
+                    raise VersionConflict(
+                        f"{file.source}: {draft.name}@{draft.version} is already released with "
+                        "different content; a released version never changes. "
+                        "Bump its version in the file to release the change."
+                    )
+        results = []
+        for file in files:
+            for draft in file.drafts:
+                created = await self.create_version(draft, actor=actor)
+                status: Literal["created", "unchanged"] = "created" if created else "unchanged"
+                results.append(PushResult(draft.name, draft.version, status, file.source))
+        return results
+
+    async def record_test_run(
+        self, name: str, version: str, results: TestResults, *, actor: str
+    ) -> None:
+        """Store a test run's results; is_tested follows the promotion threshold."""
+        await self.store.apply(
+            name,
+            lambda state, _: plans.plan_record_test_run(
+                state, version, results, threshold=self.threshold, actor=actor, now=self._clock()
+            ),
+        )
+
+    async def promote(
+        self, name: str, version: str, *, actor: str, force: bool = False
+    ) -> AuditEntry | None:
+        """Make a version active; None when it already was."""
+        change = await self.store.apply(
+            name,
+            lambda state, _: plans.plan_promote(
+                state,
+                version,
+                threshold=self.threshold,
+                force=force,
+                actor=actor,
+                now=self._clock(),
+            ),
+        )
+        return change.audit[0] if change.audit else None
+
+    async def rollback(self, name: str, *, actor: str) -> AuditEntry:
+        """Re-activate the version active before the current one."""
+        change = await self.store.apply(
+            name, lambda state, _: plans.plan_rollback(state, actor=actor, now=self._clock())
+        )
+        return change.audit[0]
+
+    async def create_experiment(self, spec: ExperimentSpec, *, actor: str) -> Experiment:
+        """Create and start an experiment (at `spec.start`, or now)."""
+        now = self._clock()
+        experiment = Experiment(
+            id=spec.id,
+            prompt_name=spec.prompt_name,
+            control_version=spec.control_version,
+            treatment_version=spec.treatment_version,
+            traffic_split=spec.traffic_split,
+            start=spec.start or now,
+            end=spec.end,
+            metric=spec.metric,
+            status="running",
+            created_at=now,
+            created_by=actor,
+        )
+        plans.validate_name(spec.prompt_name)
+        await self.store.apply(
+            spec.prompt_name,
+            lambda state, taken: plans.plan_create_experiment(
+                state, experiment, taken_ids=taken, now=now
+            ),
+        )
+        return experiment
+
+    async def stop_experiment(self, experiment_id: str, *, actor: str) -> Experiment:
+        """Stop an experiment; its prompt goes back to environment resolution."""
+        found = await self.store.find_experiment(experiment_id)
+        if found is None:
+            raise ExperimentNotFound(f"Experiment {experiment_id!r} does not exist.", param="id")
+        await self.store.apply(
+            found.prompt_name,
+            lambda state, _: plans.plan_stop_experiment(
+                state, experiment_id, actor=actor, now=self._clock()
+            ),
+        )
+        stopped = await self.store.find_experiment(experiment_id)
+        assert stopped is not None  # experiments are never deleted
+        return stopped
+
+    async def prompt(self, name: str) -> PromptState:
+        """One prompt's stored state (empty when the name is unknown)."""
+        return await self.store.prompt(name)

@@ -1,0 +1,211 @@
+"""Settings: frozen dataclasses, and `load`, the only reader of the config file and the environment.
+
+Precedence, highest first: environment variables, the config file, the defaults below. `${VAR}` in
+the file expands from the environment, so secrets never sit in it. Any invalid value stops start-up
+with a ConfigError that names the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+import yaml
+
+from gateway.core.model import ENVIRONMENTS, Environment
+from gateway.core.resolution import Overrides
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/gateway.yaml")
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionSettings:
+    """Rules for making a version active."""
+
+    threshold: float = 0.9
+    """Lowest pass rate of a version's last test run that allows `promote` without --force."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server and the command line read from config and environment."""
+
+    env: Environment = "production"
+    """Which environment this process serves: development, staging or production."""
+    store_url: str = "sqlite:///gateway.db"
+    """Registry store: `sqlite:///path.db` (embedded) or `redis://host:port/db` (shared)."""
+    admin_tokens: tuple[str, ...] = ()
+    """Bearer tokens accepted on /admin. Empty means the admin API refuses everyone."""
+    prompts_dir: str = "config/prompts"
+    """Folder that `gateway prompts push` reads when given no path."""
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
+    """Promotion gate."""
+    overrides: Overrides = field(default_factory=lambda: Overrides({}, {}))
+    """Version overrides: PROMPT_OVERRIDES for this process, then environments.<env>.overrides."""
+    source: str | None = None
+    """The config file these settings came from, if any."""
+
+
+def load(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read the config file (`path`, else GATEWAY_CONFIG, else config/gateway.yaml if present)."""
+    chosen = path or environ.get("GATEWAY_CONFIG")
+    config_path = Path(chosen) if chosen else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if config_path is not None:
+        where = str(config_path)
+        raw = _read_file(config_path, environ)
+    return _build(raw, environ, where, str(config_path) if config_path else None)
+
+
+def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror}.") from exc
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(f"{path}: ${{{name}}} is used but the environment variable is unset.")
+        return environ[name]
+
+    try:
+        doc = yaml.safe_load(_VAR.sub(expand, text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, not {type(doc).__name__}."
+        )
+    return doc
+
+
+_KEYS = {"env", "store_url", "admin_tokens", "prompts_dir", "promotion", "environments"}
+
+
+def _build(
+    raw: dict[str, Any], environ: Mapping[str, str], where: str, source: str | None
+) -> Settings:
+    _no_unknown(raw, _KEYS, "", where)
+    env = _choice(
+        environ.get("GATEWAY_ENV", raw.get("env", "production")), ENVIRONMENTS, "env", where
+    )
+    store_url = _string(
+        environ.get("GATEWAY_STORE_URL", raw.get("store_url", "sqlite:///gateway.db")),
+        "store_url",
+        where,
+    )
+    if "GATEWAY_ADMIN_TOKENS" in environ:
+        tokens = tuple(t.strip() for t in environ["GATEWAY_ADMIN_TOKENS"].split(",") if t.strip())
+    else:
+        tokens = tuple(
+            _string(t, "admin_tokens[]", where)
+            for t in _list(raw.get("admin_tokens", []), "admin_tokens", where)
+        )
+    if any(not t for t in tokens):
+        raise ConfigError(f"{where}: admin_tokens must not contain an empty token.")
+    prompts_dir = _string(raw.get("prompts_dir", "config/prompts"), "prompts_dir", where)
+
+    promotion_raw = _mapping(raw.get("promotion", {}), "promotion", where)
+    _no_unknown(promotion_raw, {"threshold"}, "promotion.", where)
+    threshold = _number(
+        environ.get("GATEWAY_PROMOTION_THRESHOLD", promotion_raw.get("threshold", 0.9)),
+        "promotion.threshold",
+        where,
+        low=0.0,
+        high=1.0,
+    )
+
+    by_env: dict[str, dict[str, str]] = {}
+    environments = _mapping(raw.get("environments", {}), "environments", where)
+    for name, section in environments.items():
+        key = f"environments.{name}"
+        _choice(name, ENVIRONMENTS, key, where)
+        section = _mapping(section if section is not None else {}, key, where)
+        _no_unknown(section, {"overrides"}, key + ".", where)
+        by_env[name] = _overrides(section.get("overrides", {}), key + ".overrides", where)
+    process = _process_overrides(environ.get("PROMPT_OVERRIDES"))
+
+    return Settings(
+        env=cast(Environment, env),
+        store_url=store_url,
+        admin_tokens=tokens,
+        prompts_dir=prompts_dir,
+        promotion=PromotionSettings(threshold=threshold),
+        overrides=Overrides(process, by_env),
+        source=source,
+    )
+
+
+def _process_overrides(value: str | None) -> dict[str, str]:
+    if not value:
+        return {}
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"PROMPT_OVERRIDES is not valid JSON: {exc}.") from exc
+    return _overrides(doc, "PROMPT_OVERRIDES", "environment")
+
+
+def _overrides(value: object, key: str, where: str) -> dict[str, str]:
+    mapping = _mapping(value if value is not None else {}, key, where)
+    result: dict[str, str] = {}
+    for name, version in mapping.items():
+        if not isinstance(version, str):
+            raise ConfigError(
+                f"{where}: {key}.{name} must be a version string like '1.2.0', not {version!r}."
+            )
+        result[str(name)] = version
+    return result
+
+
+def _no_unknown(raw: Mapping[str, Any], allowed: set[str], prefix: str, where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {prefix}{unknown[0]}; known keys here: "
+            f"{', '.join(prefix + k for k in sorted(allowed))}."
+        )
+
+
+def _mapping(value: object, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping, not {type(value).__name__}.")
+    return value
+
+
+def _list(value: object, key: str, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__}.")
+    return value
+
+
+def _string(value: object, key: str, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string, not {value!r}.")
+    return value
+
+
+def _choice(value: object, allowed: tuple[str, ...], key: str, where: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}.")
+    return str(value)
+
+
+def _number(value: object, key: str, where: str, *, low: float, high: float) -> float:
+    try:
+        number = float(cast(Any, value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {key} must be a number, not {value!r}.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{where}: {key} must be between {low} and {high}, not {number}.")
+    return number

@@ -1,0 +1,218 @@
+"""One JSON form for stored values, shared by every backend so they cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from gateway.core.model import (
+    AuditEntry,
+    Experiment,
+    PromptState,
+    PromptVersion,
+    TestFailure,
+    TestResults,
+)
+from gateway.core.rendering import Message
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def dump_version(version: PromptVersion) -> bytes:
+    """Everything but is_active, which the prompt's activation record owns."""
+    results = version.test_results
+    return orjson.dumps(
+        {
+            "id": version.id,
+            "name": version.name,
+            "version": version.version,
+            "number": version.number,
+            "messages": [{"role": m.role, "content": m.content} for m in version.messages],
+            "variables": list(version.variables),
+            "model": version.model,
+            "max_tokens": version.max_tokens,
+            "temperature": version.temperature,
+            "tags": list(version.tags),
+            "created_at": _iso(version.created_at),
+            "created_by": version.created_by,
+            "is_tested": version.is_tested,
+            "test_results": None if results is None else results_to_dict(results),
+        }
+    )
+
+
+def load_version(raw: bytes | str, *, active: str | None) -> PromptVersion:
+    """Rebuild a version; `active` is the prompt's active version string."""
+    doc = orjson.loads(raw)
+    results = doc.get("test_results")
+    return PromptVersion(
+        id=doc["id"],
+        name=doc["name"],
+        version=doc["version"],
+        number=doc["number"],
+        messages=tuple(Message(m["role"], m["content"]) for m in doc["messages"]),
+        variables=tuple(doc["variables"]),
+        model=doc["model"],
+        max_tokens=doc["max_tokens"],
+        temperature=doc["temperature"],
+        tags=tuple(doc["tags"]),
+        created_at=datetime.fromisoformat(doc["created_at"]),
+        created_by=doc["created_by"],
+        is_active=doc["version"] == active,
+        is_tested=doc["is_tested"],
+        test_results=None if results is None else results_from_dict(results),
+    )
+
+
+def results_to_dict(results: TestResults) -> dict[str, Any]:
+    """The test_results object of PRODUCT §3."""
+    return {
+        "total": results.total,
+        "passed": results.passed,
+        "failed": results.failed,
+        "pass_rate": results.pass_rate,
+        "failures": [
+            {
+                "test_id": f.test_id,
+                "expectation": f.expectation,
+                "detail": f.detail,
+                "output": f.output,
+            }
+            for f in results.failures
+        ],
+        "ran_at": _iso(results.ran_at),
+    }
+
+
+def results_from_dict(doc: dict[str, Any]) -> TestResults:
+    """Inverse of results_to_dict."""
+    return TestResults(
+        total=doc["total"],
+        passed=doc["passed"],
+        failed=doc["failed"],
+        pass_rate=doc["pass_rate"],
+        failures=tuple(TestFailure(**f) for f in doc.get("failures", ())),
+        ran_at=_time(doc.get("ran_at")),
+    )
+
+
+def dump_activation(active: str | None, history: tuple[str, ...]) -> bytes:
+    """The prompt's activation record: the active version and those active before it."""
+    return orjson.dumps({"active": active, "history": list(history)})
+
+
+def load_activation(raw: bytes | str | None) -> tuple[str | None, tuple[str, ...]]:
+    """Inverse of dump_activation; a prompt never promoted has no record."""
+    if not raw:
+        return None, ()
+    doc = orjson.loads(raw)
+    return doc["active"], tuple(doc["history"])
+
+
+def experiment_to_dict(experiment: Experiment) -> dict[str, Any]:
+    """An experiment as the admin API and the CLI show it."""
+    return {
+        "id": experiment.id,
+        "prompt_name": experiment.prompt_name,
+        "control_version": experiment.control_version,
+        "treatment_version": experiment.treatment_version,
+        "traffic_split": experiment.traffic_split,
+        "start": _iso(experiment.start),
+        "end": _iso(experiment.end),
+        "metric": experiment.metric,
+        "status": experiment.status,
+        "created_at": _iso(experiment.created_at),
+        "created_by": experiment.created_by,
+        "stopped_at": _iso(experiment.stopped_at),
+    }
+
+
+def dump_experiment(experiment: Experiment) -> bytes:
+    """Stored form of an experiment."""
+    return orjson.dumps(experiment_to_dict(experiment))
+
+
+def load_experiment(raw: bytes | str) -> Experiment:
+    """Inverse of dump_experiment."""
+    doc = orjson.loads(raw)
+    start = datetime.fromisoformat(doc["start"])
+    created = datetime.fromisoformat(doc["created_at"])
+    return Experiment(
+        id=doc["id"],
+        prompt_name=doc["prompt_name"],
+        control_version=doc["control_version"],
+        treatment_version=doc["treatment_version"],
+        traffic_split=doc["traffic_split"],
+        start=start,
+        end=_time(doc["end"]),
+        metric=doc["metric"],
+        status=doc["status"],
+        created_at=created,
+        created_by=doc["created_by"],
+        stopped_at=_time(doc["stopped_at"]),
+    )
+
+
+def audit_to_dict(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as the admin API and the CLI show it."""
+    return {
+        "at": _iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "prompt_name": entry.prompt_name,
+        "version": entry.version,
+        "experiment_id": entry.experiment_id,
+        "before": dict(entry.before) if entry.before is not None else None,
+        "after": dict(entry.after) if entry.after is not None else None,
+        "forced": entry.forced,
+        "detail": entry.detail,
+    }
+
+
+def dump_audit(entry: AuditEntry) -> bytes:
+    """Stored form of an audit entry."""
+    return orjson.dumps(audit_to_dict(entry))
+
+
+def load_audit(raw: bytes | str) -> AuditEntry:
+    """Inverse of dump_audit."""
+    doc = orjson.loads(raw)
+    return AuditEntry(
+        at=datetime.fromisoformat(doc["at"]),
+        actor=doc["actor"],
+        action=doc["action"],
+        prompt_name=doc["prompt_name"],
+        version=doc["version"],
+        experiment_id=doc["experiment_id"],
+        before=doc["before"],
+        after=doc["after"],
+        forced=doc["forced"],
+        detail=doc["detail"],
+    )
+
+
+def load_state(
+    name: str,
+    docs: Iterable[bytes | str],
+    activation: bytes | str | None,
+    experiments: Iterable[Experiment],
+) -> PromptState:
+    """Assemble one prompt's state from its stored documents."""
+    active, history = load_activation(activation)
+    versions = sorted((load_version(doc, active=active) for doc in docs), key=lambda v: v.number)
+    return PromptState(
+        name=name,
+        versions=tuple(versions),
+        active=active,
+        history=history,
+        experiments=tuple(experiments),
+    )

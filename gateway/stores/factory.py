@@ -1,0 +1,20 @@
+"""Open the backend that a store URL names."""
+
+from __future__ import annotations
+
+from gateway.errors import ConfigError
+from gateway.stores.base import Store
+from gateway.stores.redis import RedisStore
+from gateway.stores.sqlite import SQLiteStore
+
+
+def open_store(url: str) -> Store:
+    """`sqlite:///path.db` or `redis://host:port/db` (also `rediss://` and `unix://`)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteStore.from_url(url)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise ConfigError(
+        f"store_url {url.split('://')[0]!r}:// is not supported; "
+        "use sqlite:///path/to/gateway.db or redis://host:port/db."
+    )
