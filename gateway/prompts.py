@@ -15,7 +15,7 @@ from typing import Literal
 from gateway.core import registry as plans
 from gateway.core.model import AuditEntry, Experiment, PromptDraft, PromptState, TestResults
 from gateway.core.promptfile import PromptFile
-from gateway.errors import ExperimentNotFound, VersionConflict
+from gateway.errors import ExperimentConflict, ExperimentNotFound, VersionConflict
 from gateway.files import ExperimentSpec
 from gateway.stores.base import Store
 
@@ -146,6 +146,29 @@ class PromptRegistry:
             ),
         )
         return experiment
+
+    async def ensure_experiment(
+        self, spec: ExperimentSpec, *, actor: str
+    ) -> tuple[Experiment, Literal["created", "unchanged"]]:
+        """Create the experiment a file describes unless it exists as described (idempotent)."""
+        existing = await self.store.find_experiment(spec.id)
+        if existing is None:
+            return await self.create_experiment(spec, actor=actor), "created"
+        same = (
+            existing.prompt_name == spec.prompt_name
+            and existing.control_version == spec.control_version
+            and existing.treatment_version == spec.treatment_version
+            and existing.traffic_split == spec.traffic_split
+            and existing.metric == spec.metric
+            and existing.end == spec.end
+            and (spec.start is None or existing.start == spec.start)
+        )
+        if not same:
+            raise ExperimentConflict(
+                f"Experiment {spec.id!r} already exists with other settings; experiments are "
+                "not edited in place. Stop it and create one with a new id."
+            )
+        return existing, "unchanged"
 
     async def stop_experiment(self, experiment_id: str, *, actor: str) -> Experiment:
         """Stop an experiment; its prompt goes back to environment resolution."""

@@ -70,16 +70,11 @@ def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"Config file {path} cannot be read: {exc.strerror}.") from exc
 
-    def expand(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise ConfigError(f"{path}: ${{{name}}} is used but the environment variable is unset.")
-        return environ[name]
-
     try:
-        doc = yaml.safe_load(_VAR.sub(expand, text))
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    doc = _expand(doc, path, environ)
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -87,6 +82,24 @@ def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
             f"{path}: the top level must be a mapping of keys, not {type(doc).__name__}."
         )
     return doc
+
+
+def _expand(value: Any, path: Path, environ: Mapping[str, str]) -> Any:
+    """Replace ${VAR} in every string value (comments and keys are left alone)."""
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"{path}: ${{{name}}} is used but that variable is unset.")
+            return environ[name]
+
+        return _VAR.sub(lookup, value)
+    if isinstance(value, list):
+        return [_expand(v, path, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, path, environ) for k, v in value.items()}
+    return value
 
 
 _KEYS = {"env", "store_url", "admin_tokens", "prompts_dir", "promotion", "environments"}

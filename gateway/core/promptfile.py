@@ -87,7 +87,7 @@ def _parse(doc: object, source: str) -> PromptFile:
             for i, item in enumerate(items)
         )
     else:
-        drafts = (_draft(name, top, ""),)
+        drafts = (_draft(name, {k: v for k, v in top.items() if k in _VERSION_KEYS}, ""),)
     seen: set[str] = set()
     for draft in drafts:
         if draft.version in seen:

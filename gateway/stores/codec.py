@@ -27,27 +27,33 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def dump_version(version: PromptVersion) -> bytes:
-    """Everything but is_active, which the prompt's activation record owns."""
+def version_to_dict(version: PromptVersion) -> dict[str, Any]:
+    """A version with every field of PRODUCT §3, as the admin API and the CLI show it."""
     results = version.test_results
-    return orjson.dumps(
-        {
-            "id": version.id,
-            "name": version.name,
-            "version": version.version,
-            "number": version.number,
-            "messages": [{"role": m.role, "content": m.content} for m in version.messages],
-            "variables": list(version.variables),
-            "model": version.model,
-            "max_tokens": version.max_tokens,
-            "temperature": version.temperature,
-            "tags": list(version.tags),
-            "created_at": _iso(version.created_at),
-            "created_by": version.created_by,
-            "is_tested": version.is_tested,
-            "test_results": None if results is None else results_to_dict(results),
-        }
-    )
+    return {
+        "id": version.id,
+        "name": version.name,
+        "version": version.version,
+        "number": version.number,
+        "messages": [{"role": m.role, "content": m.content} for m in version.messages],
+        "variables": list(version.variables),
+        "model": version.model,
+        "max_tokens": version.max_tokens,
+        "temperature": version.temperature,
+        "tags": list(version.tags),
+        "created_at": _iso(version.created_at),
+        "created_by": version.created_by,
+        "is_active": version.is_active,
+        "is_tested": version.is_tested,
+        "test_results": None if results is None else results_to_dict(results),
+    }
+
+
+def dump_version(version: PromptVersion) -> bytes:
+    """Stored form: everything but is_active, which the prompt's activation record owns."""
+    doc = version_to_dict(version)
+    del doc["is_active"]
+    return orjson.dumps(doc)
 
 
 def load_version(raw: bytes | str, *, active: str | None) -> PromptVersion:

@@ -1,0 +1,559 @@
+"""The `gateway` command line: the composition root for commands.
+
+Every command reads the same config and store as the server, prints tables for people and
+`--json` for scripts, and exits 1 with a one-line reason on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway import settings as settings_module
+from gateway.core.diffing import diff_versions
+from gateway.core.model import ENVIRONMENTS, Environment, PromptState
+from gateway.core.registry import require_version
+from gateway.core.rendering import coerce_variables, render
+from gateway.core.resolution import resolve
+from gateway.errors import GatewayError, InvalidPromptVariables, InvalidRequest, PromptNotFound
+from gateway.files import ExperimentSpec, load_experiment_file, load_prompt_files, parse_time
+from gateway.prompts import PromptRegistry, utc_now
+from gateway.settings import Settings
+from gateway.stores import codec
+from gateway.stores.base import Store
+from gateway.stores.factory import open_store
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="gateway",
+    help="Prompt Gateway: an OpenAI-compatible proxy serving versioned, tested prompts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+prompts_app = typer.Typer(help="Manage prompt versions.", no_args_is_help=True)
+experiments_app = typer.Typer(help="A/B experiments between prompt versions.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(experiments_app, name="experiments")
+
+# Piped output is not squeezed to 80 columns: scripts use --json, people reading logs want it all.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@dataclass
+class Runtime:
+    """What every command needs: settings, loaded once, and the actor to audit writes as."""
+
+    config: str | None = None
+    actor: str = ""
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = settings_module.load(self.config, os.environ)
+        return self._settings
+
+    def run(self, work: Callable[[Store, PromptRegistry], Awaitable[T]]) -> T:
+        """Open the store, run `work` with it and a registry, and close it."""
+
+        async def main() -> T:
+            store = open_store(self.settings.store_url)
+            try:
+                await store.ping()
+                registry = PromptRegistry(store, threshold=self.settings.promotion.threshold)
+                return await work(store, registry)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+
+runtime = Runtime()
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="Config file (default: $GATEWAY_CONFIG, config/gateway.yaml)."
+        ),
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", help="Who to record in the audit log (default: you).")
+    ] = None,
+) -> None:
+    runtime.config = config
+    runtime.actor = actor or _whoami()
+    runtime._settings = None
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return "cli"
+
+
+def emit(data: Any) -> None:
+    """Print `data` as JSON on stdout."""
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    try:
+        yield
+    except GatewayError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
+
+
+# ---- prompts ---------------------------------------------------------------------------------
+
+
+@prompts_app.command("push")
+def push(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Prompt files or folders (default: prompts_dir).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the versions that the files describe; unchanged ones are left alone."""
+    with _failures():
+        files = load_prompt_files(paths or [runtime.settings.prompts_dir])
+        results = runtime.run(lambda _, registry: registry.push(files, actor=runtime.actor))
+    if as_json:
+        emit(
+            [
+                {"name": r.name, "version": r.version, "status": r.status, "file": r.source}
+                for r in results
+            ]
+        )
+        return
+    table = Table("name", "version", "status", "file")
+    for r in results:
+        table.add_row(r.name, r.version, r.status, r.source)
+    out.print(table)
+    created = sum(r.status == "created" for r in results)
+    out.print(f"{created} created, {len(results) - created} unchanged")
+
+
+@prompts_app.command("list")
+def list_prompts(as_json: JsonFlag = False) -> None:
+    """List prompts with their newest and active versions."""
+    with _failures():
+        snap = runtime.run(lambda store, _: store.snapshot())
+    rows = []
+    for name in sorted(snap.prompts):
+        state = snap.prompts[name]
+        rows.append(
+            {
+                "name": name,
+                "versions": len(state.versions),
+                "newest": state.newest.version if state.newest else None,
+                "newest_tested": state.newest_tested.version if state.newest_tested else None,
+                "active": state.active,
+                "experiment": next(
+                    (e.id for e in state.experiments if e.status == "running"), None
+                ),
+            }
+        )
+    if as_json:
+        emit(rows)
+        return
+    table = Table("name", "versions", "newest", "newest tested", "active", "experiment")
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
+    out.print(table)
+
+
+@prompts_app.command("show")
+def show(
+    name: str,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="One version.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a prompt's versions, or one version in full."""
+    with _failures():
+        state = _existing(runtime.run(lambda store, _: store.prompt(name)), name)
+        chosen = [require_version(state, version)] if version else list(state.versions)
+    if as_json:
+        docs = [codec.version_to_dict(v) for v in chosen]
+        emit(docs[0] if version else {"name": name, "active": state.active, "versions": docs})
+        return
+    if version:
+        v = chosen[0]
+        out.print(
+            f"[bold]{v.label}[/bold]  number {v.number}  "
+            f"{'active' if v.is_active else 'inactive'}  "
+            f"{'tested' if v.is_tested else 'untested'}"
+        )
+        out.print(
+            f"model={v.model} temperature={v.temperature} max_tokens={v.max_tokens} "
+            f"tags={','.join(v.tags) or '-'}",
+            markup=False,
+        )
+        out.print(f"variables: {', '.join(v.variables) or '-'}", markup=False)
+        out.print(f"created {v.created_at.isoformat()} by {v.created_by}", markup=False)
+        if v.test_results:
+            r = v.test_results
+            out.print(f"last test run: {r.passed}/{r.total} passed ({r.pass_rate:.0%})")
+        for message in v.messages:
+            out.print(f"\n[bold]{message.role}[/bold]")
+            out.print(message.content, markup=False)
+        return
+    table = Table("version", "number", "active", "tested", "pass rate", "model", "created", "by")
+    for v in sorted(chosen, key=lambda v: v.semver):
+        rate = f"{v.test_results.pass_rate:.0%}" if v.test_results else "-"
+        table.add_row(
+            v.version,
+            str(v.number),
+            "yes" if v.is_active else "",
+            "yes" if v.is_tested else "",
+            rate,
+            v.model or "-",
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.created_by,
+        )
+    out.print(table)
+
+
+@prompts_app.command("render")
+def render_prompt(
+    name: str,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Pin a version.")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="A variable, KEY=VALUE; repeat for more.")
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Environment to resolve in.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the messages a prompt renders to with the given variables."""
+    with _failures():
+        values = coerce_variables(_parse_vars(var or []))
+        snap = runtime.run(lambda store, _: store.snapshot())
+        chosen = resolve(
+            snap,
+            name,
+            environment=_environment(env),
+            pinned=version,
+            overrides=runtime.settings.overrides,
+            now=utc_now(),
+            request_id=uuid.uuid4().hex,
+        ).version
+        messages = render(chosen.template, values, chosen.label)
+    if as_json:
+        emit(
+            {
+                "name": chosen.name,
+                "version": chosen.version,
+                "messages": [{"role": m.role, "content": m.content} for m in messages],
+            }
+        )
+        return
+    out.print(f"[dim]{chosen.label}[/dim]")
+    for message in messages:
+        out.print(f"[bold]{message.role}[/bold]")
+        out.print(message.content, markup=False)
+
+
+@prompts_app.command("resolve")
+def resolve_prompt(
+    name: str,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Environment (default: GATEWAY_ENV).")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="The user key (X-User-Id).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Say which version and variant would serve this user in this environment."""
+    with _failures():
+        snap = runtime.run(lambda store, _: store.snapshot())
+        got = resolve(
+            snap,
+            name,
+            environment=_environment(env),
+            overrides=runtime.settings.overrides,
+            user_key=user,
+            request_id=uuid.uuid4().hex,
+            now=utc_now(),
+        )
+    doc = {
+        "name": name,
+        "version": got.version.version,
+        "number": got.version.number,
+        "variant": got.variant,
+        "resolution": got.resolution,
+        "experiment": got.experiment.id if got.experiment else None,
+    }
+    if as_json:
+        emit(doc)
+        return
+    out.print(" ".join(f"{k}={v if v is not None else '-'}" for k, v in doc.items()), markup=False)
+
+
+@prompts_app.command("promote")
+def promote(
+    name: str,
+    version: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip the pass-rate gate (audited as forced).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a version the production version, if its last test run reached the threshold."""
+    with _failures():
+        entry = runtime.run(
+            lambda _, registry: registry.promote(name, version, actor=runtime.actor, force=force)
+        )
+    if as_json:
+        emit(
+            {
+                "name": name,
+                "active": version,
+                "changed": entry is not None,
+                "audit": codec.audit_to_dict(entry) if entry else None,
+            }
+        )
+        return
+    if entry is None:
+        out.print(f"{name}@{version} is already active", markup=False)
+        return
+    before = (entry.before or {}).get("active") or "none"
+    out.print(f"{name}: active {before} -> {version}{' (forced)' if force else ''}", markup=False)
+
+
+@prompts_app.command("rollback")
+def rollback(name: str, as_json: JsonFlag = False) -> None:
+    """Re-activate the version that was active before the current one."""
+    with _failures():
+        entry = runtime.run(lambda _, registry: registry.rollback(name, actor=runtime.actor))
+    if as_json:
+        emit(codec.audit_to_dict(entry))
+        return
+    before = (entry.before or {}).get("active")
+    out.print(f"{name}: active {before} -> {entry.version} (rolled back)", markup=False)
+
+
+@prompts_app.command("diff")
+def diff(name: str, old: str, new: str, as_json: JsonFlag = False) -> None:
+    """Show a unified diff of two versions' templates and parameters."""
+    with _failures():
+        state = _existing(runtime.run(lambda store, _: store.prompt(name)), name)
+        text = diff_versions(require_version(state, old), require_version(state, new))
+    if as_json:
+        emit({"name": name, "from": old, "to": new, "changed": bool(text), "diff": text})
+        return
+    out.print(text or f"{name}@{old} and {name}@{new} have the same content", markup=False)
+
+
+# ---- experiments -----------------------------------------------------------------------------
+
+
+@experiments_app.command("create")
+def create_experiment(
+    id: Annotated[str | None, typer.Option("--id", help="Experiment id.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt name.")] = None,
+    control: Annotated[str | None, typer.Option("--control", help="Control version.")] = None,
+    treatment: Annotated[str | None, typer.Option("--treatment", help="Treatment version.")] = None,
+    split: Annotated[
+        float | None, typer.Option("--split", help="Share to treatment, 0..1.")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--start", help="ISO 8601 (default: now).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="ISO 8601 (default: open).")] = None,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Metric to judge by.")
+    ] = "user_satisfaction",
+    file: Annotated[
+        str | None, typer.Option("--file", help="Create the experiments a YAML file lists.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start an A/B experiment between two versions of a prompt (or every one in --file)."""
+    with _failures():
+        if file is not None:
+            specs = load_experiment_file(file)
+        else:
+            missing = [
+                f"--{k}"
+                for k, v in {
+                    "id": id,
+                    "prompt": prompt,
+                    "control": control,
+                    "treatment": treatment,
+                    "split": split,
+                }.items()
+                if v is None
+            ]
+            if missing:
+                err.print(f"error: missing {', '.join(missing)} (or give --file)")
+                raise typer.Exit(1)
+            assert id and prompt and control and treatment and split is not None
+            specs = [
+                ExperimentSpec(
+                    id,
+                    prompt,
+                    control,
+                    treatment,
+                    split,
+                    parse_time(start, "--start"),
+                    parse_time(end, "--end"),
+                    metric,
+                )
+            ]
+
+        async def work(_: Store, registry: PromptRegistry) -> list[tuple[Any, str]]:
+            return [await registry.ensure_experiment(s, actor=runtime.actor) for s in specs]
+
+        results = runtime.run(work)
+    if as_json:
+        docs = [codec.experiment_to_dict(e) | {"result": status} for e, status in results]
+        emit(docs[0] if file is None else docs)
+        return
+    for experiment, status in results:
+        out.print(
+            f"{experiment.id}: {status} ({experiment.prompt_name} "
+            f"{experiment.control_version} vs {experiment.treatment_version}, "
+            f"{experiment.traffic_split:.0%} to treatment)",
+            markup=False,
+        )
+
+
+@experiments_app.command("list")
+def list_experiments(as_json: JsonFlag = False) -> None:
+    """List experiments, running ones first."""
+    with _failures():
+        snap = runtime.run(lambda store, _: store.snapshot())
+    now = utc_now()
+    experiments = [e for s in snap.prompts.values() for e in s.experiments]
+    experiments.sort(key=lambda e: (not e.is_running(now), e.start), reverse=False)
+    if as_json:
+        emit(
+            [codec.experiment_to_dict(e) | {"running_now": e.is_running(now)} for e in experiments]
+        )
+        return
+    table = Table(
+        "id", "prompt", "control", "treatment", "split", "status", "start", "end", "metric"
+    )
+    for e in experiments:
+        status = (
+            "running"
+            if e.is_running(now)
+            else (
+                "scheduled"
+                if e.status == "running" and e.start > now
+                else "ended"
+                if e.status == "running"
+                else e.status
+            )
+        )
+        table.add_row(
+            e.id,
+            e.prompt_name,
+            e.control_version,
+            e.treatment_version,
+            f"{e.traffic_split:g}",
+            status,
+            e.start.strftime("%Y-%m-%d %H:%M"),
+            e.end.strftime("%Y-%m-%d %H:%M") if e.end else "-",
+            e.metric,
+        )
+    out.print(table)
+
+
+@experiments_app.command("stop")
+def stop_experiment(id: str, as_json: JsonFlag = False) -> None:
+    """Stop an experiment; its prompt goes back to environment resolution."""
+    with _failures():
+        stopped = runtime.run(lambda _, registry: registry.stop_experiment(id, actor=runtime.actor))
+    if as_json:
+        emit(codec.experiment_to_dict(stopped))
+        return
+    out.print(f"{id}: stopped", markup=False)
+
+
+# ---- audit -----------------------------------------------------------------------------------
+
+
+@app.command("audit")
+def audit(
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Only this prompt.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many entries, newest.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show who changed what: creates, test runs, promotions, rollbacks, experiments."""
+    with _failures():
+        entries = runtime.run(lambda store, _: store.audit(prompt_name=prompt, limit=limit))
+    if as_json:
+        emit([codec.audit_to_dict(e) for e in entries])
+        return
+    table = Table("at", "actor", "action", "prompt", "target", "before", "after", "forced")
+    for e in entries:
+        table.add_row(
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.action,
+            e.prompt_name,
+            e.version or e.experiment_id or "-",
+            _brief(e.before),
+            _brief(e.after),
+            "yes" if e.forced else "",
+        )
+    out.print(table)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _brief(value: Any) -> str:
+    if not value:
+        return "-"
+    return ", ".join(f"{k}={v}" for k, v in dict(value).items())
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidPromptVariables(f"--var {pair!r} must look like KEY=VALUE.")
+        values[key] = value
+    return values
+
+
+def _environment(env: str | None) -> Environment:
+    chosen = env or runtime.settings.env
+    if chosen not in ENVIRONMENTS:
+        raise InvalidRequest(
+            f"--env {chosen!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}."
+        )
+    return chosen
+
+
+def _existing(state: PromptState, name: str) -> PromptState:
+    if not state.versions:
+        raise PromptNotFound(f"Prompt {name!r} does not exist.")
+    return state
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,93 @@
+"""The snapshot cache: changes from elsewhere within a second, and the last good snapshot in outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.core.registry import make_draft
+from gateway.core.rendering import Message
+from gateway.prompts import PromptRegistry
+from gateway.stores.base import Store
+from gateway.stores.cached import SnapshotCache
+from gateway.stores.redis import RedisStore
+from gateway.stores.sqlite import SQLiteStore
+from tests.conftest import RedisServer
+
+
+def draft(ver: str):  # type: ignore[no-untyped-def]
+    return make_draft(name="greeter", version=ver, messages=[Message("system", "Hello")])
+
+
+async def eventually(check: Callable[[], bool], timeout: float) -> float:
+    """Poll `check` until it holds; return how long it took, or fail after `timeout` seconds."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition still false after {timeout}s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_change_by_another_connection_is_visible_within_a_second(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A version created through another store connection reaches the cache in under 1 s."""
+
+    def open_store() -> Store:
+        if kind == "sqlite":
+            return SQLiteStore(tmp_path / "g.db")
+        return RedisStore(request.getfixturevalue("redis_url"), prefix=f"{tmp_path.name}:")
+
+    reader, writer = open_store(), open_store()
+    cache = SnapshotCache(reader)
+    await cache.start()
+    assert cache.healthy and dict(cache.current.prompts) == {}
+    await PromptRegistry(writer, threshold=0.9).create_version(draft("1.0.0"), actor="t")
+    took = await eventually(lambda: "greeter" in cache.current.prompts, timeout=1.0)
+    assert took < 1.0
+    await cache.stop()
+    await reader.close()
+    await writer.close()
+
+
+async def test_outage_serves_the_last_snapshot_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis down the cache keeps its snapshot, warns once, and recovers when it returns."""
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is needed for this test"
+    server = RedisServer(binary)
+    store = RedisStore(server.url, poll_interval=0.1)
+    await PromptRegistry(store, threshold=0.9).create_version(draft("1.0.0"), actor="t")
+    cache = SnapshotCache(store, max_backoff=0.2)
+    await cache.start()
+    before = cache.current
+    assert "greeter" in before.prompts
+
+    caplog.set_level(logging.WARNING, logger="gateway.registry")
+    server.stop()
+    await eventually(lambda: not cache.healthy, timeout=5)
+    await asyncio.sleep(1.0)  # several retries happen meanwhile
+    assert cache.current is before
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+
+    revived = RedisServer(binary, port=server.port)  # an empty server: the data went with it
+    writer = RedisStore(revived.url)
+    try:
+        await PromptRegistry(writer, threshold=0.9).create_version(draft("2.0.0"), actor="t")
+        await eventually(lambda: cache.healthy, timeout=5)
+        assert set(cache.current.prompts["greeter"].by_version) == {"2.0.0"}
+    finally:
+        await cache.stop()
+        await store.close()
+        await writer.close()
+        revived.stop()

@@ -1,0 +1,343 @@
+"""The command line, as a user runs it: the shipped config and prompts, a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from gateway.stores.cached import SnapshotCache
+from gateway.stores.redis import RedisStore
+from tests.conftest import ROOT
+
+Gateway = Callable[..., Any]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped config/ in a fresh folder, as a new user's checkout would have it."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
+    for name in ("GATEWAY_CONFIG", "GATEWAY_STORE_URL", "GATEWAY_ENV", "PROMPT_OVERRIDES"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def gateway(project: Path) -> Gateway:
+    """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result."""
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> Any:
+        result = runner.invoke(app, ["--actor", "tester", *args], env=env)
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code == 1, result.output
+            return result
+        return orjson.loads(result.stdout) if "--json" in args else result
+
+    return run
+
+
+def test_push_is_idempotent(gateway: Gateway) -> None:
+    """Pushing the shipped prompts creates them once; pushing again changes nothing."""
+    first = gateway("prompts", "push", "--json")
+    assert {(r["name"], r["version"], r["status"]) for r in first} == {
+        ("gateway-judge", "1.0.0", "created"),
+        ("release-notes", "1.0.0", "created"),
+        ("support-agent", "1.0.0", "created"),
+        ("support-agent", "1.1.0", "created"),
+    }
+    again = gateway("prompts", "push", "config/prompts", "--json")
+    assert {r["status"] for r in again} == {"unchanged"}
+    audit = gateway("audit", "--json")
+    assert [e["action"] for e in audit] == ["version.create"] * 4
+    assert {e["actor"] for e in audit} == {"tester"}
+
+
+def test_push_refuses_a_changed_release_naming_the_file(gateway: Gateway, project: Path) -> None:
+    """Editing a released version's file without bumping it is refused, and nothing is written."""
+    gateway("prompts", "push")
+    path = project / "config/prompts/release-notes.yaml"
+    path.write_text(path.read_text().replace("under 200 words", "under 150 words"))
+    new = project / "config/prompts/zz-new.yaml"
+    new.write_text("name: zz-new\nversion: 1.0.0\ncontent: Hello\n")
+    result = gateway("prompts", "push", ok=False)
+    assert "config/prompts/release-notes.yaml" in result.stderr
+    assert "release-notes@1.0.0 is already released" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    names = [p["name"] for p in gateway("prompts", "list", "--json")]
+    assert "zz-new" not in names
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: x\nversion: 1.0.0\ncontent: [unclosed\n", "invalid YAML at line 4"),
+        ("name: x\nversion: '1.0'\ncontent: hi\n", "'1.0' is not a semantic version"),
+        ("name: Bad Name\nversion: 1.0.0\ncontent: hi\n", "Prompt name 'Bad Name' is invalid"),
+        ("name: x\nversion: 1.0.0\nvariables: [a]\ncontent: '{{b}}'\n", "used but not declared: b"),
+        ("name: x\nversion: 1.0.0\ncontent: hi\ncolour: red\n", "unknown field colour"),
+        ("name: x\nversion: 1.0.0\n", "give either messages or content"),
+    ],
+)
+def test_bad_prompt_files_name_the_file_and_field(
+    gateway: Gateway, project: Path, content: str, message: str
+) -> None:
+    """Each malformed file is refused with one line naming the file and what is wrong."""
+    path = project / "bad.yaml"
+    path.write_text(content)
+    result = gateway("prompts", "push", "bad.yaml", ok=False)
+    assert result.stderr.startswith("error: bad.yaml")
+    assert message in result.stderr
+    assert gateway("prompts", "list", "--json") == []
+
+
+def test_render_prints_the_rendered_messages(gateway: Gateway) -> None:
+    """render fills the variables and prints the messages, as JSON when asked."""
+    gateway("prompts", "push")
+    doc = gateway(
+        "prompts",
+        "render",
+        "support-agent",
+        "--version",
+        "1.0.0",
+        "--var",
+        "company=Acme",
+        "--var",
+        "timezone=UTC",
+        "--json",
+    )
+    assert doc["name"] == "support-agent" and doc["version"] == "1.0.0"
+    assert doc["messages"] == [
+        {
+            "role": "system",
+            "content": "You are the support agent of Acme. Answer briefly and politely.\n"
+            "The user's timezone is UTC.\n",
+        }
+    ]
+
+
+def test_render_with_a_missing_variable_fails_with_the_contract_message(gateway: Gateway) -> None:
+    """A missing variable exits 1 with the exact missing-variables message."""
+    gateway("prompts", "push")
+    result = gateway(
+        "prompts",
+        "render",
+        "support-agent",
+        "--version",
+        "1.1.0",
+        "--var",
+        "company=Acme",
+        ok=False,
+    )
+    assert result.stderr.strip() == (
+        "error: Missing variables for prompt support-agent@1.1.0: timezone, tools"
+    )
+
+
+def test_promote_gate_force_and_rollback(gateway: Gateway) -> None:
+    """Untested versions need --force; rollback returns to the previous active version."""
+    gateway("prompts", "push")
+    refused = gateway("prompts", "promote", "support-agent", "1.0.0", ok=False)
+    assert "no test run" in refused.stderr and "90%" in refused.stderr
+    gateway("prompts", "promote", "support-agent", "1.0.0", "--force")
+    gateway("prompts", "promote", "support-agent", "1.1.0", "--force")
+    assert gateway("prompts", "resolve", "support-agent", "--json")["version"] == "1.1.0"
+    gateway("prompts", "rollback", "support-agent")
+    resolved = gateway("prompts", "resolve", "support-agent", "--json")
+    assert resolved == {
+        "name": "support-agent",
+        "version": "1.0.0",
+        "number": 1,
+        "variant": "none",
+        "resolution": "environment",
+        "experiment": None,
+    }
+    entries = gateway("audit", "--prompt", "support-agent", "--json")
+    promotions = [e for e in entries if e["action"] == "version.promote"]
+    assert [e["forced"] for e in promotions] == [True, True]
+
+
+def test_resolve_by_environment_and_override(gateway: Gateway) -> None:
+    """--env picks the environment rule; PROMPT_OVERRIDES wins over it."""
+    gateway("prompts", "push")
+    dev = gateway("prompts", "resolve", "support-agent", "--env", "development", "--json")
+    assert (dev["version"], dev["resolution"]) == ("1.1.0", "environment")
+    missing = gateway("prompts", "resolve", "support-agent", "--env", "staging", ok=False)
+    assert "no version to serve in staging" in missing.stderr
+    pinned = gateway(
+        "prompts",
+        "resolve",
+        "support-agent",
+        "--env",
+        "staging",
+        "--json",
+        env={"PROMPT_OVERRIDES": '{"support-agent": "1.0.0"}'},
+    )
+    assert (pinned["version"], pinned["resolution"]) == ("1.0.0", "override")
+
+
+def test_experiment_assigns_users_consistently(gateway: Gateway) -> None:
+    """During an experiment each user always gets the same variant; stop ends it."""
+    gateway("prompts", "push")
+    created = gateway(
+        "experiments",
+        "create",
+        "--id",
+        "exp-1",
+        "--prompt",
+        "support-agent",
+        "--control",
+        "1.0.0",
+        "--treatment",
+        "1.1.0",
+        "--split",
+        "0.1",
+        "--json",
+    )
+    assert (created["status"], created["traffic_split"]) == ("running", 0.1)
+    # bucket(user-1, exp-1) = 1056 >= 1000: control; bucket(user-2, exp-1) = 514: treatment
+    one = gateway("prompts", "resolve", "support-agent", "--user", "user-1", "--json")
+    two = gateway("prompts", "resolve", "support-agent", "--user", "user-2", "--json")
+    assert (one["variant"], one["version"], one["experiment"]) == ("control", "1.0.0", "exp-1")
+    assert (two["variant"], two["version"], two["resolution"]) == (
+        "treatment",
+        "1.1.0",
+        "experiment",
+    )
+    clash = gateway(
+        "experiments",
+        "create",
+        "--id",
+        "exp-2",
+        "--prompt",
+        "support-agent",
+        "--control",
+        "1.1.0",
+        "--treatment",
+        "1.0.0",
+        "--split",
+        "0.5",
+        ok=False,
+    )
+    assert "already running" in clash.stderr
+    listed = gateway("experiments", "list", "--json")
+    assert [(e["id"], e["running_now"]) for e in listed] == [("exp-1", True)]
+    gateway("experiments", "stop", "exp-1")
+    after = gateway(
+        "prompts", "resolve", "support-agent", "--env", "development", "--user", "user-2", "--json"
+    )
+    assert (after["variant"], after["resolution"]) == ("none", "environment")
+
+
+def test_experiments_from_the_shipped_file(gateway: Gateway) -> None:
+    """config/experiments.yaml creates its experiments once; a second run leaves them alone."""
+    gateway("prompts", "push")
+    first = gateway("experiments", "create", "--file", "config/experiments.yaml", "--json")
+    second = gateway("experiments", "create", "--file", "config/experiments.yaml", "--json")
+    assert [e["result"] for e in first] == ["created"]
+    assert [e["result"] for e in second] == ["unchanged"]
+
+
+def test_diff_shows_template_and_parameter_changes(gateway: Gateway) -> None:
+    """diff prints a unified diff of two versions' parameters and messages."""
+    gateway("prompts", "push")
+    doc = gateway("prompts", "diff", "support-agent", "1.0.0", "1.1.0", "--json")
+    assert doc["changed"] is True
+    assert "-temperature: 0.3\n+temperature: 0.2" in doc["diff"]
+    assert "+Tools you may use: {{tools}}." in doc["diff"]
+    same = gateway("prompts", "diff", "support-agent", "1.0.0", "1.0.0", "--json")
+    assert (same["changed"], same["diff"]) == (False, "")
+
+
+def test_show_lists_versions_and_one_version(gateway: Gateway) -> None:
+    """show gives the versions of a prompt, or every field of one version."""
+    gateway("prompts", "push")
+    listing = gateway("prompts", "show", "support-agent", "--json")
+    assert [v["version"] for v in listing["versions"]] == ["1.0.0", "1.1.0"]
+    one = gateway("prompts", "show", "support-agent", "--version", "1.1.0", "--json")
+    assert (one["number"], one["variables"], one["is_active"]) == (
+        2,
+        ["company", "timezone", "tools"],
+        False,
+    )
+    text = gateway("prompts", "show", "support-agent").stdout
+    assert "1.0.0" in text and "1.1.0" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("prompts", "show", "nope"),
+        ("prompts", "resolve", "nope"),
+        ("prompts", "promote", "support-agent", "9.9.9"),
+        ("prompts", "diff", "support-agent", "1.0.0", "9.9.9"),
+        ("experiments", "stop", "nope"),
+        ("prompts", "render", "support-agent", "--var", "novalue"),
+    ],
+)
+def test_failures_exit_1_with_one_line(gateway: Gateway, args: tuple[str, ...]) -> None:
+    """Unknown prompts, versions and experiments, and bad input, exit 1 with one line."""
+    gateway("prompts", "push")
+    result = gateway(*args, ok=False)
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_names_the_key(gateway: Gateway, project: Path) -> None:
+    """An invalid config file stops the command with the file and key named."""
+    config = project / "config/gateway.yaml"
+    config.write_text(config.read_text().replace("threshold: 0.9", "threshold: lots"))
+    result = gateway("prompts", "list", ok=False)
+    assert "config/gateway.yaml: promotion.threshold must be a number" in result.stderr
+
+
+def test_unreachable_redis_is_one_clear_line(gateway: Gateway) -> None:
+    """A Redis URL that does not answer fails fast with the URL (password hidden)."""
+    result = gateway(
+        "prompts", "list", ok=False, env={"GATEWAY_STORE_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    )
+    assert "Redis store at redis://:***@127.0.0.1:1/0 did not answer" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+async def test_cli_push_in_another_process_reaches_a_gateway_snapshot(
+    project: Path, redis_url: str
+) -> None:
+    """The installed `gateway` command, run as its own process, changes what a cache serves."""
+    prefix_url = redis_url.rsplit("/", 1)[0] + "/3"  # a database of this test's own
+    store = RedisStore(prefix_url)
+    await store._client.flushdb()
+    cache = SnapshotCache(store)
+    await cache.start()
+    env = {**os.environ, "GATEWAY_STORE_URL": prefix_url}
+    binary = Path(sys.executable).parent / "gateway"
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        "prompts",
+        "push",
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr
+    deadline = asyncio.get_running_loop().time() + 1.0
+    while "support-agent" not in cache.current.prompts:
+        assert asyncio.get_running_loop().time() < deadline, "not visible within 1 s"
+        await asyncio.sleep(0.01)
+    await cache.stop()
+    await store.close()
