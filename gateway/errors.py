@@ -1,9 +1,10 @@
 """Every error the gateway raises on purpose, each with its HTTP status and OpenAI error shape.
 
-The tree::
+The tree, with each class's HTTP status and OpenAI error code (4xx have the OpenAI type
+`invalid_request_error`, 5xx `server_error`)::
 
-    GatewayError                      500 server_error
-    ├── InvalidRequest                400 invalid_request_error
+    GatewayError                      500 internal_error
+    ├── InvalidRequest                400 invalid_request
     │   ├── MissingPromptVariables    400 missing_prompt_variables
     │   ├── InvalidPromptVariables    400 invalid_prompt_variables
     │   └── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)

@@ -1,4 +1,4 @@
-"""The snapshot cache: changes from elsewhere within a second, and the last good snapshot in outages."""
+"""The snapshot cache: changes from elsewhere within a second; the last good snapshot in outages."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ def draft(ver: str):  # type: ignore[no-untyped-def]
     return make_draft(name="greeter", version=ver, messages=[Message("system", "Hello")])
 
 
-async def eventually(check: Callable[[], bool], timeout: float) -> float:
-    """Poll `check` until it holds; return how long it took, or fail after `timeout` seconds."""
+async def eventually(check: Callable[[], bool], within: float) -> float:
+    """Poll `check` until it holds; return how long it took, or fail after `within` seconds."""
     start = time.monotonic()
     while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition still false after {timeout}s")
+        if time.monotonic() - start > within:
+            raise AssertionError(f"condition still false after {within}s")
         await asyncio.sleep(0.01)
     return time.monotonic() - start
 
@@ -51,7 +51,7 @@ async def test_change_by_another_connection_is_visible_within_a_second(
     await cache.start()
     assert cache.healthy and dict(cache.current.prompts) == {}
     await PromptRegistry(writer, threshold=0.9).create_version(draft("1.0.0"), actor="t")
-    took = await eventually(lambda: "greeter" in cache.current.prompts, timeout=1.0)
+    took = await eventually(lambda: "greeter" in cache.current.prompts, within=1.0)
     assert took < 1.0
     await cache.stop()
     await reader.close()
@@ -74,7 +74,7 @@ async def test_outage_serves_the_last_snapshot_and_logs_once(
 
     caplog.set_level(logging.WARNING, logger="gateway.registry")
     server.stop()
-    await eventually(lambda: not cache.healthy, timeout=5)
+    await eventually(lambda: not cache.healthy, within=5)
     await asyncio.sleep(1.0)  # several retries happen meanwhile
     assert cache.current is before
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
@@ -84,7 +84,7 @@ async def test_outage_serves_the_last_snapshot_and_logs_once(
     writer = RedisStore(revived.url)
     try:
         await PromptRegistry(writer, threshold=0.9).create_version(draft("2.0.0"), actor="t")
-        await eventually(lambda: cache.healthy, timeout=5)
+        await eventually(lambda: cache.healthy, within=5)
         assert set(cache.current.prompts["greeter"].by_version) == {"2.0.0"}
     finally:
         await cache.stop()

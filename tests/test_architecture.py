@@ -1,0 +1,96 @@
+"""Dependency rules of STYLE.md, checked by walking the imports with ast."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "gateway"
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, as dotted names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+FORBIDDEN_IN_CORE = (
+    "asyncio",
+    "httpx",
+    "aiohttp",
+    "redis",
+    "litestar",
+    "opentelemetry",
+    "tiktoken",
+    "os",
+    "yaml",
+    "sqlite3",
+    "time",
+)
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
+def test_core_is_pure(path: Path) -> None:
+    """core/ imports only the standard library's pure parts, itself and errors."""
+    for name in imports(path):
+        top = name.split(".")[0]
+        assert top not in FORBIDDEN_IN_CORE, f"{path.name} imports {name}"
+        if top == "gateway":
+            assert name.startswith(("gateway.core", "gateway.errors")), f"{path.name}: {name}"
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
+def test_core_never_reads_the_clock(path: Path) -> None:
+    """The clock is passed into the core, never read there."""
+    text = path.read_text()
+    assert ".now(" not in text and "utcnow" not in text
+
+
+@pytest.mark.parametrize("path", modules("stores"), ids=lambda p: p.name)
+def test_stores_do_not_reach_outward(path: Path) -> None:
+    """stores/ sees the core, never the CLI, the API, upstream or telemetry."""
+    for name in imports(path):
+        if name.startswith("gateway."):
+            assert name.split(".")[1] in {"core", "errors", "stores"}, f"{path.name}: {name}"
+
+
+def test_only_composition_roots_build_concrete_stores() -> None:
+    """Only cli.py, api/app.py and the store factory import a concrete backend."""
+    concrete = {"gateway.stores.redis", "gateway.stores.sqlite"}
+    allowed = {PACKAGE / "cli.py", PACKAGE / "api" / "app.py", PACKAGE / "stores" / "factory.py"}
+    for path in PACKAGE.rglob("*.py"):
+        if path in allowed or path.parent == PACKAGE / "stores":
+            continue
+        assert not imports(path) & concrete, f"{path} imports a concrete store"
+
+
+def test_print_only_in_the_cli() -> None:
+    """No module but cli.py prints."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        calls = [
+            n
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"
+        ]
+        assert not calls, f"{path} calls print"
+
+
+def test_every_package_has_a_docstring() -> None:
+    """Each package's __init__.py says what lives there."""
+    for init in PACKAGE.rglob("__init__.py"):
+        assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring"

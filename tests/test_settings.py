@@ -1,0 +1,106 @@
+"""Settings: the file, environment overrides, ${VAR} expansion, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import load
+from tests.conftest import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads_with_defaults() -> None:
+    """config/gateway.yaml is valid and matches the documented defaults."""
+    settings = load(ROOT / "config/gateway.yaml", {})
+    assert (settings.env, settings.store_url, settings.admin_tokens) == (
+        "production",
+        "sqlite:///gateway.db",
+        (),
+    )
+    assert settings.promotion.threshold == 0.9
+
+
+def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a config file every key takes its default."""
+    monkeypatch.chdir(tmp_path)
+    settings = load(None, {})
+    assert (settings.env, settings.source) == ("production", None)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    """GATEWAY_* variables and PROMPT_OVERRIDES win over the file."""
+    path = write(tmp_path, "env: staging\nstore_url: sqlite:///a.db\npromotion: {threshold: 0.5}\n")
+    settings = load(
+        path,
+        {
+            "GATEWAY_ENV": "development",
+            "GATEWAY_STORE_URL": "redis://127.0.0.1:6379/0",
+            "GATEWAY_ADMIN_TOKENS": "t1, t2",
+            "GATEWAY_PROMOTION_THRESHOLD": "0.75",
+            "PROMPT_OVERRIDES": '{"support-agent": "1.0.0"}',
+        },
+    )
+    assert settings.env == "development"
+    assert settings.store_url == "redis://127.0.0.1:6379/0"
+    assert settings.admin_tokens == ("t1", "t2")
+    assert settings.promotion.threshold == 0.75
+    assert settings.overrides.lookup("support-agent", "staging") == ("1.0.0", "PROMPT_OVERRIDES")
+
+
+def test_gateway_config_variable_names_the_file(tmp_path: Path) -> None:
+    """GATEWAY_CONFIG is used when no path is given."""
+    path = write(tmp_path, "env: staging\n")
+    assert load(None, {"GATEWAY_CONFIG": str(path)}).env == "staging"
+
+
+def test_variables_expand_in_values_only(tmp_path: Path) -> None:
+    """${VAR} in a value expands from the environment; in a comment it is left alone."""
+    path = write(tmp_path, "# ${NOT_SET_ANYWHERE}\nadmin_tokens: ['${TOKEN}']\n")
+    assert load(path, {"TOKEN": "s3cret"}).admin_tokens == ("s3cret",)
+
+
+def test_config_overrides_per_environment(tmp_path: Path) -> None:
+    """environments.<env>.overrides apply to that environment only."""
+    path = write(tmp_path, "environments:\n  staging:\n    overrides: {p: 2.0.0}\n")
+    overrides = load(path, {}).overrides
+    assert overrides.lookup("p", "staging") == ("2.0.0", "environments.staging.overrides")
+    assert overrides.lookup("p", "production") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("env: prod\n", {}, "env must be one of development, staging, production, not 'prod'"),
+        ("colour: red\n", {}, "unknown key colour"),
+        ("promotion: {threshold: 2}\n", {}, "promotion.threshold must be between 0.0 and 1.0"),
+        ("promotion: {minimum: 2}\n", {}, "unknown key promotion.minimum"),
+        ("environments: {qa: {}}\n", {}, "environments.qa must be one of"),
+        ("environments: {staging: {overrides: {p: 1}}}\n", {}, "environments.staging.overrides.p"),
+        ("admin_tokens: ['${MISSING}']\n", {}, "${MISSING} is used but that variable is unset"),
+        ("env: [\n", {}, "is not valid YAML"),
+        ("- a\n", {}, "the top level must be a mapping"),
+        ("", {"PROMPT_OVERRIDES": "{nope"}, "PROMPT_OVERRIDES is not valid JSON"),
+        ("", {"GATEWAY_ENV": "qa"}, "env must be one of"),
+    ],
+)
+def test_invalid_config_names_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    """Every invalid value stops loading with a message naming the key."""
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text), environ)
+    assert message in caught.value.message
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    """A named config file that does not exist is reported, not silently skipped."""
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(tmp_path / "nope.yaml", {})
