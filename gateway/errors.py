@@ -7,17 +7,22 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     ├── InvalidRequest                400 invalid_request
     │   ├── MissingPromptVariables    400 missing_prompt_variables
     │   ├── InvalidPromptVariables    400 invalid_prompt_variables
-    │   └── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
+    │   ├── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
+    │   └── InvalidBody               400 invalid_json     (a body that is not a JSON object)
+    ├── PayloadTooLarge               413 request_too_large
     ├── NotFound                      404 not_found
     │   ├── PromptNotFound            404 prompt_not_found
     │   ├── NoServableVersion         404 no_servable_version
     │   ├── VersionNotFound           404 version_not_found
-    │   └── ExperimentNotFound        404 experiment_not_found
+    │   ├── ExperimentNotFound        404 experiment_not_found
+    │   └── ModelNotRouted            404 model_not_found  (no route matches the model)
     ├── Conflict                      409 conflict
     │   ├── VersionConflict           409 version_conflict   (same version, other content)
     │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
     │   ├── NothingToRollBack         409 nothing_to_roll_back
     │   └── ExperimentConflict        409 experiment_conflict
+    ├── UpstreamUnreachable           502 upstream_unreachable
+    ├── UpstreamTimeout               504 upstream_timeout
     ├── StoreUnavailable              503 store_unavailable
     └── ConfigError                   500 config_error       (stops start-up; names the key)
 
@@ -71,6 +76,16 @@ class InvalidPrompt(InvalidRequest):
     code = "invalid_prompt"
 
 
+class InvalidBody(InvalidRequest):
+    code = "invalid_json"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -93,6 +108,10 @@ class ExperimentNotFound(NotFound):
     code = "experiment_not_found"
 
 
+class ModelNotRouted(NotFound):
+    code = "model_not_found"
+
+
 class Conflict(GatewayError):
     status = 409
     type = "invalid_request_error"
@@ -113,6 +132,16 @@ class NothingToRollBack(Conflict):
 
 class ExperimentConflict(Conflict):
     code = "experiment_conflict"
+
+
+class UpstreamUnreachable(GatewayError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "upstream_timeout"
 
 
 class StoreUnavailable(GatewayError):

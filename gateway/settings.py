@@ -19,6 +19,7 @@ import yaml
 from gateway.core.model import ENVIRONMENTS, Environment
 from gateway.core.resolution import Overrides
 from gateway.errors import ConfigError
+from gateway.upstream.routing import MOCK, Provider, Route
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -30,6 +31,35 @@ class PromotionSettings:
 
     threshold: float = 0.9
     """Lowest pass rate of a version's last test run that allows `promote` without --force."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How `gateway serve` listens."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+    port: int = 8080
+    """TCP port."""
+    workers: int = 1
+    """Worker processes; each holds its own snapshot and upstream connection pool."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413 request_too_large."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """Connections to providers."""
+
+    connect_timeout: float = 10.0
+    """Seconds to open a connection to a provider before answering 502."""
+    read_timeout: float = 600.0
+    """Seconds to wait for the provider's next bytes before answering 504."""
+    pool_size: int = 512
+    """Open connections kept per worker, over all providers."""
+
+
+DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +78,12 @@ class Settings:
     """Promotion gate."""
     overrides: Overrides = field(default_factory=lambda: Overrides({}, {}))
     """Version overrides: PROMPT_OVERRIDES for this process, then environments.<env>.overrides."""
+    server: ServerSettings = field(default_factory=ServerSettings)
+    """The HTTP server."""
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    """Provider connections."""
+    routes: tuple[Route, ...] = (Route("*", Provider("openai", DEFAULT_UPSTREAM_URL)),)
+    """Model globs to providers, first match wins."""
     source: str | None = None
     """The config file these settings came from, if any."""
 
@@ -102,7 +138,18 @@ def _expand(value: Any, path: Path, environ: Mapping[str, str]) -> Any:
     return value
 
 
-_KEYS = {"env", "store_url", "admin_tokens", "prompts_dir", "promotion", "environments"}
+_KEYS = {
+    "env",
+    "store_url",
+    "admin_tokens",
+    "prompts_dir",
+    "promotion",
+    "environments",
+    "server",
+    "upstream",
+    "providers",
+    "routes",
+}
 
 
 def _build(
@@ -148,6 +195,65 @@ def _build(
         by_env[name] = _overrides(section.get("overrides", {}), key + ".overrides", where)
     process = _process_overrides(environ.get("PROMPT_OVERRIDES"))
 
+    server_raw = _mapping(raw.get("server", {}), "server", where)
+    _no_unknown(server_raw, {"host", "port", "workers", "max_body_bytes"}, "server.", where)
+    server = ServerSettings(
+        host=_string(
+            environ.get("GATEWAY_HOST", server_raw.get("host", "127.0.0.1")), "server.host", where
+        ),
+        port=int(
+            _number(
+                environ.get("GATEWAY_PORT", server_raw.get("port", 8080)),
+                "server.port",
+                where,
+                low=1,
+                high=65535,
+            )
+        ),
+        workers=int(
+            _number(
+                environ.get("GATEWAY_WORKERS", server_raw.get("workers", 1)),
+                "server.workers",
+                where,
+                low=1,
+                high=256,
+            )
+        ),
+        max_body_bytes=int(
+            _number(
+                environ.get("GATEWAY_MAX_BODY_BYTES", server_raw.get("max_body_bytes", 10 << 20)),
+                "server.max_body_bytes",
+                where,
+                low=1,
+                high=1 << 31,
+            )
+        ),
+    )
+    upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
+    _no_unknown(upstream_raw, {"connect_timeout", "read_timeout", "pool_size"}, "upstream.", where)
+    upstream = UpstreamSettings(
+        connect_timeout=_number(
+            environ.get("GATEWAY_CONNECT_TIMEOUT", upstream_raw.get("connect_timeout", 10.0)),
+            "upstream.connect_timeout",
+            where,
+            low=0.001,
+            high=3600,
+        ),
+        read_timeout=_number(
+            environ.get("GATEWAY_READ_TIMEOUT", upstream_raw.get("read_timeout", 600.0)),
+            "upstream.read_timeout",
+            where,
+            low=0.001,
+            high=86400,
+        ),
+        pool_size=int(
+            _number(
+                upstream_raw.get("pool_size", 512), "upstream.pool_size", where, low=1, high=100_000
+            )
+        ),
+    )
+    routes = _routes(raw, environ, where)
+
     return Settings(
         env=cast(Environment, env),
         store_url=store_url,
@@ -155,8 +261,54 @@ def _build(
         prompts_dir=prompts_dir,
         promotion=PromotionSettings(threshold=threshold),
         overrides=Overrides(process, by_env),
+        server=server,
+        upstream=upstream,
+        routes=routes,
         source=source,
     )
+
+
+def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> tuple[Route, ...]:
+    """GATEWAY_UPSTREAM_URL names one provider for every model, winning over the file's providers."""
+    if "GATEWAY_UPSTREAM_URL" in environ or "providers" not in raw:
+        url = environ.get("GATEWAY_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
+        _provider_url(url, "GATEWAY_UPSTREAM_URL", where)
+        name = "mock" if url == MOCK else "openai" if url == DEFAULT_UPSTREAM_URL else "default"
+        key = environ.get("GATEWAY_UPSTREAM_API_KEY") or None
+        return (Route("*", Provider(name, url.rstrip("/"), key)),)
+    providers: dict[str, Provider] = {}
+    for name, section in _mapping(raw["providers"], "providers", where).items():
+        key = f"providers.{name}"
+        section = _mapping(section, key, where)
+        _no_unknown(section, {"base_url", "api_key"}, key + ".", where)
+        url = _string(section.get("base_url"), key + ".base_url", where)
+        _provider_url(url, key + ".base_url", where)
+        api_key = section.get("api_key")
+        if api_key is not None:
+            api_key = _string(api_key, key + ".api_key", where) if api_key != "" else None
+        providers[str(name)] = Provider(str(name), url.rstrip("/"), api_key)
+    if not providers:
+        raise ConfigError(f"{where}: providers is empty; name at least one provider.")
+    routes_raw = raw.get("routes") or [{"model": "*", "provider": next(iter(providers))}]
+    routes = []
+    for i, item in enumerate(_list(routes_raw, "routes", where)):
+        key = f"routes[{i}]"
+        item = _mapping(item, key, where)
+        _no_unknown(item, {"model", "provider"}, key + ".", where)
+        pattern = _string(item.get("model"), key + ".model", where)
+        provider = _string(item.get("provider"), key + ".provider", where)
+        if provider not in providers:
+            raise ConfigError(
+                f"{where}: {key}.provider {provider!r} is not one of the providers "
+                f"({', '.join(providers)})."
+            )
+        routes.append(Route(pattern, providers[provider]))
+    return tuple(routes)
+
+
+def _provider_url(url: str, key: str, where: str) -> None:
+    if url != MOCK and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: {key} must be an http(s):// URL or 'mock', not {url!r}.")
 
 
 def _process_overrides(value: str | None) -> dict[str, str]:

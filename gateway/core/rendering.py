@@ -68,6 +68,13 @@ def coerce_variables(raw: Mapping[str, object]) -> dict[str, str]:
             values[key] = value
         elif isinstance(value, int | float):  # bool is an int
             values[key] = str(value)
+        elif (
+            isinstance(value, Mapping)
+            and value.get("type") == "input_text"
+            and isinstance(value.get("text"), str)
+        ):
+            # The Responses API's typed text variable: {"type": "input_text", "text": "..."}.
+            values[key] = value["text"]
         else:
             kind = "null" if value is None else type(value).__name__
             raise InvalidPromptVariables(

@@ -1,0 +1,231 @@
+"""What a provider's answer says: usage, finish reasons, ids, read from JSON or from an SSE stream.
+
+The stream tap is pure and incremental: feed it chunks as they arrive and forward what it returns.
+It parses only the few events that carry something it needs, and can remove the usage chunk that
+the gateway asked for on a client's behalf.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Loads = Callable[[bytes], Any]
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
+_USAGE_NULL = re.compile(rb'"usage":\s*null')
+_RESPONSE_EVENTS = (
+    b"response.created",
+    b"response.completed",
+    b"response.incomplete",
+    b"response.failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the provider's answer said, filled in as it is read."""
+
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    output_text: list[str] = field(default_factory=list)
+    """Text pieces, kept only when asked (for token estimates and content capture)."""
+
+
+def usage_from(doc: Mapping[str, Any]) -> Usage | None:
+    """Chat's prompt/completion_tokens or the Responses API's input/output_tokens."""
+    usage = doc.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    if "prompt_tokens" in usage:
+        details = usage.get("prompt_tokens_details") or {}
+        return Usage(
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+        )
+    if "input_tokens" in usage:
+        details = usage.get("input_tokens_details") or {}
+        return Usage(
+            int(usage.get("input_tokens") or 0),
+            int(usage.get("output_tokens") or 0),
+            int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+        )
+    return None
+
+
+def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
+    """Fill `outcome` from a non-streamed chat completion or Responses API object."""
+    if not isinstance(doc, Mapping):
+        return
+    outcome.response_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    outcome.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
+    outcome.usage = usage_from(doc)
+    for choice in doc.get("choices") or ():
+        if isinstance(choice, Mapping):
+            if choice.get("finish_reason"):
+                outcome.finish_reasons.append(str(choice["finish_reason"]))
+            message = choice.get("message")
+            if (
+                keep_text
+                and isinstance(message, Mapping)
+                and isinstance(message.get("content"), str)
+            ):
+                outcome.output_text.append(message["content"])
+    if doc.get("object") == "response":
+        status = doc.get("status")
+        if isinstance(status, str):
+            outcome.finish_reasons.append(status)
+        if keep_text:
+            outcome.output_text.extend(_response_text(doc))
+
+
+class SSETap:
+    """Watches an SSE stream; with `strip_usage`, drops the usage-only chunk from what it returns.
+
+    Without stripping, `feed` returns each chunk unchanged at once. With it, only complete events
+    are returned (a partial event waits for its end, usually in the same network read).
+    """
+
+    def __init__(self, loads: Loads, *, strip_usage: bool = False, keep_text: bool = False) -> None:
+        self._loads = loads
+        self._strip = strip_usage
+        self._keep_text = keep_text
+        self._buffer = b""
+        self.outcome = Outcome()
+        self.events = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Observe `chunk`; return the bytes to forward now."""
+        self._buffer += chunk
+        kept: list[bytes] = []
+        start = 0
+        buffer = self._buffer
+        while (match := _EVENT_END.search(buffer, start)) is not None:
+            event = buffer[start : match.end()]
+            start = match.end()
+            if self._observe(event) or not self._strip:
+                kept.append(event)
+        self._buffer = buffer[start:]
+        if not self._strip:
+            return chunk
+        return b"".join(kept)
+
+    def finish(self) -> bytes:
+        """The stream ended: return whatever partial event is still held."""
+        rest, self._buffer = self._buffer, b""
+        if rest.strip():
+            self._observe(rest)
+        return rest if self._strip else b""
+
+    def _observe(self, event: bytes) -> bool:
+        """Record what the event says; False when it is the usage chunk to remove."""
+        self.events += 1
+        data = _data(event)
+        if data is None or data == b"[DONE]":
+            return True
+        first = self.events == 1
+        if b'"choices"' in data:
+            interesting = (
+                first
+                or self._keep_text
+                or not _FINISH_NULL.search(data)
+                or (b'"usage"' in data and not _USAGE_NULL.search(data))
+            )
+            if not interesting:
+                return True
+            doc = self._parse(data)
+            if not isinstance(doc, Mapping):
+                return True
+            return self._chat_chunk(doc)
+        if any(kind in event for kind in _RESPONSE_EVENTS) or (
+            self._keep_text and b"delta" in data
+        ):
+            doc = self._parse(data)
+            if isinstance(doc, Mapping):
+                self._responses_event(doc)
+        return True
+
+    def _chat_chunk(self, doc: Mapping[str, Any]) -> bool:
+        outcome = self.outcome
+        if outcome.response_id is None and isinstance(doc.get("id"), str):
+            outcome.response_id = doc["id"]
+        if outcome.response_model is None and isinstance(doc.get("model"), str):
+            outcome.response_model = doc["model"]
+        choices = doc.get("choices") or []
+        for choice in choices:
+            if not isinstance(choice, Mapping):
+                continue
+            if choice.get("finish_reason"):
+                outcome.finish_reasons.append(str(choice["finish_reason"]))
+            delta = choice.get("delta")
+            if (
+                self._keep_text
+                and isinstance(delta, Mapping)
+                and isinstance(delta.get("content"), str)
+            ):
+                outcome.output_text.append(delta["content"])
+        usage = usage_from(doc)
+        if usage is not None:
+            outcome.usage = usage
+            if not choices and self._strip:
+                return False
+        return True
+
+    def _responses_event(self, doc: Mapping[str, Any]) -> None:
+        kind = doc.get("type")
+        if kind == "response.output_text.delta" and isinstance(doc.get("delta"), str):
+            self.outcome.output_text.append(doc["delta"])
+            return
+        response = doc.get("response")
+        if not isinstance(response, Mapping):
+            return
+        outcome = self.outcome
+        if isinstance(response.get("id"), str):
+            outcome.response_id = response["id"]
+        if isinstance(response.get("model"), str):
+            outcome.response_model = response["model"]
+        if kind != "response.created":
+            usage = usage_from(response)
+            if usage is not None:
+                outcome.usage = usage
+            if isinstance(response.get("status"), str):
+                outcome.finish_reasons.append(response["status"])
+
+    def _parse(self, data: bytes) -> Any:
+        try:
+            return self._loads(data)
+        except ValueError:
+            return None
+
+
+def _data(event: bytes) -> bytes | None:
+    """The event's data field (several data lines joined by newlines), or None."""
+    lines = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else b"\n".join(lines)
+
+
+def _response_text(doc: Mapping[str, Any]) -> list[str]:
+    texts = []
+    for item in doc.get("output") or ():
+        if isinstance(item, Mapping):
+            for part in item.get("content") or ():
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    return texts

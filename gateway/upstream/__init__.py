@@ -1,0 +1,1 @@
+"""Provider I/O: model routing (pure), the HTTP client behind one seam, and the mock provider."""

@@ -1,0 +1,71 @@
+"""Which provider serves a model: providers from config, routes by glob, first match wins."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from gateway.errors import ModelNotRouted
+
+MOCK = "mock"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """An OpenAI-compatible endpoint; `base_url` is `mock` for the built-in mock provider."""
+
+    name: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    """Sent as `Authorization: Bearer …`; when None the client's Authorization passes through."""
+
+    @property
+    def is_mock(self) -> bool:
+        return self.base_url == MOCK
+
+    @property
+    def address(self) -> str:
+        """The host name, for spans and error messages (never the key)."""
+        return MOCK if self.is_mock else (urlsplit(self.base_url).hostname or self.base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Models matching `pattern` (a glob such as `gpt-*`) go to `provider`."""
+
+    pattern: str
+    provider: Provider
+
+
+class Router:
+    """Maps a model name to its provider; answers are memoized per model name."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        if not routes:
+            raise ValueError("a router needs at least one route")
+        self.routes = tuple(routes)
+        self._compiled = [(re.compile(fnmatch.translate(r.pattern)), r.provider) for r in routes]
+        self._memo: dict[str, Provider] = {}
+        catch_all = [r.provider for r in routes if r.pattern == "*"]
+        self.default = catch_all[0] if catch_all else routes[0].provider
+
+    def provider_for(self, model: str | None) -> Provider:
+        """The first route whose glob matches `model`; without a model, the default provider."""
+        if model is None:
+            return self.default
+        found = self._memo.get(model)
+        if found is not None:
+            return found
+        for pattern, provider in self._compiled:
+            if pattern.match(model):
+                if len(self._memo) < 4096:  # bounded: model names come from clients
+                    self._memo[model] = provider
+                return provider
+        raise ModelNotRouted(
+            f"No provider is configured for model {model!r}; add a route for it under routes: "
+            "in the gateway config.",
+            param="model",
+        )
