@@ -126,6 +126,52 @@ def _failures() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+# ---- serve -----------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8080).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes.")] = None,
+) -> None:
+    """Run the gateway: the OpenAI-compatible proxy on /v1, plus /healthz and /readyz."""
+    import uvicorn
+
+    with _failures():
+        settings = runtime.settings  # validate the config before any worker starts
+    if runtime.config:
+        os.environ["GATEWAY_CONFIG"] = runtime.config  # workers load the same file
+    server = settings.server
+    chosen_host, chosen_port = host or server.host, port or server.port
+    err.print(
+        f"Prompt Gateway on http://{chosen_host}:{chosen_port}/v1 "
+        f"(environment {settings.env}, store {codec_safe(settings.store_url)})",
+        markup=False,
+    )
+    uvicorn.run(
+        "gateway.api.app:app_from_environment",
+        factory=True,
+        host=chosen_host,
+        port=chosen_port,
+        workers=workers or server.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+    )
+
+
+def codec_safe(url: str) -> str:
+    """A store URL without its password."""
+    from gateway.stores.redis import redact
+
+    return redact(url)
+
+
 # ---- prompts ---------------------------------------------------------------------------------
 
 

@@ -269,9 +269,10 @@ def _build(
 
 
 def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> tuple[Route, ...]:
-    """GATEWAY_UPSTREAM_URL names one provider for every model, winning over the file's providers."""
-    if "GATEWAY_UPSTREAM_URL" in environ or "providers" not in raw:
-        url = environ.get("GATEWAY_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
+    """GATEWAY_UPSTREAM_URL names one provider for every model, over the file's providers."""
+    from_env = environ.get("GATEWAY_UPSTREAM_URL") or None  # set but empty counts as unset
+    if from_env is not None or "providers" not in raw:
+        url = from_env or DEFAULT_UPSTREAM_URL
         _provider_url(url, "GATEWAY_UPSTREAM_URL", where)
         name = "mock" if url == MOCK else "openai" if url == DEFAULT_UPSTREAM_URL else "default"
         key = environ.get("GATEWAY_UPSTREAM_API_KEY") or None

@@ -17,6 +17,7 @@ Loads = Callable[[bytes], Any]
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
+_USAGE_NULL_FIELD = re.compile(rb',\s*"usage":\s*null')
 _RESPONSE_EVENTS = (
     b"response.created",
     b"response.completed",
@@ -118,8 +119,9 @@ class SSETap:
         while (match := _EVENT_END.search(buffer, start)) is not None:
             event = buffer[start : match.end()]
             start = match.end()
-            if self._observe(event) or not self._strip:
-                kept.append(event)
+            if self._observe(event):
+                # Chunks carry "usage": null only because usage was requested: hide that too.
+                kept.append(_USAGE_NULL_FIELD.sub(b"", event) if self._strip else event)
         self._buffer = buffer[start:]
         if not self._strip:
             return chunk

@@ -1,0 +1,1 @@
+"""The HTTP surface: the OpenAI-compatible proxy, operations endpoints, and the app factory."""

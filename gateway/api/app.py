@@ -1,0 +1,82 @@
+"""The composition root of the server: settings in, a Litestar app out.
+
+`create_app(settings, store=..., upstream=...)` is the seam tests use instead of monkeypatching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from litestar import Litestar, MediaType, Response, get
+from litestar.handlers import asgi
+
+from gateway.api.proxy import ProxyApp
+from gateway.service import GatewayService
+from gateway.settings import Settings, load
+from gateway.stores.base import Store
+from gateway.stores.cached import SnapshotCache
+from gateway.stores.factory import open_store
+from gateway.upstream.base import Upstream
+from gateway.upstream.client import HttpUpstream
+
+log = logging.getLogger("gateway")
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None, upstream: Upstream | None = None
+) -> Litestar:
+    """Build the app: the proxy under /v1, operations endpoints, and their lifecycles."""
+    store = store or open_store(settings.store_url)
+    upstream = upstream or HttpUpstream(settings.upstream)
+    cache = SnapshotCache(store)
+    service = GatewayService(settings, cache, upstream)
+    proxy = ProxyApp(service, max_body_bytes=settings.server.max_body_bytes)
+
+    @asgi("/v1", is_mount=True, copy_scope=False)
+    async def openai_api(scope: Any, receive: Any, send: Any) -> None:
+        await proxy(scope, receive, send)
+
+    @get("/healthz", media_type=MediaType.JSON, include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @get("/readyz", media_type=MediaType.JSON, include_in_schema=False)
+    async def readyz() -> Response[dict[str, Any]]:
+        """The store answered and a registry snapshot is loaded."""
+        ready = cache.healthy
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "store": "reachable" if ready else "unreachable",
+            "revision": cache.current.revision,
+            "prompts": len(cache.current.prompts),
+            "environment": settings.env,
+        }
+        return Response(body, status_code=200 if ready else 503)
+
+    async def start() -> None:
+        await cache.start()
+        log.info(
+            "gateway ready: environment %s, %d prompts, providers %s",
+            settings.env,
+            len(cache.current.prompts),
+            ", ".join(sorted({r.provider.name for r in settings.routes})),
+        )
+
+    async def stop() -> None:
+        await cache.stop()
+        await upstream.close()
+        await store.close()
+
+    return Litestar(
+        route_handlers=[openai_api, healthz, readyz],
+        on_startup=[start],
+        on_shutdown=[stop],
+    )
+
+
+def app_from_environment() -> Litestar:
+    """Factory for `gateway serve` workers: settings from GATEWAY_CONFIG and the environment."""
+    return create_app(load(None, os.environ))

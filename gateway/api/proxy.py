@@ -1,0 +1,188 @@
+"""The OpenAI-compatible surface under /v1: a raw ASGI app, so the hot path does only what it must.
+
+Bodies are read once; non-streamed answers are passed through whole with the gateway's headers;
+streamed answers are relayed chunk by chunk as they arrive. A client that hangs up mid-stream
+cancels the relay, which closes the provider connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from gateway.api.errors import error_body
+from gateway.core.sse import SSETap
+from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.service import Call, GatewayService, new_request_id
+from gateway.upstream.base import Headers, UpstreamResponse
+
+log = logging.getLogger("gateway.proxy")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Any
+Send = Any
+
+PREFIX = b"/v1"
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+
+
+class ProxyApp:
+    """ASGI app for every /v1/* path."""
+
+    def __init__(self, service: GatewayService, *, max_body_bytes: int) -> None:
+        self._service = service
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = new_request_id(incoming)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path[len(PREFIX) :].decode("latin-1") or "/"
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        call: Call | None = None
+        try:
+            body = await _read_body(receive, self._max_body)
+            call = self._service.prepare(
+                scope["method"],
+                path,
+                scope["headers"],
+                body,
+                request_id=request_id,
+                started=started,
+            )
+            upstream = await self._service.open(call)
+        except GatewayError as exc:
+            await _send_error(send, exc, request_id, started, call)
+            return
+        if call.stream and upstream.status < 300 and _is_event_stream(upstream.headers):
+            await self._relay(call, upstream, send, receive)
+        else:
+            await self._pass_whole(call, upstream, send)
+
+    async def _pass_whole(self, call: Call, upstream: UpstreamResponse, send: Send) -> None:
+        waited = time.perf_counter()
+        try:
+            body = await upstream.read()
+        except GatewayError as exc:
+            await _send_error(send, exc, call.request_id, call.started, call)
+            return
+        finally:
+            call.upstream_wait += time.perf_counter() - waited
+            await upstream.close()
+        headers = _response_headers(call, upstream.headers)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _relay(
+        self, call: Call, upstream: UpstreamResponse, send: Send, receive: Receive
+    ) -> None:
+        tap = SSETap(orjson.loads, strip_usage=call.strip_usage)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": upstream.status,
+                "headers": _response_headers(call, upstream.headers),
+            }
+        )
+
+        async def pump() -> None:
+            async for chunk in upstream.chunks():
+                out = tap.feed(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            await send({"type": "http.response.body", "body": tap.finish(), "more_body": False})
+
+        relay = asyncio.ensure_future(pump())
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if not relay.done():
+                relay.cancel()  # the client hung up: stop reading from the provider
+                log.info("client disconnected mid-stream", extra={"request_id": call.request_id})
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+        except Exception:
+            log.exception("stream relay failed", extra={"request_id": call.request_id})
+        finally:
+            watcher.cancel()
+            relay.cancel()
+            await upstream.close()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The request body is over the gateway's limit of {limit} bytes "
+                "(server.max_body_bytes)."
+            )
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _is_event_stream(headers: Headers) -> bool:
+    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+
+
+def _response_headers(call: Call, upstream: Headers) -> Headers:
+    headers = [(n, v) for n, v in upstream if n != b"x-request-id"]
+    for name, value in upstream:
+        if name == b"x-request-id":
+            headers.append((b"x-upstream-request-id", value))
+    headers.extend(_gateway_headers(call, call.request_id, call.started))
+    return headers
+
+
+def _gateway_headers(call: Call | None, request_id: str, started: float) -> Headers:
+    overhead = call.overhead_ms() if call else (time.perf_counter() - started) * 1000
+    headers = [
+        (b"x-request-id", request_id.encode("latin-1")),
+        (b"x-gateway-overhead-ms", f"{overhead:.3f}".encode()),
+    ]
+    resolved = call.resolved if call is not None else None
+    if resolved is not None:
+        headers.append((b"x-prompt-name", resolved.version.name.encode()))
+        headers.append((b"x-prompt-version", resolved.version.version.encode()))
+        headers.append((b"x-prompt-variant", resolved.variant.encode()))
+        if resolved.experiment is not None:
+            headers.append((b"x-prompt-experiment", resolved.experiment.id.encode()))
+    return headers
+
+
+async def _send_error(
+    send: Send, exc: GatewayError, request_id: str, started: float, call: Call | None
+) -> None:
+    body = error_body(exc)
+    headers = [
+        *JSON_HEADERS,
+        (b"content-length", str(len(body)).encode()),
+        *_gateway_headers(call, request_id, started),
+    ]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,65 @@
+"""The seam between the gateway and its providers: what sending a request gives back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from gateway.upstream.routing import Provider
+
+Headers = list[tuple[bytes, bytes]]
+
+# Headers that describe one connection, not the message: never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"host",
+    }
+)
+
+
+class UpstreamResponse(Protocol):
+    """A provider's answer: status and headers at once, the body read or streamed after."""
+
+    status: int
+    headers: Headers
+    """Response headers, lower-case names, hop-by-hop ones removed."""
+
+    async def read(self) -> bytes:
+        """The whole body. Raises UpstreamTimeout when the provider stalls."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection: reused when the body was read to the end, else dropped."""
+        ...
+
+
+class Upstream(Protocol):
+    """Sends requests to providers. Raises UpstreamUnreachable (502) or UpstreamTimeout (504)."""
+
+    async def send(
+        self,
+        provider: Provider,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> UpstreamResponse:
+        """Send `method base_url+path`; return once the status line and headers arrived."""
+        ...
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        ...

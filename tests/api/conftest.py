@@ -1,0 +1,93 @@
+"""End-to-end fixtures: a fake provider, gateways served on loopback, a registry with prompts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.api.app import create_app
+from gateway.core.registry import make_draft
+from gateway.core.rendering import Message
+from gateway.files import ExperimentSpec, load_prompt_files
+from gateway.prompts import PromptRegistry
+from gateway.settings import load
+from gateway.stores.sqlite import SQLiteStore
+from tests.conftest import ROOT
+from tests.servers import FakeProvider, ServedGateway
+
+MakeGateway = Callable[..., ServedGateway]
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[FakeProvider]:
+    """One OpenAI-compatible fake provider for the session."""
+    fake = FakeProvider()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite registry holding the shipped prompts plus test prompts, with an experiment."""
+    path = tmp_path_factory.mktemp("registry") / "gateway.db"
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        registry = PromptRegistry(store, threshold=0.9)
+        await registry.push(load_prompt_files([ROOT / "config/prompts"]), actor="setup")
+        await registry.promote("support-agent", "1.1.0", actor="setup", force=True)
+        for version, text in (
+            ("1.0.0", "Version one for {{company}}."),
+            ("2.0.0", "Version two for {{company}}."),
+        ):
+            await registry.create_version(
+                make_draft(
+                    name="ab-prompt",
+                    version=version,
+                    messages=[Message("system", text)],
+                    model="gpt-4o-mini",
+                ),
+                actor="setup",
+            )
+        await registry.promote("ab-prompt", "1.0.0", actor="setup", force=True)
+        await registry.create_experiment(
+            ExperimentSpec("ab-test", "ab-prompt", "1.0.0", "2.0.0", 0.5), actor="setup"
+        )
+        await registry.create_version(
+            make_draft(name="no-model", version="1.0.0", messages=[Message("system", "Hi.")]),
+            actor="setup",
+        )
+        await registry.promote("no-model", "1.0.0", actor="setup", force=True)
+
+    asyncio.run(fill())
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_gateway(
+    provider: FakeProvider, registry_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MakeGateway]:
+    """Start gateways with a given config file text and environment; all stop at session end."""
+    started: list[ServedGateway] = []
+
+    def make(config: str = "", **environ: str) -> ServedGateway:
+        config_path = tmp_path_factory.mktemp("config") / "gateway.yaml"
+        config_path.write_text(config)
+        env = {"GATEWAY_UPSTREAM_URL": provider.url, **environ}
+        settings = load(config_path, env)
+        gateway = ServedGateway(create_app(settings, store=SQLiteStore(registry_path)))
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(make_gateway: MakeGateway) -> ServedGateway:
+    """The default gateway: production, every model to the fake provider, no provider key."""
+    return make_gateway()

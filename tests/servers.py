@@ -1,0 +1,283 @@
+"""Real servers for end-to-end tests, each on its own loopback port and its own thread.
+
+`FakeProvider` speaks OpenAI's wire format (JSON and SSE) and records every request it gets, so
+tests assert what the provider actually received. `ServedGateway` runs the real app under uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from aiohttp import web
+
+from tests.conftest import free_port
+
+
+@dataclass
+class Recorded:
+    """One request as the provider saw it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class StreamWatch:
+    """What happened to the one stream that hangs until the client leaves."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+
+
+class FakeProvider:
+    """An OpenAI-compatible upstream. The request's model picks the behaviour:
+
+    `error-429` (rate limited, retry-after 7), `error-500`, `slow` (answers after 2 s),
+    `hang-stream` (one chunk, then waits for the gateway to hang up), anything else echoes.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.requests: list[Recorded] = []
+        self.hang = StreamWatch()
+        self.open_connections = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def last(self) -> Recorded:
+        assert self.requests, "the provider got no request"
+        return self.requests[-1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        recorded = Recorded(
+            request.method,
+            request.path,
+            request.query_string,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+        )
+        self.requests.append(recorded)
+        path = request.path.removeprefix("/v1")
+        if request.method == "GET" and path == "/models":
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "fake"}
+                    ],
+                }
+            )
+        if path == "/embeddings":
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": "text-embedding-3-small",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                    "usage": {"prompt_tokens": 2, "total_tokens": 2},
+                }
+            )
+        if path not in ("/chat/completions", "/responses"):
+            return _error(404, f"Unknown path {request.path}", "not_found")
+        doc = orjson.loads(body)
+        model = doc.get("model", "")
+        if model == "error-429":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Rate limit reached for requests",
+                        "type": "requests",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                status=429,
+                headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0"},
+            )
+        if model == "error-500":
+            return _error(500, "The server had an error while processing your request.", None)
+        if model == "slow":
+            await asyncio.sleep(2)
+        if path == "/responses":
+            return web.json_response(_response_object(doc))
+        if doc.get("stream"):
+            return await self._stream(request, doc)
+        return web.json_response(_completion(doc), headers={"x-request-id": "req_upstream_1"})
+
+    async def _stream(self, request: web.Request, doc: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        include_usage = (doc.get("stream_options") or {}).get("include_usage") is True
+        extra = {"usage": None} if include_usage else {}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": doc.get("model"),
+        }
+        if doc.get("model") == "hang-stream":
+            self.hang.started.set()
+            try:
+                await response.write(
+                    _event(
+                        {
+                            **base,
+                            "choices": [
+                                {"index": 0, "delta": {"content": "first"}, "finish_reason": None}
+                            ],
+                            **extra,
+                        }
+                    )
+                )
+                for _ in range(600):  # SSE comments until the gateway hangs up (writes then fail)
+                    await asyncio.sleep(0.05)
+                    await response.write(b": still thinking\n\n")
+            except (ConnectionResetError, ConnectionError):
+                pass
+            finally:
+                self.hang.closed.set()
+            return response
+        for word in ["Hello", " from", " the", " fake", " provider"]:
+            await response.write(
+                _event(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                        ],
+                        **extra,
+                    }
+                )
+            )
+        await response.write(
+            _event(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}
+            )
+        )
+        if include_usage:
+            await response.write(
+                _event(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+                    }
+                )
+            )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _event(doc: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+def _error(status: int, message: str, code: str | None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "server_error", "param": None, "code": code}},
+        status=status,
+    )
+
+
+def _completion(doc: dict[str, Any]) -> dict[str, Any]:
+    messages = doc.get("messages") or []
+    last = messages[-1]["content"] if messages else ""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": doc.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"echo: {last}"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
+
+
+def _response_object(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": doc.get("model"),
+        "output": [
+            {
+                "id": "msg_fake",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "fake answer", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11},
+    }
+
+
+class ServedGateway:
+    """The real app under uvicorn on a loopback port, in a thread of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the gateway did not start"
+            assert self._thread.is_alive(), "the gateway thread died"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
