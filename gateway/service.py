@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -29,7 +29,6 @@ from gateway.core.model import RegistrySnapshot
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import Resolved, resolve
 from gateway.errors import InvalidBody, InvalidPromptVariables
-from gateway.prompts import utc_now
 from gateway.settings import Settings
 from gateway.upstream.base import HOP_BY_HOP, Upstream, UpstreamResponse
 from gateway.upstream.routing import Provider, Router
@@ -86,7 +85,7 @@ class GatewayService:
         snapshots: SnapshotSource,
         upstream: Upstream,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._snapshots = snapshots

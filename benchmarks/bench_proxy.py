@@ -1,0 +1,324 @@
+"""Load benchmark of the proxy: the gateway on one core against the provider hit directly.
+
+Needs `nginx` and `wrk` (Debian packages of those names) and a 2-core machine. It starts, on
+loopback only: nginx as the provider (a static chat completion, and a static 20-chunk SSE stream),
+the gateway under `taskset -c 0` with a managed prompt injected on every request, and wrk under
+`taskset -c 1`. Every run is bounded in time; everything it started is stopped at the end.
+
+Run: python benchmarks/bench_proxy.py [--seconds 10] [--tracing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPLETION = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from nginx."},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 5, "total_tokens": 125},
+    }
+).decode()
+
+
+def sse_body() -> str:
+    """20 chunks and the usage chunk, small enough for one nginx `return` (under 4 KiB)."""
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = []
+    for i in range(19):
+        events.append(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}],
+            }
+        )
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append(
+        {
+            **base,
+            "choices": [],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 19, "total_tokens": 139},
+        }
+    )
+    return "".join(f"data: {orjson.dumps(e).decode()}\n\n" for e in events) + "data: [DONE]\n\n"
+
+
+PROMPT_BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Where is my order #1234?"}],
+    "prompt": {
+        "id": "support-agent",
+        "variables": {"company": "Acme", "timezone": "Europe/Berlin", "tools": "search"},
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
+    def literal(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {work};
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /v1/chat/completions {{
+      default_type application/json;
+      return 200 {literal(COMPLETION)};
+    }}
+    location = /sse/v1/chat/completions {{
+      default_type text/event-stream;
+      return 200 {literal(sse_body())};
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen(
+        ["taskset", "-c", "1", "nginx", "-c", str(conf), "-p", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+def start_gateway(work: Path, port: int, upstream: int, tracing: bool) -> subprocess.Popen[bytes]:
+    config = work / "gateway.yaml"
+    config.write_text(f"""
+store_url: sqlite:///{work}/gateway.db
+providers:
+  json: {{base_url: "http://127.0.0.1:{upstream}/v1"}}
+  sse: {{base_url: "http://127.0.0.1:{upstream}/sse/v1"}}
+routes:
+  - {{model: "stream-*", provider: sse}}
+  - {{model: "*", provider: json}}
+""")
+    gateway = str(Path(sys.executable).parent / "gateway")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_ENV": "production"})
+    if tracing:
+        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
+    subprocess.run(
+        [gateway, "prompts", "push", str(ROOT / "config/prompts")],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [gateway, "prompts", "promote", "support-agent", "1.1.0", "--force"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", gateway, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+def wrk(
+    work: Path, url: str, body: dict[str, object], connections: int, seconds: int
+) -> dict[str, float]:
+    script = work / f"wrk-{abs(hash(orjson.dumps(body)))}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {orjson.dumps(orjson.dumps(body).decode()).decode()}\n"
+    )
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = {p: _ms(m) for p, m in re.findall(r"\n\s+(50|99)%\s+([\d.]+\w+)", out)}
+    return {
+        "rps": rps,
+        "total": total,
+        "errors": int(errors.group(1)) if errors else 0,
+        "p50": latency.get("50", float("nan")),
+        "p99": latency.get("99", float("nan")),
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def first_byte_ms(port: int, path: str, body: bytes, rounds: int = 200) -> float:
+    """Median time from sending a streaming request to its first body byte, one connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        writer.write(request)
+        await writer.drain()
+        headers = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(1)
+        samples.append((time.perf_counter() - start) * 1000)
+        # drain the rest of this response: chunked, ends with 0\r\n\r\n
+        if b"chunked" in headers.lower():
+            await reader.readuntil(b"\r\n0\r\n\r\n")
+        else:
+            length = int(re.search(rb"content-length: (\d+)", headers.lower()).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length - 1)
+    writer.close()
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--tracing", action="store_true", help="export spans to a local sink")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    upstream_port, gateway_port = free_port(), free_port()
+    nginx = start_nginx(work, upstream_port)
+    gateway = start_gateway(work, gateway_port, upstream_port, args.tracing)
+    try:
+        run(work, args.seconds, upstream_port, gateway_port, gateway.pid)
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        nginx.send_signal(signal.SIGQUIT)
+        gateway.wait(15)
+        nginx.wait(15)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, seconds: int, upstream: int, gateway: int, pid: int) -> None:
+    direct = f"http://127.0.0.1:{upstream}"
+    via = f"http://127.0.0.1:{gateway}"
+    plain = {k: v for k, v in PROMPT_BODY.items() if k != "prompt"}
+    stream_body = {**PROMPT_BODY, "model": "stream-gpt-4o-mini", "stream": True}
+    direct_stream = {**plain, "stream": True}
+
+    wrk(work, via + "/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up
+    rows: list[tuple[str, str, str]] = []
+
+    cpu_before = cpu_seconds(pid)
+    g64 = wrk(work, via + "/v1/chat/completions", PROMPT_BODY, 64, seconds)
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(g64["total"], 1)
+    d64 = wrk(work, direct + "/v1/chat/completions", plain, 64, seconds)
+    rows.append(("requests/s, 64 connections", f"{d64['rps']:,.0f}", f"{g64['rps']:,.0f}"))
+    for conns in (8, 1):
+        d = wrk(work, direct + "/v1/chat/completions", plain, conns, seconds)
+        g = wrk(work, via + "/v1/chat/completions", PROMPT_BODY, conns, seconds)
+        rows.append((f"latency p50, {conns} conn (ms)", f"{d['p50']:.2f}", f"{g['p50']:.2f}"))
+        rows.append((f"latency p99, {conns} conn (ms)", f"{d['p99']:.2f}", f"{g['p99']:.2f}"))
+        if conns == 1:
+            added = (g["p50"] - d["p50"], g["p99"] - d["p99"])
+    ds = wrk(work, direct + "/sse/v1/chat/completions", direct_stream, 8, seconds)
+    gs = wrk(work, via + "/v1/chat/completions", stream_body, 8, seconds)
+    rows.append(("streams/s (20 chunks), 8 conn", f"{ds['rps']:,.0f}", f"{gs['rps']:,.0f}"))
+    d_ttfb = asyncio.run(
+        first_byte_ms(upstream, "/sse/v1/chat/completions", orjson.dumps(direct_stream))
+    )
+    g_ttfb = asyncio.run(first_byte_ms(gateway, "/v1/chat/completions", orjson.dumps(stream_body)))
+    rows.append(("time to first byte, stream (ms)", f"{d_ttfb:.3f}", f"{g_ttfb:.3f}"))
+    rows.append(("gateway CPU per request (ms)", "", f"{cpu_ms:.3f}"))
+    rows.append(("gateway peak RSS (MiB)", "", f"{peak_rss_mib(pid):.1f}"))
+    failures = sum(r["errors"] for r in (g64, gs))
+
+    print(f"{'':34}{'direct':>12}{'gateway':>12}")
+    for label, a, b in rows:
+        print(f"{label:34}{a:>12}{b:>12}")
+    print(
+        f"added latency, 1 conn: p50 +{added[0]:.2f} ms, p99 +{added[1]:.2f} ms; "
+        f"TTFB +{g_ttfb - d_ttfb:.3f} ms; non-2xx: {failures}"
+    )
+
+
+if __name__ == "__main__":
+    main()
