@@ -94,3 +94,23 @@ def test_every_package_has_a_docstring() -> None:
     """Each package's __init__.py says what lives there."""
     for init in PACKAGE.rglob("__init__.py"):
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring"
+
+
+@pytest.mark.parametrize(
+    ("library", "home"),
+    [("aiohttp", "upstream"), ("httpx", "upstream"), ("litestar", "api"), ("uvicorn", "api")],
+)
+def test_libraries_stay_in_their_module(library: str, home: str) -> None:
+    """HTTP clients live only in upstream/, the web framework only in api/."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == home:
+            continue
+        assert not any(n.split(".")[0] == library for n in imports(path)), (
+            f"{path.relative_to(ROOT)} imports {library}"
+        )
+
+
+def test_request_path_never_touches_a_store() -> None:
+    """service.py and api/proxy.py see only the snapshot, never a store module."""
+    for path in (PACKAGE / "service.py", PACKAGE / "api" / "proxy.py"):
+        assert not [n for n in imports(path) if n.startswith("gateway.stores")], path

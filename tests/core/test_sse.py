@@ -1,0 +1,110 @@
+"""The SSE tap, as playbooks: feed chunks, check what is forwarded and what was learned."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.core.sse import Outcome, SSETap, Usage, read_body
+
+
+def chunk(content: str | None = None, finish: str | None = None, usage: bool = True) -> bytes:
+    delta = {} if content is None else {"content": content}
+    doc = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage:
+        doc["usage"] = None
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+USAGE = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[],'
+    b'"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}\n\n'
+)
+DONE = b"data: [DONE]\n\n"
+
+
+def test_without_stripping_every_chunk_passes_at_once() -> None:
+    """Each fed chunk is returned as it is, even when it splits an event."""
+    tap = SSETap(orjson.loads)
+    stream = chunk("Hel") + chunk("lo") + chunk(finish="stop") + USAGE + DONE
+    pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]
+    assert [tap.feed(p) for p in pieces] == pieces
+    assert tap.finish() == b""
+    assert tap.outcome.usage == Usage(7, 2)
+    assert tap.outcome.finish_reasons == ["stop"]
+    assert (tap.outcome.response_id, tap.outcome.response_model) == ("c1", "gpt-4o-mini")
+
+
+def test_stripping_removes_the_usage_chunk_and_usage_nulls() -> None:
+    """With strip_usage the client gets the stream as if it never asked for usage."""
+    tap = SSETap(orjson.loads, strip_usage=True)
+    out = tap.feed(chunk("Hi")) + tap.feed(chunk(finish="stop")) + tap.feed(USAGE + DONE)
+    out += tap.finish()
+    assert out == chunk("Hi", usage=False) + chunk(finish="stop", usage=False) + DONE
+    assert tap.outcome.usage == Usage(7, 2)
+
+
+def test_stripping_holds_a_partial_event_until_it_completes() -> None:
+    """A half event is held back, then forwarded whole; nothing is lost."""
+    tap = SSETap(orjson.loads, strip_usage=True)
+    event = chunk("Hi", usage=False)
+    assert tap.feed(event[:10]) == b""
+    assert tap.feed(event[10:]) == event
+
+
+def test_responses_stream_usage_from_the_completed_event() -> None:
+    """Responses API streams report usage and status in response.completed."""
+    tap = SSETap(orjson.loads, keep_text=True)
+    tap.feed(
+        b'event: response.created\ndata: {"type":"response.created","response":'
+        b'{"id":"resp_1","model":"gpt-4o","status":"in_progress","usage":null}}\n\n'
+    )
+    tap.feed(
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+        b'"delta":"Hi"}\n\n'
+    )
+    tap.feed(
+        b'event: response.completed\ndata: {"type":"response.completed","response":'
+        b'{"id":"resp_1","model":"gpt-4o","status":"completed",'
+        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    )
+    assert tap.outcome.usage == Usage(5, 1)
+    assert tap.outcome.finish_reasons == ["completed"]
+    assert tap.outcome.output_text == ["Hi"]
+
+
+def test_crlf_events_and_comments_are_understood() -> None:
+    """CRLF line ends and SSE comments pass through the parser."""
+    tap = SSETap(orjson.loads, strip_usage=True)
+    out = tap.feed(b": keep-alive\r\n\r\n" + USAGE.replace(b"\n\n", b"\r\n\r\n"))
+    assert out == b": keep-alive\r\n\r\n"
+    assert tap.outcome.usage == Usage(7, 2)
+
+
+def test_non_streamed_body_outcome() -> None:
+    """A chat completion's id, model, finish reason and usage, cached tokens included."""
+    outcome = Outcome()
+    read_body(
+        {
+            "id": "x",
+            "model": "m",
+            "choices": [{"finish_reason": "length", "message": {"content": "t"}}],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 2},
+            },
+        },
+        outcome,
+        keep_text=True,
+    )
+    assert (outcome.response_id, outcome.response_model) == ("x", "m")
+    assert (outcome.finish_reasons, outcome.usage, outcome.output_text) == (
+        ["length"],
+        Usage(3, 4, 2),
+        ["t"],
+    )
