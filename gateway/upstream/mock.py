@@ -1,7 +1,7 @@
 """The built-in `mock` provider: answers chat completions and responses offline, deterministically.
 
 For demos, for trying the gateway without an API key, and for running prompt test suites offline.
-The answer greets, quotes the first line of the system prompt and echoes the last user message,
+The answer greets, quotes the first sentence of the system prompt and echoes the last user message,
 so a rendered prompt's effect is visible in the output. It also lists its model at /models.
 """
 
@@ -81,9 +81,10 @@ class MockUpstream:
 
 
 def reply_text(system: str, user: str) -> str:
-    """The mock's answer: a greeting, the system prompt's first line, and the user's words."""
-    first_line = system.strip().splitlines()[0] if system.strip() else "(no system prompt)"
-    return f"Hello! Instructions: {first_line} You said: {user or '(nothing)'}"
+    """The mock's answer: a greeting, the system prompt's first sentence, the user's words."""
+    flat = " ".join(system.split())
+    first = flat.split(". ", 1)[0].rstrip(".") + "." if flat else "(no system prompt)"
+    return f"Hello! Instructions: {first} You said: {user or '(nothing)'}"
 
 
 def _text(content: Any) -> str:
