@@ -13,7 +13,7 @@ from litestar import Litestar, MediaType, Response, get
 from litestar.handlers import asgi
 
 from gateway.api.proxy import ProxyApp
-from gateway.service import GatewayService
+from gateway.service import GatewayService, new_request_id
 from gateway.settings import Settings, load
 from gateway.stores.base import Store
 from gateway.stores.cached import SnapshotCache
@@ -74,7 +74,14 @@ def create_app(
         route_handlers=[openai_api, healthz, readyz],
         on_startup=[start],
         on_shutdown=[stop],
+        after_request=_with_request_id,
     )
+
+
+async def _with_request_id(response: Response[Any]) -> Response[Any]:
+    """Give Litestar's own responses an x-request-id too (the proxy sets its own)."""
+    response.headers.setdefault("x-request-id", new_request_id(None))
+    return response
 
 
 def app_from_environment() -> Litestar:

@@ -26,16 +26,17 @@ class SnapshotCache:
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
+        self._attempted = asyncio.Event()
         self.current = RegistrySnapshot()
         self.healthy = False
         self._outage_logged = False
 
     async def start(self, *, wait: float = 5.0) -> None:
-        """Start watching; return once the first snapshot loaded, or after `wait` seconds."""
+        """Start watching; return after the first load attempt (or `wait` seconds), ok or not."""
         if self._task is None:
             self._task = asyncio.create_task(self._watch(), name="registry-snapshot")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), wait)
+            await asyncio.wait_for(self._attempted.wait(), wait)
 
     async def stop(self) -> None:
         """Stop watching; the last snapshot stays readable."""
@@ -52,6 +53,7 @@ class SnapshotCache:
                 async for _ in self._reader.changes():
                     self.current = await self._reader.snapshot()
                     self._loaded.set()
+                    self._attempted.set()
                     backoff = 0.1
                     if not self.healthy:
                         self.healthy = True
@@ -63,6 +65,7 @@ class SnapshotCache:
                         )
             except Exception as exc:  # StoreUnavailable, or an odd backend error: keep watching
                 self._mark_down(exc)
+                self._attempted.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 

@@ -10,7 +10,10 @@ import openai
 import orjson
 import pytest
 
+from gateway.api.app import create_app
 from gateway.core.experiments import in_treatment
+from gateway.settings import load
+from gateway.stores.redis import RedisStore
 from tests.api.conftest import MakeGateway
 from tests.servers import FakeProvider, ServedGateway
 
@@ -391,7 +394,24 @@ def test_override_wins(make_gateway: MakeGateway) -> None:
 
 def test_health_and_readiness(gateway: ServedGateway) -> None:
     """/healthz answers at once; /readyz says the store is reachable and prompts are loaded."""
-    assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
+    health = httpx.get(gateway.url + "/healthz")
+    assert health.json() == {"status": "ok"}
+    assert health.headers["x-request-id"].startswith("req_")
     ready = httpx.get(gateway.url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready" and ready.json()["prompts"] >= 4
+
+
+def test_readyz_is_503_while_the_store_is_unreachable(provider: FakeProvider) -> None:
+    """A gateway whose store does not answer starts, says so on /readyz, and serves unmanaged calls."""
+    settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
+    served = ServedGateway(create_app(settings, store=RedisStore("redis://127.0.0.1:1/0")))
+    try:
+        ready = httpx.get(served.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["store"] == "unreachable"
+        plain = httpx.post(
+            served.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}
+        )
+        assert plain.status_code == 200
+    finally:
+        served.stop()
