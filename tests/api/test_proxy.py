@@ -403,7 +403,7 @@ def test_health_and_readiness(gateway: ServedGateway) -> None:
 
 
 def test_readyz_is_503_while_the_store_is_unreachable(provider: FakeProvider) -> None:
-    """A gateway whose store does not answer starts, says so on /readyz, and serves unmanaged calls."""
+    """A gateway whose store is down starts, says so on /readyz, and serves unmanaged calls."""
     settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
     served = ServedGateway(create_app(settings, store=RedisStore("redis://127.0.0.1:1/0")))
     try:
