@@ -30,6 +30,7 @@ class SnapshotCache:
         self.current = RegistrySnapshot()
         self.healthy = False
         self._outage_logged = False
+        self._stopping = False
 
     async def start(self, *, wait: float = 5.0) -> None:
         """Start watching; return after the first load attempt (or `wait` seconds), ok or not."""
@@ -40,17 +41,21 @@ class SnapshotCache:
 
     async def stop(self) -> None:
         """Stop watching; the last snapshot stays readable."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A client library that swallows the cancellation must not hang shutdown: the flag
+            # ends the loop at its next turn, and we wait a bounded time for that.
+            await asyncio.wait({self._task}, timeout=5)
             self._task = None
 
     async def _watch(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
                 async for _ in self._reader.changes():
+                    if self._stopping:
+                        return
                     self.current = await self._reader.snapshot()
                     self._loaded.set()
                     self._attempted.set()
