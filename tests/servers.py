@@ -261,11 +261,13 @@ class ServedGateway:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The plain asyncio loop: uvloop in a non-main thread has crashed at interpreter exit.
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
             lifespan="on",
+            loop="asyncio",
             log_level="warning",
             access_log=False,
         )
