@@ -7,10 +7,11 @@ forwarded with its bytes untouched (a stream that did not ask for usage gets one
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,13 +26,19 @@ from gateway.core.chat import (
     inject_responses,
     wants_usage,
 )
-from gateway.core.model import RegistrySnapshot
+from gateway.core.model import PromptVersion, RegistrySnapshot
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import Resolved, resolve
-from gateway.errors import InvalidBody, InvalidPromptVariables
+from gateway.core.sse import Outcome
+from gateway.errors import GatewayError, InvalidBody, InvalidPromptVariables
 from gateway.settings import Settings
+from gateway.telemetry.attributes import hash_user, provider_system, span_name
+from gateway.telemetry.events import CallRecord, Observer, PromptInfo, SpanHandle, Tracer
+from gateway.telemetry.tokens import TokenCounter
 from gateway.upstream.base import HOP_BY_HOP, Upstream, UpstreamResponse
 from gateway.upstream.routing import Provider, Router
+
+log = logging.getLogger("gateway.service")
 
 CHAT = "/chat/completions"
 RESPONSES = "/responses"
@@ -39,6 +46,8 @@ HOSTED_PROMPT_PREFIX = "pmpt_"
 _USAGE_SPLICE = b',"stream_options":{"include_usage":true}}'
 # Request headers the provider never sees: the connection's own, and the gateway's instructions.
 _DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id"}
+_DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
+_WANTED = frozenset({b"x-user-id", b"traceparent", b"tracestate"})
 
 
 class SnapshotSource(Protocol):
@@ -70,6 +79,15 @@ class Call:
     user_key: str | None = None
     upstream_wait: float = 0.0
     """Seconds spent waiting on the provider so far."""
+    started_ns: int = 0
+    """Wall-clock arrival, for the span's start."""
+    variables: Mapping[str, str] | None = None
+    span: SpanHandle | None = None
+    first_chunk: float | None = None
+    """perf_counter() when the first streamed chunk was forwarded."""
+    disconnected: bool = False
+    client_headers: Mapping[bytes, str] = field(default_factory=dict)
+    """The X-Prompt-*, X-User-Id and trace context headers, kept for the gateway itself."""
 
     def overhead_ms(self) -> float:
         """Time spent in the gateway itself, excluding the wait for the provider."""
@@ -85,66 +103,85 @@ class GatewayService:
         snapshots: SnapshotSource,
         upstream: Upstream,
         *,
+        tracer: Tracer | None = None,
+        observers: Sequence[Observer] = (),
+        tokens: TokenCounter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._snapshots = snapshots
         self._upstream = upstream
         self._router = Router(settings.routes)
+        self._tracer = tracer
+        self._observers = tuple(observers)
+        self._tokens = tokens or TokenCounter()
+        self._capture = settings.telemetry.capture_content
         self._clock = clock
 
-    def prepare(
+    def arrive(
         self,
         method: str,
         path: str,
         raw_headers: Sequence[tuple[bytes, bytes]],
-        body: bytes,
         *,
         request_id: str,
         started: float,
     ) -> Call:
-        """Parse, resolve, render and inject; raise a GatewayError for the client when invalid."""
+        """Start a call: sort the client's headers into forwarded ones and the gateway's own."""
         route = path.split("?", 1)[0]
         operation = "chat" if route == CHAT else "responses" if route == RESPONSES else "proxy"
         headers: list[tuple[str, str]] = []
         wanted: dict[bytes, str] = {}
+        # With tracing on, the gateway's span replaces the client's trace context upstream.
+        drop = _DROP_TRACED if self._tracer is not None else _DROP
         for name, value in raw_headers:
-            if name.startswith(b"x-prompt-") or name == b"x-user-id":
+            if name.startswith(b"x-prompt-") or name in _WANTED:
                 wanted[name] = value.decode("latin-1")
-            if name not in _DROP and not name.startswith(b"x-prompt-"):
+            if name not in drop and not name.startswith(b"x-prompt-"):
                 headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        doc = self._parse(body, required=operation != "proxy" and method == "POST")
-        call = Call(
+        return Call(
             request_id,
             method,
             path,
             operation,
             self._router.default,
-            body or None,
+            None,
             headers,
             started,
+            started_ns=time.time_ns(),
+            client_headers=wanted,
         )
-        if doc is None:
-            return self._finish(call)
-        call.request = doc
-        call.model = doc.get("model") if isinstance(doc.get("model"), str) else None
-        call.stream = doc.get("stream") is True
-        if operation == "proxy":
-            return self._finish(call)
 
-        ref = find_prompt_ref(doc, _prompt_headers(wanted))
+    def prepare(self, call: Call, body: bytes) -> None:
+        """Parse, resolve, render and inject; raise a GatewayError for the client when invalid."""
+        call.body = body or None
+        doc = self._parse(body, required=call.operation != "proxy" and call.method == "POST")
+        if doc is not None:
+            call.request = doc
+            call.model = doc.get("model") if isinstance(doc.get("model"), str) else None
+            call.stream = doc.get("stream") is True
+            if call.operation != "proxy":
+                self._manage(call, doc, body)
+        call.provider = self._router.provider_for(call.model)
+        if call.provider.api_key is not None:
+            call.headers = [(n, v) for n, v in call.headers if n != "authorization"]
+            call.headers.append(("authorization", f"Bearer {call.provider.api_key}"))
+        # Identity keeps the bytes readable for usage accounting; the client link may compress.
+        call.headers.append(("accept-encoding", "identity"))
+
+    def _manage(self, call: Call, doc: dict[str, Any], body: bytes) -> None:
+        ref = find_prompt_ref(doc, _prompt_headers(call.client_headers))
         snapshot = self._snapshots.current
         if ref is not None and not (
-            operation == "responses"
+            call.operation == "responses"
             and ref.name.startswith(HOSTED_PROMPT_PREFIX)
             and ref.name not in snapshot.prompts
         ):
-            self._inject(call, doc, ref, snapshot, wanted.get(b"x-user-id"))
-        elif operation == "chat" and call.stream and not wants_usage(doc):
+            self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
+        elif call.operation == "chat" and call.stream and not wants_usage(doc):
             # Unmanaged: the body stays as the client wrote it, with the usage request added.
             call.strip_usage = True
             call.body = _splice_usage(body, doc)
-        return self._finish(call)
 
     def _inject(
         self,
@@ -166,7 +203,9 @@ class GatewayService:
             now=self._clock(),
         )
         version = resolved.version
-        rendered = render(version.template, coerce_variables(ref.variables), version.label)
+        values = coerce_variables(ref.variables)
+        rendered = render(version.template, values, version.label)
+        call.variables = values
         if call.operation == "chat":
             out = inject_chat(doc, rendered, version)
             if call.stream and not wants_usage(doc):
@@ -178,15 +217,6 @@ class GatewayService:
         call.request = out
         call.model = out.get("model") if isinstance(out.get("model"), str) else None
         call.body = orjson.dumps(out)
-
-    def _finish(self, call: Call) -> Call:
-        call.provider = self._router.provider_for(call.model)
-        if call.provider.api_key is not None:
-            call.headers = [(n, v) for n, v in call.headers if n != "authorization"]
-            call.headers.append(("authorization", f"Bearer {call.provider.api_key}"))
-        # Identity keeps the bytes readable for usage accounting; the client link may compress.
-        call.headers.append(("accept-encoding", "identity"))
-        return call
 
     @staticmethod
     def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:
@@ -218,6 +248,185 @@ class GatewayService:
             )
         finally:
             call.upstream_wait += time.perf_counter() - sent
+
+    # ---- telemetry -----------------------------------------------------------------------------
+
+    def trace(self, call: Call) -> None:
+        """Begin the call's span (named once the model is known) and send its context upstream."""
+        if self._tracer is None:
+            return
+        route = call.path.split("?", 1)[0]
+        name = span_name(GENAI_OPERATIONS.get(route), call.model, call.method, route)
+        span = self._tracer.begin(
+            name,
+            call.client_headers.get(b"traceparent"),
+            call.client_headers.get(b"tracestate"),
+            call.started_ns,
+        )
+        call.span = span
+        call.headers.extend(span.headers)
+
+    def finish(
+        self,
+        call: Call,
+        *,
+        status: int,
+        outcome: Outcome | None = None,
+        error: GatewayError | None = None,
+    ) -> CallRecord:
+        """Build the call's record and hand it to the span and every observer."""
+        record = self._record(call, status, outcome, error)
+        if call.span is not None:
+            call.span.finish(record)
+        for observer in self._observers:
+            try:
+                observer.call_finished(record)
+            except Exception:  # an observer's bug must never fail or slow a call
+                log.exception("observer %r failed", observer)
+        return record
+
+    def _record(
+        self, call: Call, status: int, outcome: Outcome | None, error: GatewayError | None
+    ) -> CallRecord:
+        now = time.perf_counter()
+        route = call.path.split("?", 1)[0]
+        operation = GENAI_OPERATIONS.get(route)
+        model = (outcome.response_model if outcome else None) or call.model
+        input_tokens = output_tokens = None
+        cached = 0
+        estimated = False
+        if outcome is not None and outcome.usage is not None:
+            input_tokens, output_tokens = outcome.usage.input_tokens, outcome.usage.output_tokens
+            cached = outcome.usage.cached_input_tokens
+        elif outcome is not None and status < 400 and operation is not None:
+            estimated = True
+            input_tokens = self._tokens.count(model, _request_texts(call.request))
+            output_tokens = (
+                self._tokens.count(model, outcome.output_text)
+                if outcome.output_text
+                else outcome.content_chunks
+            )
+        cost = None
+        if input_tokens is not None:
+            cost = self._settings.prices.cost(model, input_tokens, output_tokens or 0, cached)
+        if error is not None:
+            error_type: str | None = error.code
+        elif status >= 400:
+            error_type = str(status)
+        else:
+            error_type = None
+        resolved = call.resolved
+        prompt = None
+        if resolved is not None:
+            version = resolved.version
+            prompt = PromptInfo(
+                name=version.name,
+                version=version.version,
+                number=version.number,
+                variant=resolved.variant,
+                resolution=resolved.resolution,
+                experiment_id=resolved.experiment.id if resolved.experiment else None,
+                assignment=resolved.assignment,
+                template=template_json(version),
+                variables=call.variables or {},
+            )
+        request = call.request or {}
+        capture = self._capture
+        return CallRecord(
+            request_id=call.request_id,
+            trace_id=call.span.trace_id if call.span is not None else None,
+            route=route,
+            method=call.method,
+            operation=operation,
+            provider=call.provider.name,
+            provider_system=provider_system(call.provider.name, call.provider.address),
+            server_address=call.provider.address,
+            server_port=call.provider.port,
+            environment=self._settings.env,
+            status=status,
+            error_type=error_type,
+            stream=call.stream,
+            request_model=call.model,
+            temperature=_number(request.get("temperature")),
+            max_tokens=_integer(
+                request.get("max_tokens")
+                or request.get("max_completion_tokens")
+                or request.get("max_output_tokens")
+            ),
+            response_model=outcome.response_model if outcome else None,
+            response_id=outcome.response_id if outcome else None,
+            finish_reasons=tuple(outcome.finish_reasons) if outcome else (),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            usage_estimated=estimated,
+            cost_usd=cost,
+            start_ns=call.started_ns,
+            end_ns=call.started_ns + int((now - call.started) * 1e9),
+            duration_s=now - call.started,
+            overhead_ms=call.overhead_ms(),
+            time_to_first_chunk_s=(
+                call.first_chunk - call.started if call.first_chunk is not None else None
+            ),
+            client_disconnected=call.disconnected,
+            prompt=prompt,
+            user_hash=hash_user(call.user_key) if call.user_key else None,
+            input_messages=_input_messages(request) if capture else None,
+            output_text="".join(outcome.output_text) if capture and outcome else None,
+        )
+
+
+GENAI_OPERATIONS = {
+    CHAT: "chat",
+    RESPONSES: "chat",
+    "/embeddings": "embeddings",
+    "/completions": "text_completion",
+}
+
+
+def template_json(version: PromptVersion) -> str:
+    """The version's messages with their placeholders, as OpenInference's template attribute."""
+    return orjson.dumps([{"role": m.role, "content": m.content} for m in version.messages]).decode()
+
+
+def _request_texts(request: Mapping[str, Any] | None) -> list[str]:
+    """The text a request sends: message contents, a Responses input, an embeddings input."""
+    if not request:
+        return []
+    texts: list[str] = []
+    items = request.get("messages") or request.get("input") or request.get("prompt")
+    if isinstance(items, str):
+        return [items]
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Mapping):
+            content = item.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    p["text"]
+                    for p in content
+                    if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+                )
+    if isinstance(request.get("instructions"), str):
+        texts.append(request["instructions"])
+    return texts
+
+
+def _input_messages(request: Mapping[str, Any]) -> list[Any] | None:
+    messages = request.get("messages") or request.get("input")
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return messages if isinstance(messages, list) else None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _prompt_headers(wanted: Mapping[bytes, str]) -> PromptHeaders:

@@ -8,15 +8,18 @@ with a ConfigError that names the file, the key and what is wrong.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import orjson
 import yaml
 
 from gateway.core.model import ENVIRONMENTS, Environment
+from gateway.core.pricing import Price, PriceTable
 from gateway.core.resolution import Overrides
 from gateway.errors import ConfigError
 from gateway.upstream.routing import MOCK, Provider, Route
@@ -60,6 +63,26 @@ class UpstreamSettings:
 
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+DEFAULT_PRICES = Path("config/prices.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Tracing, read from the standard OTEL_* variables (the OTel SDK reads the rest itself)."""
+
+    tracing: bool = False
+    """Spans are exported: an OTLP endpoint is set and tracing is not disabled."""
+    traces_endpoint: str | None = None
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces."""
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """OTEL_EXPORTER_OTLP_(TRACES_)HEADERS, e.g. an API key of the tracing backend."""
+    resource: tuple[tuple[str, str], ...] = ()
+    """Resource attributes: OTEL_RESOURCE_ATTRIBUTES, and service.name from OTEL_SERVICE_NAME
+    (default prompt-gateway)."""
+    tiktoken_cache: str | None = None
+    """TIKTOKEN_CACHE_DIR (else tiktoken's default): where encodings are read, never fetched."""
+    capture_content: bool = False
+    """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: record messages and variables."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +107,10 @@ class Settings:
     """Provider connections."""
     routes: tuple[Route, ...] = (Route("*", Provider("openai", DEFAULT_UPSTREAM_URL)),)
     """Model globs to providers, first match wins."""
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    """Tracing and content capture."""
+    prices: PriceTable = field(default_factory=lambda: PriceTable({}))
+    """Model prices for gateway.cost.usd (prices_file, default config/prices.yaml)."""
     source: str | None = None
     """The config file these settings came from, if any."""
 
@@ -149,6 +176,7 @@ _KEYS = {
     "upstream",
     "providers",
     "routes",
+    "prices_file",
 }
 
 
@@ -253,6 +281,8 @@ def _build(
         ),
     )
     routes = _routes(raw, environ, where)
+    prices = _prices(environ.get("GATEWAY_PRICES_FILE", raw.get("prices_file")), where)
+    telemetry = _telemetry(environ)
 
     return Settings(
         env=cast(Environment, env),
@@ -264,6 +294,8 @@ def _build(
         server=server,
         upstream=upstream,
         routes=routes,
+        telemetry=telemetry,
+        prices=prices,
         source=source,
     )
 
@@ -305,6 +337,77 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
             )
         routes.append(Route(pattern, providers[provider]))
     return tuple(routes)
+
+
+def _telemetry(environ: Mapping[str, str]) -> TelemetrySettings:
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+    if endpoint is None and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or (
+        environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none"
+    )
+    raw_headers = environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    headers = _pairs(raw_headers, lower=True)
+    resource = dict(_pairs(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""), lower=False))
+    resource["service.name"] = environ.get("OTEL_SERVICE_NAME") or resource.get(
+        "service.name", "prompt-gateway"
+    )
+    cache = (
+        environ.get("TIKTOKEN_CACHE_DIR")
+        or environ.get("DATA_GYM_CACHE_DIR")
+        or str(Path(tempfile.gettempdir()) / "data-gym-cache")
+    )
+    capture = environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+    return TelemetrySettings(
+        tracing=endpoint is not None and not disabled,
+        traces_endpoint=endpoint,
+        headers=tuple(headers),
+        resource=tuple(resource.items()),
+        tiktoken_cache=cache,
+        capture_content=capture.strip().lower() == "true",
+    )
+
+
+def _pairs(text: str, *, lower: bool) -> list[tuple[str, str]]:
+    """`k=v,k2=v2` with URL-encoded values, as the OTEL_* variables write them."""
+    pairs = []
+    for pair in text.split(","):
+        name, sep, value = pair.partition("=")
+        if sep and name.strip():
+            key = unquote(name.strip())
+            pairs.append((key.lower() if lower else key, unquote(value.strip())))
+    return pairs
+
+
+def _prices(value: object, where: str) -> PriceTable:
+    """The price table; the default file may be absent (no costs), a named one must load."""
+    if value is None:
+        if not DEFAULT_PRICES.exists():
+            return PriceTable({})
+        value = str(DEFAULT_PRICES)
+    path = Path(_string(value, "prices_file", where))
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: prices_file {path} cannot be loaded: {exc}") from exc
+    models = _mapping(
+        (doc or {}).get("models", {}) if isinstance(doc, dict) else None, f"{path}: models", where
+    )
+    table = {}
+    for model, entry in models.items():
+        key = f"{path}: models.{model}"
+        entry = _mapping(entry, key, where)
+        _no_unknown(entry, {"input", "output", "cached_input"}, key + ".", where)
+        table[str(model)] = Price(
+            input=_number(entry.get("input"), key + ".input", where, low=0, high=1e6),
+            output=_number(entry.get("output", 0), key + ".output", where, low=0, high=1e6),
+            cached_input=None
+            if entry.get("cached_input") is None
+            else _number(entry["cached_input"], key + ".cached_input", where, low=0, high=1e6),
+        )
+    return PriceTable(table)
 
 
 def _provider_url(url: str, key: str, where: str) -> None:

@@ -131,6 +131,10 @@ class FakeProvider:
             return _error(500, "The server had an error while processing your request.", None)
         if model == "slow":
             await asyncio.sleep(2)
+        if model == "no-usage":
+            answer = _completion(doc)
+            del answer["usage"]
+            return web.json_response(answer)
         if path == "/responses":
             return web.json_response(_response_object(doc))
         if doc.get("stream"):
@@ -283,3 +287,97 @@ class ServedGateway:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
+
+
+@dataclass
+class ReceivedSpan:
+    """A span as an OTLP receiver decoded it."""
+
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    status_code: int
+    resource: dict[str, Any]
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP receiver on loopback: decodes protobuf trace exports into spans."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self._pb = trace_service_pb2
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.spans: list[ReceivedSpan] = []
+        self.raw: list[bytes] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._export)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _export(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.raw.append(body)
+        message = self._pb.ExportTraceServiceRequest()
+        message.ParseFromString(body)
+        for resource_spans in message.resource_spans:
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(
+                        ReceivedSpan(
+                            name=span.name,
+                            kind=span.kind,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                            events=[
+                                (e.name, {a.key: _value(a.value) for a in e.attributes})
+                                for e in span.events
+                            ],
+                            status_code=span.status.code,
+                            resource=resource,
+                        )
+                    )
+        reply = self._pb.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    def wait_for(self, request_id: str, timeout: float = 10.0) -> ReceivedSpan:
+        """The span of the call with this request id, polling until it arrives."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for span in self.spans:
+                if span.attributes.get("gateway.request_id") == request_id:
+                    return span
+            time.sleep(0.02)
+        raise AssertionError(f"no span for {request_id} within {timeout}s")
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None

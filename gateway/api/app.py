@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from logging.handlers import QueueListener
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
@@ -18,6 +19,10 @@ from gateway.settings import Settings, load
 from gateway.stores.base import Store
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.factory import open_store
+from gateway.telemetry.events import Tracer
+from gateway.telemetry.logs import AccessLog, install_json_access_log
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tokens import TokenCounter
 from gateway.upstream.base import Upstream
 from gateway.upstream.client import HttpUpstream
 
@@ -25,14 +30,31 @@ log = logging.getLogger("gateway")
 
 
 def create_app(
-    settings: Settings, *, store: Store | None = None, upstream: Upstream | None = None
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    upstream: Upstream | None = None,
+    tracer: Tracer | None = None,
 ) -> Litestar:
     """Build the app: the proxy under /v1, operations endpoints, and their lifecycles."""
     store = store or open_store(settings.store_url)
     upstream = upstream or HttpUpstream(settings.upstream)
+    if tracer is None and settings.telemetry.tracing:
+        from gateway.telemetry.otel import OtelTracer  # only when tracing: its import costs memory
+
+        tracer = OtelTracer(settings.telemetry, environment=settings.env)
     cache = SnapshotCache(store)
-    service = GatewayService(settings, cache, upstream)
-    proxy = ProxyApp(service, max_body_bytes=settings.server.max_body_bytes)
+    metrics = Metrics(tracer.dropped_spans if tracer is not None else lambda: 0)
+    tokens = TokenCounter(settings.telemetry.tiktoken_cache)
+    service = GatewayService(
+        settings, cache, upstream, tracer=tracer, observers=(metrics, AccessLog()), tokens=tokens
+    )
+    proxy = ProxyApp(
+        service,
+        max_body_bytes=settings.server.max_body_bytes,
+        keep_text=settings.telemetry.capture_content,
+    )
+    listener: list[QueueListener] = []
 
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def openai_api(scope: Any, receive: Any, send: Any) -> None:
@@ -56,7 +78,14 @@ def create_app(
         }
         return Response(body, status_code=200 if ready else 503)
 
+    @get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response[str]:
+        """Prometheus text format."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def start() -> None:
+        listener.append(install_json_access_log())
+        tokens.warm_up()
         await cache.start()
         log.info(
             "gateway ready: environment %s, %d prompts, providers %s",
@@ -69,9 +98,13 @@ def create_app(
         await cache.stop()
         await upstream.close()
         await store.close()
+        if tracer is not None:
+            tracer.shutdown()
+        for running in listener:
+            running.stop()
 
     return Litestar(
-        route_handlers=[openai_api, healthz, readyz],
+        route_handlers=[openai_api, healthz, readyz, prometheus],
         on_startup=[start],
         on_shutdown=[stop],
         after_request=_with_request_id,

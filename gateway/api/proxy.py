@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from gateway.api.errors import error_body
-from gateway.core.sse import SSETap
+from gateway.core.sse import Outcome, SSETap, read_body
 from gateway.errors import GatewayError, PayloadTooLarge
-from gateway.service import Call, GatewayService, new_request_id
+from gateway.service import GENAI_OPERATIONS, Call, GatewayService, new_request_id
 from gateway.upstream.base import Headers, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
@@ -35,9 +35,13 @@ JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 class ProxyApp:
     """ASGI app for every /v1/* path."""
 
-    def __init__(self, service: GatewayService, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, service: GatewayService, *, max_body_bytes: int, keep_text: bool = False
+    ) -> None:
         self._service = service
         self._max_body = max_body_bytes
+        self._keep_text = keep_text
+        """Collect streamed text (content capture); otherwise only chunks are counted."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -46,25 +50,27 @@ class ProxyApp:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = new_request_id(incoming)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path[len(PREFIX) :].decode("latin-1") or "/"
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        call: Call | None = None
+        service = self._service
+        call = service.arrive(
+            scope["method"],
+            path,
+            scope["headers"],
+            request_id=new_request_id(incoming),
+            started=started,
+        )
         try:
-            body = await _read_body(receive, self._max_body)
-            call = self._service.prepare(
-                scope["method"],
-                path,
-                scope["headers"],
-                body,
-                request_id=request_id,
-                started=started,
-            )
-            upstream = await self._service.open(call)
+            try:
+                service.prepare(call, await _read_body(receive, self._max_body))
+            finally:
+                service.trace(call)
+            upstream = await service.open(call)
         except GatewayError as exc:
-            await _send_error(send, exc, request_id, started, call)
+            await _send_error(send, exc, call)
+            service.finish(call, status=exc.status, error=exc)
             return
         if call.stream and upstream.status < 300 and _is_event_stream(upstream.headers):
             await self._relay(call, upstream, send, receive)
@@ -76,7 +82,8 @@ class ProxyApp:
         try:
             body = await upstream.read()
         except GatewayError as exc:
-            await _send_error(send, exc, call.request_id, call.started, call)
+            await _send_error(send, exc, call)
+            self._service.finish(call, status=exc.status, error=exc)
             return
         finally:
             call.upstream_wait += time.perf_counter() - waited
@@ -85,11 +92,16 @@ class ProxyApp:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        outcome = Outcome()
+        if upstream.status < 300 and call.path.split("?", 1)[0] in GENAI_OPERATIONS:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                read_body(orjson.loads(body), outcome, keep_text=True)
+        self._service.finish(call, status=upstream.status, outcome=outcome)
 
     async def _relay(
         self, call: Call, upstream: UpstreamResponse, send: Send, receive: Receive
     ) -> None:
-        tap = SSETap(orjson.loads, strip_usage=call.strip_usage)
+        tap = SSETap(orjson.loads, strip_usage=call.strip_usage, keep_text=self._keep_text)
         await send(
             {
                 "type": "http.response.start",
@@ -102,6 +114,8 @@ class ProxyApp:
             async for chunk in upstream.chunks():
                 out = tap.feed(chunk)
                 if out:
+                    if call.first_chunk is None:
+                        call.first_chunk = time.perf_counter()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             await send({"type": "http.response.body", "body": tap.finish(), "more_body": False})
 
@@ -111,7 +125,7 @@ class ProxyApp:
             await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
             if not relay.done():
                 relay.cancel()  # the client hung up: stop reading from the provider
-                log.info("client disconnected mid-stream", extra={"request_id": call.request_id})
+                call.disconnected = True
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
         except Exception:
@@ -120,6 +134,7 @@ class ProxyApp:
             watcher.cancel()
             relay.cancel()
             await upstream.close()
+            self._service.finish(call, status=upstream.status, outcome=tap.outcome)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -155,17 +170,16 @@ def _response_headers(call: Call, upstream: Headers) -> Headers:
     for name, value in upstream:
         if name == b"x-request-id":
             headers.append((b"x-upstream-request-id", value))
-    headers.extend(_gateway_headers(call, call.request_id, call.started))
+    headers.extend(_gateway_headers(call))
     return headers
 
 
-def _gateway_headers(call: Call | None, request_id: str, started: float) -> Headers:
-    overhead = call.overhead_ms() if call else (time.perf_counter() - started) * 1000
+def _gateway_headers(call: Call) -> Headers:
     headers = [
-        (b"x-request-id", request_id.encode("latin-1")),
-        (b"x-gateway-overhead-ms", f"{overhead:.3f}".encode()),
+        (b"x-request-id", call.request_id.encode("latin-1")),
+        (b"x-gateway-overhead-ms", f"{call.overhead_ms():.3f}".encode()),
     ]
-    resolved = call.resolved if call is not None else None
+    resolved = call.resolved
     if resolved is not None:
         headers.append((b"x-prompt-name", resolved.version.name.encode()))
         headers.append((b"x-prompt-version", resolved.version.version.encode()))
@@ -175,14 +189,8 @@ def _gateway_headers(call: Call | None, request_id: str, started: float) -> Head
     return headers
 
 
-async def _send_error(
-    send: Send, exc: GatewayError, request_id: str, started: float, call: Call | None
-) -> None:
+async def _send_error(send: Send, exc: GatewayError, call: Call) -> None:
     body = error_body(exc)
-    headers = [
-        *JSON_HEADERS,
-        (b"content-length", str(len(body)).encode()),
-        *_gateway_headers(call, request_id, started),
-    ]
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *_gateway_headers(call)]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -45,6 +45,8 @@ class Outcome:
     usage: Usage | None = None
     output_text: list[str] = field(default_factory=list)
     """Text pieces, kept only when asked (for token estimates and content capture)."""
+    content_chunks: int = 0
+    """Streamed events that carried text: about one token each, for estimates."""
 
 
 def usage_from(doc: Mapping[str, Any]) -> Usage | None:
@@ -141,6 +143,8 @@ class SSETap:
         if data is None or data == b"[DONE]":
             return True
         first = self.events == 1
+        if b'"content":"' in data or b'"delta":"' in data:
+            self.outcome.content_chunks += 1
         if b'"choices"' in data:
             interesting = (
                 first

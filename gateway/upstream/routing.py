@@ -27,6 +27,14 @@ class Provider:
         return self.base_url == MOCK
 
     @property
+    def port(self) -> int | None:
+        """The port, explicit or the scheme's default; None for the mock."""
+        if self.is_mock:
+            return None
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
     def address(self) -> str:
         """The host name, for spans and error messages (never the key)."""
         return MOCK if self.is_mock else (urlsplit(self.base_url).hostname or self.base_url)

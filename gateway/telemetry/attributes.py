@@ -1,0 +1,120 @@
+"""CallRecord -> span name, attributes and events: pure, so tests pin every name (PRODUCT §8)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from gateway.telemetry.events import CallRecord
+
+Attributes = dict[str, Any]
+
+
+def span_name(operation: str | None, model: str | None, method: str, route: str) -> str:
+    """`chat gpt-4o-mini` (GenAI convention), or `GET /v1/models` for other paths."""
+    if operation is None:
+        return f"{method} /v1{route}"
+    return f"{operation} {model}" if model else operation
+
+
+def provider_system(name: str, address: str) -> str:
+    """The well-known gen_ai.provider.name for the host, else the configured provider name."""
+    if address == "api.openai.com":
+        return "openai"
+    if address.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return name
+
+
+def hash_user(user_key: str) -> str:
+    """user.id: a hash of the user key, never the key itself."""
+    return hashlib.sha256(user_key.encode()).hexdigest()[:32]
+
+
+def span_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
+    """Every span attribute of the call; content and variable values only when captured."""
+    attrs: Attributes = {
+        "gen_ai.provider.name": record.provider_system,
+        "server.address": record.server_address,
+        "gateway.request_id": record.request_id,
+        "gateway.environment": record.environment,
+        "gateway.provider": record.provider,
+        "gateway.overhead_ms": record.overhead_ms,
+        "http.response.status_code": record.status,
+    }
+    if record.operation is not None:
+        attrs["gen_ai.operation.name"] = record.operation
+    if record.server_port is not None:
+        attrs["server.port"] = record.server_port
+    optional = {
+        "gen_ai.request.model": record.request_model,
+        "gen_ai.request.temperature": record.temperature,
+        "gen_ai.request.max_tokens": record.max_tokens,
+        "gen_ai.response.model": record.response_model,
+        "gen_ai.response.id": record.response_id,
+        "gen_ai.usage.input_tokens": record.input_tokens,
+        "gen_ai.usage.output_tokens": record.output_tokens,
+        "gen_ai.response.time_to_first_chunk": record.time_to_first_chunk_s,
+        "gateway.cost.usd": record.cost_usd,
+        "error.type": record.error_type,
+        "user.id": record.user_hash,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if record.finish_reasons:
+        attrs["gen_ai.response.finish_reasons"] = list(record.finish_reasons)
+    if record.usage_estimated:
+        attrs["gateway.usage.estimated"] = True
+    if record.stream:
+        attrs["gateway.stream"] = True
+    if record.client_disconnected:
+        attrs["gateway.client_disconnected"] = True
+    prompt = record.prompt
+    if prompt is not None:
+        attrs.update(
+            {
+                "gen_ai.prompt.name": prompt.name,
+                "gen_ai.prompt.version": prompt.version,
+                "gateway.prompt.name": prompt.name,
+                "gateway.prompt.version": prompt.version,
+                "gateway.prompt.variant": prompt.variant,
+                "gateway.prompt.resolution": prompt.resolution,
+                "langfuse.observation.prompt.name": prompt.name,
+                "langfuse.observation.prompt.version": prompt.number,
+                "llm.prompt_template.template": prompt.template,
+                "llm.prompt_template.version": prompt.version,
+            }
+        )
+        if prompt.experiment_id is not None:
+            attrs["gateway.experiment.id"] = prompt.experiment_id
+        if prompt.assignment is not None:
+            attrs["gateway.experiment.assignment"] = prompt.assignment
+        if capture_content:
+            attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
+    if capture_content:
+        if record.input_messages is not None:
+            attrs["gen_ai.input.messages"] = orjson.dumps(record.input_messages).decode()
+        if record.output_text is not None:
+            attrs["gen_ai.output.messages"] = orjson.dumps(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": record.output_text}],
+                    }
+                ]
+            ).decode()
+    return attrs
+
+
+def feature_flag_event(record: CallRecord) -> Attributes | None:
+    """The `feature_flag.evaluation` event's attributes during an experiment, else None."""
+    prompt = record.prompt
+    if prompt is None or prompt.experiment_id is None:
+        return None
+    return {
+        "feature_flag.key": prompt.experiment_id,
+        "feature_flag.result.variant": prompt.variant,
+        "feature_flag.result.reason": "split",
+        "feature_flag.provider.name": "prompt-gateway",
+    }

@@ -1,0 +1,112 @@
+"""The record of one proxied call, and the Protocols of those who observe it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInfo:
+    """Which managed prompt produced the call, and how it was chosen."""
+
+    name: str
+    version: str
+    number: int
+    variant: str
+    resolution: str
+    experiment_id: str | None
+    assignment: str | None
+    template: str
+    """The version's messages as JSON, placeholders and all (not user data)."""
+    variables: Mapping[str, str]
+    """Rendered-in values; exported only when content capture is on."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """Everything known about one finished call. Built once; every observer reads the same."""
+
+    request_id: str
+    trace_id: str | None
+    route: str
+    """`/chat/completions`, `/responses`, ... (the path under /v1, without the query)."""
+    method: str
+    operation: str | None
+    """The GenAI operation: `chat`, `embeddings`, `text_completion`, or None for other paths."""
+    provider: str
+    provider_system: str
+    """gen_ai.provider.name: `openai`, `azure.ai.openai`, or the configured provider's name."""
+    server_address: str
+    server_port: int | None
+    environment: str
+    status: int
+    error_type: str | None
+    stream: bool
+    request_model: str | None
+    temperature: float | None
+    max_tokens: int | None
+    response_model: str | None
+    response_id: str | None
+    finish_reasons: tuple[str, ...]
+    input_tokens: int | None
+    output_tokens: int | None
+    usage_estimated: bool
+    cost_usd: float | None
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    overhead_ms: float
+    time_to_first_chunk_s: float | None
+    client_disconnected: bool
+    prompt: PromptInfo | None
+    user_hash: str | None
+    input_messages: Sequence[Mapping[str, Any]] | None = None
+    """Request messages as sent upstream; only with content capture."""
+    output_text: str | None = None
+    """The answer's text; only with content capture."""
+
+
+class Observer(Protocol):
+    """Told about every finished call; must not block (no I/O on the caller's thread)."""
+
+    def call_finished(self, record: CallRecord) -> None:
+        """Record the call."""
+        ...
+
+
+class SpanHandle(Protocol):
+    """A span begun when the call arrived, ended with its record."""
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id, 32 hex digits, for logs."""
+        ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, str]]:
+        """W3C trace context to send to the provider (the gateway's own span as parent)."""
+        ...
+
+    def finish(self, record: CallRecord) -> None:
+        """Set the attributes, status and events, and end the span at record.end_ns."""
+        ...
+
+
+class Tracer(Protocol):
+    """Begins spans; the OTel implementation lives in telemetry/otel.py."""
+
+    def begin(
+        self, name: str, traceparent: str | None, tracestate: str | None, start_ns: int
+    ) -> SpanHandle:
+        """Begin a CLIENT span, a child of the incoming trace context when there is one."""
+        ...
+
+    def dropped_spans(self) -> int:
+        """Spans lost so far (queue full or export failed)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Flush what is queued, within the SDK's timeout."""
+        ...

@@ -1,0 +1,171 @@
+"""Prometheus metrics, kept in process and rendered in the text format at GET /metrics.
+
+Label values come from bounded sets (routes, statuses, providers, prompts); model names come from
+clients, so each metric keeps at most MAX_SERIES label sets and folds the rest into `other`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+
+from gateway.telemetry.events import CallRecord
+
+MAX_SERIES = 2000
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+Labels = tuple[str, ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Counter:
+    """A monotonically increasing value per label set."""
+
+    def __init__(self, name: str, help: str, labels: Sequence[str]) -> None:
+        self.name, self.help, self.labels = name, help, tuple(labels)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        if labels not in values and len(values) >= MAX_SERIES:
+            labels = ("other",) * len(labels)
+        values[labels] = values.get(labels, 0.0) + amount
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for labels, value in self.values.items():
+            lines.append(f"{self.name}{_fmt(self.labels, labels)} {value:g}")
+        return lines
+
+
+class Histogram:
+    """Observations in fixed buckets per label set."""
+
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name, self.help, self.labels = name, help, tuple(labels)
+        self.buckets = tuple(buckets)
+        self.series: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            if len(self.series) >= MAX_SERIES:
+                labels = ("other",) * len(labels)
+            series = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        series[bisect.bisect_left(self.buckets, value)] += 1
+        series[-1] += value
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for labels, series in self.series.items():
+            running = 0.0
+            for bound, count in zip((*self.buckets, "+Inf"), series[:-1], strict=True):
+                running += count
+                le = bound if isinstance(bound, str) else f"{bound:g}"
+                lines.append(
+                    f"{self.name}_bucket{_fmt((*self.labels, 'le'), (*labels, le))} {running:g}"
+                )
+            lines.append(f"{self.name}_count{_fmt(self.labels, labels)} {running:g}")
+            lines.append(f"{self.name}_sum{_fmt(self.labels, labels)} {series[-1]:g}")
+        return lines
+
+
+def _fmt(names: Sequence[str], values: Sequence[str]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
+
+
+class Metrics:
+    """The gateway's metrics; an Observer of finished calls."""
+
+    def __init__(self, dropped_spans: Callable[[], int] = lambda: 0) -> None:
+        self._dropped_spans = dropped_spans
+        self.requests = Counter(
+            "gateway_requests_total",
+            "Proxied calls.",
+            ("route", "status", "provider", "model", "prompt_name", "prompt_version", "variant"),
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Whole call, arrival to last byte.",
+            ("route", "provider"),
+            LATENCY_BUCKETS,
+        )
+        self.first_chunk = Histogram(
+            "gateway_time_to_first_chunk_seconds",
+            "Arrival to the first streamed chunk.",
+            ("route", "provider"),
+            LATENCY_BUCKETS,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time spent in the gateway, provider wait excluded.",
+            ("route",),
+            OVERHEAD_BUCKETS,
+        )
+        self.tokens = Counter(
+            "gateway_tokens_total",
+            "Tokens by direction (estimated ones included).",
+            ("direction", "provider", "model"),
+        )
+        self.cost = Counter(
+            "gateway_cost_usd_total", "Cost by model, from the price table.", ("provider", "model")
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total", "Provider failures by kind.", ("kind", "provider")
+        )
+
+    def call_finished(self, record: CallRecord) -> None:
+        prompt = record.prompt
+        model = record.response_model or record.request_model or ""
+        self.requests.inc(
+            (
+                record.route,
+                str(record.status),
+                record.provider,
+                model,
+                prompt.name if prompt else "",
+                prompt.version if prompt else "",
+                prompt.variant if prompt else "",
+            )
+        )
+        self.duration.observe((record.route, record.provider), record.duration_s)
+        self.overhead.observe((record.route,), record.overhead_ms / 1000)
+        if record.time_to_first_chunk_s is not None:
+            self.first_chunk.observe((record.route, record.provider), record.time_to_first_chunk_s)
+        if record.input_tokens:
+            self.tokens.inc(("input", record.provider, model), record.input_tokens)
+        if record.output_tokens:
+            self.tokens.inc(("output", record.provider, model), record.output_tokens)
+        if record.cost_usd:
+            self.cost.inc((record.provider, model), record.cost_usd)
+        if record.error_type is not None and record.error_type.startswith("upstream_"):
+            self.upstream_errors.inc((record.error_type.removeprefix("upstream_"), record.provider))
+        elif record.status >= 500 and record.error_type is not None:
+            self.upstream_errors.inc(("status_" + str(record.status), record.provider))
+
+    def render(self) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        lines: list[str] = []
+        for metric in (
+            self.requests,
+            self.duration,
+            self.first_chunk,
+            self.overhead,
+            self.tokens,
+            self.cost,
+            self.upstream_errors,
+        ):
+            lines.extend(metric.render())
+        lines += [
+            "# HELP gateway_spans_dropped_total Spans lost before export.",
+            "# TYPE gateway_spans_dropped_total counter",
+            f"gateway_spans_dropped_total {self._dropped_spans()}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,76 @@
+"""Token estimates for providers that report no usage: tiktoken when its encoding is loaded.
+
+Encodings are loaded in a background thread at start-up, never on the request path (loading reads
+a file of several MB, and without a cache tiktoken would try to download it). Until an encoding is
+ready, or when it cannot be had at all, the count falls back to about four characters a token.
+Either way the span says gateway.usage.estimated = true; a request never fails over this.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gateway.tokens")
+# tiktoken's cache file names (sha1 of each encoding's download URL). Only cached files are
+# loaded: the gateway never downloads at run time (the Docker image bakes them in).
+CACHE_KEYS = {
+    "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",
+    "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+}
+_CL100K_MODELS = ("gpt-4-", "gpt-4", "gpt-3.5", "text-embedding-")
+
+
+def encoding_name(model: str | None) -> str:
+    """o200k_base for current OpenAI models (gpt-4o, 4.1, o-series, 5), cl100k_base for older."""
+    if model and model.startswith(_CL100K_MODELS) and not model.startswith(("gpt-4o", "gpt-4.1")):
+        return "cl100k_base"
+    return "o200k_base"
+
+
+class TokenCounter:
+    """Counts tokens with tiktoken once its encodings are loaded, else estimates by length."""
+
+    def __init__(self, cache_dir: str | None = None) -> None:
+        self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._encodings: dict[str, Any] = {}
+
+    def warm_up(self) -> threading.Thread:
+        """Load the encodings in a daemon thread; failures are logged once and tolerated."""
+        thread = threading.Thread(target=self._load, name="tiktoken-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self) -> None:
+        try:
+            import tiktoken
+        except ImportError:  # pragma: no cover - a dependency, but never fatal
+            log.warning("tiktoken is not installed; token counts will be estimated by length")
+            return
+        for name, key in CACHE_KEYS.items():
+            if self._cache_dir is None or not (self._cache_dir / key).is_file():
+                log.warning(
+                    "tiktoken encoding %s is not in the cache (TIKTOKEN_CACHE_DIR=%s); "
+                    "token estimates will use text length",
+                    name,
+                    self._cache_dir,
+                )
+                continue
+            try:
+                self._encodings[name] = tiktoken.get_encoding(name)
+            except Exception as exc:
+                log.warning(
+                    "tiktoken encoding %s unavailable (%s); estimating by length",
+                    name,
+                    type(exc).__name__,
+                )
+
+    def count(self, model: str | None, texts: Iterable[str]) -> int:
+        """Tokens in the texts for the model's encoding (about len/4 when it is not loaded)."""
+        encoding = self._encodings.get(encoding_name(model))
+        if encoding is None:
+            return sum((len(t) + 3) // 4 for t in texts)
+        return sum(len(encoding.encode_ordinary(t)) for t in texts)

@@ -1,0 +1,311 @@
+"""Tracing, metrics and logs end to end: spans decoded by a real OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway.core.experiments import in_treatment
+from gateway.telemetry.attributes import hash_user
+from tests.api.conftest import MakeGateway
+from tests.servers import FakeProvider, OtlpReceiver, ServedGateway
+
+KEY = "sk-secret-client-key-777"
+VARIABLES = {"company": "Acme", "timezone": "UTC", "tools": "search"}
+CLIENT_KIND = 3  # SPAN_KIND_CLIENT in OTLP
+STATUS_ERROR = 2
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP receiver for this module's gateways."""
+    sink = OtlpReceiver()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def traced(make_gateway: MakeGateway, receiver: OtlpReceiver) -> Iterator[ServedGateway]:
+    """A gateway exporting spans to the receiver every 50 ms, content capture off."""
+    previous = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "50"  # the SDK's own variable, read at start
+    try:
+        yield make_gateway(
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_SERVICE_NAME="gateway-under-test"
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)
+        else:
+            os.environ["OTEL_BSP_SCHEDULE_DELAY"] = previous
+
+
+def sdk(gateway: ServedGateway, **kwargs: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+
+def managed(gateway: ServedGateway, prompt: dict[str, object], **kwargs: object) -> str:
+    """Make a managed call; return its request id."""
+    with sdk(gateway, **kwargs) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"prompt": prompt},
+        )
+        return raw.headers["x-request-id"]
+
+
+def test_managed_call_span(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """A managed call's span carries the GenAI, gateway, Langfuse and OpenInference attributes."""
+    request_id = managed(
+        traced,
+        {"id": "support-agent", "variables": VARIABLES},
+        default_headers={"X-User-Id": "alice"},
+    )
+    span = receiver.wait_for(request_id)
+    a = span.attributes
+    assert (span.name, span.kind, span.parent_span_id) == ("chat gpt-4o-mini", CLIENT_KIND, "")
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "default"
+    assert (a["gen_ai.request.model"], a["gen_ai.response.model"]) == ("gpt-4o-mini", "gpt-4o-mini")
+    assert (a["gen_ai.request.temperature"], a["gen_ai.request.max_tokens"]) == (0.2, 512)
+    assert a["gen_ai.response.id"] == "chatcmpl-fake"
+    assert a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (11, 3)
+    assert a["server.address"] == "127.0.0.1" and isinstance(a["server.port"], int)
+    assert a["gateway.cost.usd"] == pytest.approx((11 * 0.15 + 3 * 0.60) / 1e6)
+    assert "gateway.usage.estimated" not in a
+    for key in ("gen_ai.prompt.name", "gateway.prompt.name", "langfuse.observation.prompt.name"):
+        assert a[key] == "support-agent"
+    for key in ("gen_ai.prompt.version", "gateway.prompt.version", "llm.prompt_template.version"):
+        assert a[key] == "1.1.0"
+    assert a["langfuse.observation.prompt.version"] == 2
+    assert (a["gateway.prompt.variant"], a["gateway.prompt.resolution"]) == ("none", "environment")
+    assert a["gateway.environment"] == "production"
+    assert "{{company}}" in a["llm.prompt_template.template"]
+    assert a["user.id"] == hash_user("alice") and "alice" not in a["user.id"]
+    assert "llm.prompt_template.variables" not in a and "gen_ai.input.messages" not in a
+    assert span.resource["service.name"] == "gateway-under-test"
+    assert span.resource["deployment.environment.name"] == "production"
+
+
+def test_pinned_version_span(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """A version pinned in the request is resolution `pinned`."""
+    request_id = managed(
+        traced, {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES}
+    )
+    a = receiver.wait_for(request_id).attributes
+    assert (a["gateway.prompt.version"], a["gateway.prompt.resolution"]) == ("1.0.0", "pinned")
+    assert a["langfuse.observation.prompt.version"] == 1
+
+
+def test_override_span(make_gateway: MakeGateway, receiver: OtlpReceiver) -> None:
+    """A PROMPT_OVERRIDES version is resolution `override`."""
+    gateway = make_gateway(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, PROMPT_OVERRIDES='{"support-agent": "1.0.0"}'
+    )
+    request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
+    a = receiver.wait_for(request_id, timeout=15).attributes
+    assert (a["gateway.prompt.version"], a["gateway.prompt.resolution"]) == ("1.0.0", "override")
+
+
+@pytest.mark.parametrize("variant", ["control", "treatment"])
+def test_experiment_spans(traced: ServedGateway, receiver: OtlpReceiver, variant: str) -> None:
+    """Both arms carry the experiment, the assignment and a feature_flag.evaluation event."""
+    user = next(
+        f"u{i}"
+        for i in range(100)
+        if in_treatment(f"u{i}", "ab-test", 0.5) == (variant == "treatment")
+    )
+    request_id = managed(
+        traced,
+        {"id": "ab-prompt", "variables": {"company": "A"}},
+        default_headers={"X-User-Id": user},
+    )
+    span = receiver.wait_for(request_id)
+    a = span.attributes
+    assert (a["gateway.prompt.variant"], a["gateway.prompt.resolution"]) == (variant, "experiment")
+    assert (a["gateway.experiment.id"], a["gateway.experiment.assignment"]) == ("ab-test", "user")
+    assert a["gateway.prompt.version"] == ("2.0.0" if variant == "treatment" else "1.0.0")
+    assert span.events == [
+        (
+            "feature_flag.evaluation",
+            {
+                "feature_flag.key": "ab-test",
+                "feature_flag.result.variant": variant,
+                "feature_flag.result.reason": "split",
+                "feature_flag.provider.name": "prompt-gateway",
+            },
+        )
+    ]
+
+
+def test_unmanaged_call_span(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """An unmanaged call is traced too, with no prompt attributes."""
+    response = httpx.post(
+        traced.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}
+    )
+    a = receiver.wait_for(response.headers["x-request-id"]).attributes
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert not [k for k in a if "prompt" in k]
+
+
+def test_streaming_span_ends_with_the_stream(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """A stream's span has the usage the gateway asked for and the time to first chunk."""
+    with sdk(traced) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[],
+            stream=True,
+            extra_body={"prompt": {"id": "support-agent", "variables": VARIABLES}},
+        )
+        chunks = list(raw.parse())
+    assert chunks
+    a = receiver.wait_for(raw.headers["x-request-id"]).attributes
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (11, 5)
+    assert a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert 0 < a["gen_ai.response.time_to_first_chunk"] < 5
+    assert a["gateway.stream"] is True
+
+
+def test_client_hang_up_ends_the_span(
+    traced: ServedGateway, receiver: OtlpReceiver, provider: FakeProvider
+) -> None:
+    """A stream the client abandons still ends its span, marked as disconnected."""
+    body = b'{"model":"hang-stream","messages":[],"stream":true}'
+    with httpx.stream("POST", traced.url + "/v1/chat/completions", content=body) as response:
+        next(response.iter_bytes())
+        request_id = response.headers["x-request-id"]
+    a = receiver.wait_for(request_id).attributes
+    assert a["gateway.client_disconnected"] is True
+
+
+def test_provider_error_sets_status_and_error_type(
+    traced: ServedGateway, receiver: OtlpReceiver
+) -> None:
+    """A provider's 429 marks the span as an error with error.type 429."""
+    response = httpx.post(
+        traced.url + "/v1/chat/completions", json={"model": "error-429", "messages": []}
+    )
+    span = receiver.wait_for(response.headers["x-request-id"])
+    assert (span.status_code, span.attributes["error.type"]) == (STATUS_ERROR, "429")
+
+
+def test_gateway_error_is_traced(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """A request the gateway refuses gets a span with the error code as error.type."""
+    response = httpx.post(
+        traced.url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [], "prompt": {"id": "support-agent"}},
+    )
+    span = receiver.wait_for(response.headers["x-request-id"])
+    assert span.attributes["error.type"] == "missing_prompt_variables"
+    assert span.status_code == STATUS_ERROR
+
+
+def test_trace_context_flows_through(
+    traced: ServedGateway, receiver: OtlpReceiver, provider: FakeProvider
+) -> None:
+    """The span is a child of the incoming traceparent, and the provider gets the span's."""
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    response = httpx.post(
+        traced.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": []},
+        headers={"traceparent": f"00-{trace_id}-{parent}-01", "tracestate": "vendor=1"},
+    )
+    span = receiver.wait_for(response.headers["x-request-id"])
+    assert (span.trace_id, span.parent_span_id) == (trace_id, parent)
+    sent = provider.last().headers["traceparent"]
+    assert sent == f"00-{trace_id}-{span.span_id}-01"
+
+
+def test_estimated_usage_when_the_provider_reports_none(
+    traced: ServedGateway, receiver: OtlpReceiver
+) -> None:
+    """No usage from the provider: tokens are counted locally and the span says so."""
+    response = httpx.post(
+        traced.url + "/v1/chat/completions",
+        json={"model": "no-usage", "messages": [{"role": "user", "content": "count these words"}]},
+    )
+    a = receiver.wait_for(response.headers["x-request-id"]).attributes
+    assert a["gateway.usage.estimated"] is True
+    assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
+
+
+def test_content_is_captured_only_when_asked(
+    make_gateway: MakeGateway, receiver: OtlpReceiver
+) -> None:
+    """With capture on, messages, output and variables are recorded; keys never are."""
+    gateway = make_gateway(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+    )
+    request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
+    a = receiver.wait_for(request_id, timeout=15).attributes
+    assert orjson.loads(a["llm.prompt_template.variables"]) == VARIABLES
+    assert "support agent of Acme" in a["gen_ai.input.messages"]
+    assert "echo: Hi" in a["gen_ai.output.messages"]
+    assert all(KEY.encode() not in export for export in receiver.raw)
+
+
+def test_logs_carry_request_and_trace_ids_and_no_secrets(
+    traced: ServedGateway, receiver: OtlpReceiver
+) -> None:
+    """One JSON line per call with the request id and trace id together, and no key."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("gateway.access")
+    logger.addHandler(handler)
+    try:
+        request_id = managed(traced, {"id": "support-agent", "variables": VARIABLES})
+        span = receiver.wait_for(request_id)
+        deadline = time.monotonic() + 5
+        while request_id not in stream.getvalue():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        logger.removeHandler(handler)
+    line = next(orjson.loads(x) for x in stream.getvalue().splitlines() if request_id in x)
+    assert (line["request_id"], line["trace_id"]) == (request_id, span.trace_id)
+    assert (line["prompt_name"], line["prompt_version"], line["status"]) == (
+        "support-agent",
+        "1.1.0",
+        200,
+    )
+    assert KEY not in stream.getvalue()
+
+
+def test_metrics_are_prometheus_text(traced: ServedGateway) -> None:
+    """/metrics exposes request counts with prompt labels, histograms and token counters."""
+    managed(traced, {"id": "support-agent", "variables": VARIABLES})
+    text = httpx.get(traced.url + "/metrics").text
+    assert "# TYPE gateway_requests_total counter" in text
+    assert (
+        'gateway_requests_total{route="/chat/completions",status="200",provider="default",'
+        'model="gpt-4o-mini",prompt_name="support-agent",prompt_version="1.1.0",'
+        'variant="none"}'
+    ) in text
+    assert 'gateway_request_duration_seconds_bucket{route="/chat/completions"' in text
+    assert "gateway_overhead_seconds_count" in text
+    assert 'gateway_tokens_total{direction="input"' in text
+    assert "gateway_spans_dropped_total" in text
+    assert "req_" not in text, "no request ids as labels"
+
+
+def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGateway) -> None:
+    """With the OTLP endpoint refusing connections, calls succeed on time; drops are counted."""
+    gateway = make_gateway(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    started = time.monotonic()
+    for _ in range(20):
+        response = httpx.post(
+            gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}
+        )
+        assert response.status_code == 200
+    assert time.monotonic() - started < 2.0
