@@ -115,6 +115,10 @@ http {{
       default_type application/json;
       return 200 {literal(COMPLETION)};
     }}
+    location = /v1/traces {{
+      default_type application/x-protobuf;
+      return 200 '';
+    }}
     location = /sse/v1/chat/completions {{
       default_type text/event-stream;
       return 200 {literal(sse_body())};
@@ -145,7 +149,7 @@ routes:
     gateway = str(Path(sys.executable).parent / "gateway")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_ENV": "production"})
-    if tracing:
+    if tracing:  # nginx doubles as the OTLP sink: it answers /v1/traces with an empty 200
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
     subprocess.run(
         [gateway, "prompts", "push", str(ROOT / "config/prompts")],

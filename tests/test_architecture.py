@@ -114,3 +114,15 @@ def test_request_path_never_touches_a_store() -> None:
     """service.py and api/proxy.py see only the snapshot, never a store module."""
     for path in (PACKAGE / "service.py", PACKAGE / "api" / "proxy.py"):
         assert not [n for n in imports(path) if n.startswith("gateway.stores")], path
+
+
+@pytest.mark.parametrize(
+    ("library", "home"),
+    [("opentelemetry", "otel.py"), ("tiktoken", "tokens.py")],
+)
+def test_telemetry_libraries_stay_in_one_module(library: str, home: str) -> None:
+    """Only telemetry/otel.py imports OpenTelemetry; only telemetry/tokens.py tiktoken."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == home:
+            continue
+        assert not any(n.split(".")[0] == library for n in imports(path)), path
