@@ -41,33 +41,28 @@ class StreamWatch:
     closed: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeProvider:
-    """An OpenAI-compatible upstream. The request's model picks the behaviour:
-
-    `error-429` (rate limited, retry-after 7), `error-500`, `slow` (answers after 2 s),
-    `hang-stream` (one chunk, then waits for the gateway to hang up), anything else echoes.
-    """
+class ThreadedServer:
+    """An aiohttp app on a loopback port, served by an event loop in a thread of its own."""
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.requests: list[Recorded] = []
-        self.hang = StreamWatch()
-        self.open_connections = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self._ready.wait(10)
 
+    def routes(self, app: web.Application) -> None:
+        """Add the server's routes."""
+        raise NotImplementedError
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
-        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
         self._loop.run_forever()
         self._loop.close()
@@ -76,6 +71,23 @@ class FakeProvider:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class FakeProvider(ThreadedServer):
+    """An OpenAI-compatible upstream. The request's model picks the behaviour:
+
+    `error-429` (rate limited, retry-after 7), `error-500`, `slow` (answers after 2 s),
+    `hang-stream` (one chunk, then waits for the gateway to hang up), anything else echoes.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.hang = StreamWatch()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
 
     def last(self) -> Recorded:
         assert self.requests, "the provider got no request"
@@ -304,38 +316,20 @@ class ReceivedSpan:
     resource: dict[str, Any]
 
 
-class OtlpReceiver:
+class OtlpReceiver(ThreadedServer):
     """A real OTLP/HTTP receiver on loopback: decodes protobuf trace exports into spans."""
 
     def __init__(self) -> None:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
         self._pb = trace_service_pb2
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.spans: list[ReceivedSpan] = []
         self.raw: list[bytes] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     async def _export(self, request: web.Request) -> web.Response:
         body = await request.read()

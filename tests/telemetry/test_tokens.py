@@ -12,9 +12,15 @@ from gateway.telemetry.tokens import TokenCounter, encoding_name
 
 @pytest.mark.parametrize(
     ("model", "encoding"),
-    [("gpt-4o-mini", "o200k_base"), ("gpt-4.1", "o200k_base"), ("o3", "o200k_base"),
-     ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"),
-     ("text-embedding-3-small", "cl100k_base"), (None, "o200k_base")],
+    [
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4.1", "o200k_base"),
+        ("o3", "o200k_base"),
+        ("gpt-4-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        (None, "o200k_base"),
+    ],
 )
 def test_encoding_by_model(model: str | None, encoding: str) -> None:
     """Current OpenAI models use o200k_base; gpt-4, 3.5 and embeddings cl100k_base."""
