@@ -363,6 +363,94 @@ def resolve_prompt(
     out.print(" ".join(f"{k}={v if v is not None else '-'}" for k, v in doc.items()), markup=False)
 
 
+@prompts_app.command("test")
+def test_prompt(
+    name: str,
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Version (default: the newest).")
+    ] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", help="Prompt files or folders with the tests.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Tests at once.")] = 8,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a version's tests through the configured providers and store the pass rate."""
+    from rich.progress import Progress
+
+    from gateway.testing import TestOutcome, TestRunner
+    from gateway.upstream.client import HttpUpstream
+
+    settings = runtime.settings
+    with _failures():
+        files = [f for f in load_prompt_files(path or [settings.prompts_dir]) if f.name == name]
+        tests = [t for f in files for t in f.tests]
+        if not tests:
+            raise PromptNotFound(
+                f"No tests for prompt {name!r} in {', '.join(path or [settings.prompts_dir])}; "
+                "add a tests: list to its file."
+            )
+
+        async def work(
+            store: Store, registry: PromptRegistry
+        ) -> tuple[Any, list[TestOutcome], str]:
+            snapshot = await store.snapshot()
+            state = _existing(snapshot.prompts.get(name) or PromptState(name), name)
+            chosen = require_version(state, version) if version else state.newest
+            assert chosen is not None
+            upstream = HttpUpstream(settings.upstream)
+            runner = TestRunner(
+                settings, upstream, snapshot, api_key=settings.test_api_key, concurrency=concurrency
+            )
+            try:
+                with Progress(console=err, transient=True, disable=as_json) as progress:
+                    task = progress.add_task(f"testing {chosen.label}", total=len(tests))
+                    results, outcomes = await runner.run(
+                        chosen,
+                        tests,
+                        now=utc_now(),
+                        on_done=lambda _: progress.advance(task),
+                    )
+            finally:
+                await upstream.close()
+            await registry.record_test_run(name, chosen.version, results, actor=runtime.actor)
+            return results, outcomes, chosen.version
+
+        results, outcomes, tested = runtime.run(work)
+    threshold = settings.promotion.threshold
+    if as_json:
+        emit(
+            {
+                "name": name,
+                "version": tested,
+                "threshold": threshold,
+                "is_tested": results.pass_rate >= threshold,
+            }
+            | codec.results_to_dict(results)
+        )
+    else:
+        table = Table("test", "result", "failed expectations")
+        for o in outcomes:
+            table.add_row(
+                o.test_id,
+                "pass" if o.passed else "FAIL",
+                "; ".join(f"{m.expectation}: {m.detail}" for m in o.misses) or "-",
+            )
+        out.print(table)
+        out.print(
+            f"{name}@{tested}: {results.passed}/{results.total} passed "
+            f"({results.pass_rate:.0%}; promotion needs {threshold:.0%})",
+            markup=False,
+        )
+    if results.pass_rate < threshold:
+        err.print(
+            f"error: {name}@{tested} passed {results.passed} of {results.total} tests "
+            f"({results.pass_rate:.0%}), under the promotion threshold of {threshold:.0%}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
 @prompts_app.command("promote")
 def promote(
     name: str,

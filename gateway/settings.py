@@ -109,6 +109,8 @@ class Settings:
     """Model globs to providers, first match wins."""
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     """Tracing and content capture."""
+    test_api_key: str | None = field(default=None, repr=False)
+    """OPENAI_API_KEY: what `gateway prompts test` sends to a provider without a key of its own."""
     prices: PriceTable = field(default_factory=lambda: PriceTable({}))
     """Model prices for gateway.cost.usd (prices_file, default config/prices.yaml)."""
     source: str | None = None
@@ -295,6 +297,7 @@ def _build(
         upstream=upstream,
         routes=routes,
         telemetry=telemetry,
+        test_api_key=environ.get("OPENAI_API_KEY") or None,
         prices=prices,
         source=source,
     )

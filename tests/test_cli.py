@@ -341,3 +341,31 @@ async def test_cli_push_in_another_process_reaches_a_gateway_snapshot(
         await asyncio.sleep(0.01)
     await cache.stop()
     await store.close()
+
+
+def test_test_run_gates_promotion_offline(gateway: Gateway, project: Path) -> None:
+    """`prompts test` with the mock provider stores the pass rate; promotion follows it."""
+    env = {"GATEWAY_UPSTREAM_URL": "mock"}
+    gateway("prompts", "push")
+    report = gateway("prompts", "test", "support-agent", "--json", env=env)
+    assert (report["version"], report["passed"], report["total"]) == ("1.1.0", 2, 2)
+    assert report["is_tested"] is True
+    gateway("prompts", "promote", "support-agent", "1.1.0")
+    staging = gateway("prompts", "resolve", "support-agent", "--env", "staging", "--json")
+    assert staging["version"] == "1.1.0"
+
+    (project / "config/prompts/strict.yaml").write_text(
+        "name: strict\nversion: 1.0.0\ncontent: You help {{company}}.\n"
+        "tests:\n"
+        "  - id: ok\n    variables: {company: Acme}\n    expect: {contains: [Acme]}\n"
+        "  - id: wants-json\n    variables: {company: Acme}\n"
+        "    expect: {json_schema: {type: object}}\n"
+    )
+    gateway("prompts", "push")
+    failed = gateway("prompts", "test", "strict", ok=False, env=env)
+    assert "strict@1.0.0 passed 1 of 2 tests (50%)" in failed.stderr
+    shown = gateway("prompts", "show", "strict", "--version", "1.0.0", "--json")
+    assert shown["is_tested"] is False
+    assert shown["test_results"]["failures"][0]["expectation"] == "json_schema"
+    refused = gateway("prompts", "promote", "strict", "1.0.0", ok=False)
+    assert "pass rate 50%" in refused.stderr

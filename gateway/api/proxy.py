@@ -165,8 +165,12 @@ def _is_event_stream(headers: Headers) -> bool:
     return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
 
 
+# The ASGI server writes its own date and server headers; the provider's would be duplicates.
+_REPLACED = frozenset({b"x-request-id", b"date", b"server"})
+
+
 def _response_headers(call: Call, upstream: Headers) -> Headers:
-    headers = [(n, v) for n, v in upstream if n != b"x-request-id"]
+    headers = [(n, v) for n, v in upstream if n not in _REPLACED]
     for name, value in upstream:
         if name == b"x-request-id":
             headers.append((b"x-upstream-request-id", value))

@@ -81,7 +81,13 @@ class MockUpstream:
 
 
 def reply_text(system: str, user: str) -> str:
-    """The mock's answer: a greeting, the system prompt's first sentence, the user's words."""
+    """The mock's answer: a greeting, the system prompt's first sentence, the user's words.
+
+    Asked to grade with PASS or FAIL (the judge prompt), the mock passes, so prompt test suites
+    with judge criteria run offline.
+    """
+    if "PASS or FAIL" in system:
+        return "PASS\nThe mock provider passes every criterion."
     flat = " ".join(system.split())
     first = flat.split(". ", 1)[0].rstrip(".") + "." if flat else "(no system prompt)"
     return f"Hello! Instructions: {first} You said: {user or '(nothing)'}"

@@ -55,6 +55,8 @@ def test_unmanaged_call_is_forwarded_byte_for_byte(
     assert response.headers["x-request-id"].startswith("req_")
     assert float(response.headers["x-gateway-overhead-ms"]) >= 0
     assert response.headers["x-upstream-request-id"] == "req_upstream_1"
+    assert len(response.headers.get_list("date")) == 1
+    assert len(response.headers.get_list("server")) == 1
     assert "x-prompt-name" not in response.headers
 
 
