@@ -116,6 +116,7 @@ class GatewayService:
         self._observers = tuple(observers)
         self._tokens = tokens or TokenCounter()
         self._capture = settings.telemetry.capture_content
+        self._templates: dict[str, str] = {}
         self._clock = clock
 
     def arrive(
@@ -285,6 +286,15 @@ class GatewayService:
                 log.exception("observer %r failed", observer)
         return record
 
+    def _template(self, version: PromptVersion) -> str:
+        """The version's template JSON, made once per version (versions never change)."""
+        found = self._templates.get(version.id)
+        if found is None:
+            if len(self._templates) >= 10_000:
+                self._templates.clear()
+            found = self._templates[version.id] = template_json(version)
+        return found
+
     def _record(
         self, call: Call, status: int, outcome: Outcome | None, error: GatewayError | None
     ) -> CallRecord:
@@ -327,7 +337,7 @@ class GatewayService:
                 resolution=resolved.resolution,
                 experiment_id=resolved.experiment.id if resolved.experiment else None,
                 assignment=resolved.assignment,
-                template=template_json(version),
+                template=self._template(version),
                 variables=call.variables or {},
             )
         request = call.request or {}

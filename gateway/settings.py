@@ -79,6 +79,16 @@ class TelemetrySettings:
     resource: tuple[tuple[str, str], ...] = ()
     """Resource attributes: OTEL_RESOURCE_ATTRIBUTES, and service.name from OTEL_SERVICE_NAME
     (default prompt-gateway)."""
+    sampler: tuple[str | None, str | None] = (None, None)
+    """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG."""
+    schedule_delay: float = 5.0
+    """OTEL_BSP_SCHEDULE_DELAY (ms in the variable): the longest a span waits to be sent."""
+    max_queue: int = 2048
+    """OTEL_BSP_MAX_QUEUE_SIZE: spans held at most; more are dropped and counted."""
+    max_batch: int = 512
+    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export request."""
+    export_timeout: float = 10.0
+    """OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT, in seconds as the Python SDK reads it."""
     tiktoken_cache: str | None = None
     """TIKTOKEN_CACHE_DIR (else tiktoken's default): where encodings are read, never fetched."""
     capture_content: bool = False
@@ -363,7 +373,16 @@ def _telemetry(environ: Mapping[str, str]) -> TelemetrySettings:
         or str(Path(tempfile.gettempdir()) / "data-gym-cache")
     )
     capture = environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+    timeout = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get(
+        "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )
     return TelemetrySettings(
+        sampler=(environ.get("OTEL_TRACES_SAMPLER"), environ.get("OTEL_TRACES_SAMPLER_ARG")),
+        schedule_delay=_env_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+        max_queue=int(_env_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
+        max_batch=int(_env_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
+        # The Python SDK reads this variable in seconds; keep that reading for compatibility.
+        export_timeout=float(timeout) if timeout and _is_number(timeout) else 10.0,
         tracing=endpoint is not None and not disabled,
         traces_endpoint=endpoint,
         headers=tuple(headers),
@@ -371,6 +390,23 @@ def _telemetry(environ: Mapping[str, str]) -> TelemetrySettings:
         tiktoken_cache=cache,
         capture_content=capture.strip().lower() == "true",
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _env_number(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return default
+    if not _is_number(value) or float(value) <= 0:
+        raise ConfigError(f"{name} must be a positive number, not {value!r}.")
+    return float(value)
 
 
 def _pairs(text: str, *, lower: bool) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from gateway.stores.factory import open_store
 from gateway.telemetry.events import Tracer
 from gateway.telemetry.logs import AccessLog, install_json_access_log
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.otlp import ExportSettings, OtlpExporter, Sampler
 from gateway.telemetry.tokens import TokenCounter
 from gateway.upstream.base import Upstream
 from gateway.upstream.client import HttpUpstream
@@ -40,9 +41,7 @@ def create_app(
     store = store or open_store(settings.store_url)
     upstream = upstream or HttpUpstream(settings.upstream)
     if tracer is None and settings.telemetry.tracing:
-        from gateway.telemetry.otel import OtelTracer  # only when tracing: its import costs memory
-
-        tracer = OtelTracer(settings.telemetry, environment=settings.env)
+        tracer = _exporter(settings)
     cache = SnapshotCache(store)
     metrics = Metrics(tracer.dropped_spans if tracer is not None else lambda: 0)
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
@@ -115,6 +114,24 @@ async def _with_request_id(response: Response[Any]) -> Response[Any]:
     """Give Litestar's own responses an x-request-id too (the proxy sets its own)."""
     response.headers.setdefault("x-request-id", new_request_id(None))
     return response
+
+
+def _exporter(settings: Settings) -> OtlpExporter:
+    telemetry = settings.telemetry
+    assert telemetry.traces_endpoint is not None
+    return OtlpExporter(
+        ExportSettings(
+            endpoint=telemetry.traces_endpoint,
+            headers=telemetry.headers,
+            resource={**dict(telemetry.resource), "deployment.environment.name": settings.env},
+            sampler=Sampler.parse(*telemetry.sampler),
+            capture_content=telemetry.capture_content,
+            schedule_delay=telemetry.schedule_delay,
+            max_queue=telemetry.max_queue,
+            max_batch=telemetry.max_batch,
+            timeout=telemetry.export_timeout,
+        )
+    )
 
 
 def app_from_environment() -> Litestar:

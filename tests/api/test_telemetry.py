@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections.abc import Iterator
 
@@ -32,20 +31,15 @@ def receiver() -> Iterator[OtlpReceiver]:
     sink.stop()
 
 
+FAST = {"OTEL_BSP_SCHEDULE_DELAY": "50"}  # export every 50 ms
+
+
 @pytest.fixture(scope="module")
-def traced(make_gateway: MakeGateway, receiver: OtlpReceiver) -> Iterator[ServedGateway]:
-    """A gateway exporting spans to the receiver every 50 ms, content capture off."""
-    previous = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
-    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "50"  # the SDK's own variable, read at start
-    try:
-        yield make_gateway(
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_SERVICE_NAME="gateway-under-test"
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)
-        else:
-            os.environ["OTEL_BSP_SCHEDULE_DELAY"] = previous
+def traced(make_gateway: MakeGateway, receiver: OtlpReceiver) -> ServedGateway:
+    """A gateway exporting spans to the receiver, content capture off."""
+    return make_gateway(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_SERVICE_NAME="gateway-under-test", **FAST
+    )
 
 
 def sdk(gateway: ServedGateway, **kwargs: object) -> openai.OpenAI:
@@ -110,7 +104,9 @@ def test_pinned_version_span(traced: ServedGateway, receiver: OtlpReceiver) -> N
 def test_override_span(make_gateway: MakeGateway, receiver: OtlpReceiver) -> None:
     """A PROMPT_OVERRIDES version is resolution `override`."""
     gateway = make_gateway(
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, PROMPT_OVERRIDES='{"support-agent": "1.0.0"}'
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        PROMPT_OVERRIDES='{"support-agent": "1.0.0"}',
+        **FAST,
     )
     request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
     a = receiver.wait_for(request_id, timeout=15).attributes
@@ -246,6 +242,7 @@ def test_content_is_captured_only_when_asked(
     gateway = make_gateway(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+        **FAST,
     )
     request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
     a = receiver.wait_for(request_id, timeout=15).attributes
@@ -301,7 +298,9 @@ def test_metrics_are_prometheus_text(traced: ServedGateway) -> None:
 
 def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGateway) -> None:
     """With the OTLP endpoint refusing connections, calls succeed on time; drops are counted."""
-    gateway = make_gateway(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    gateway = make_gateway(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TIMEOUT="1", **FAST
+    )
     started = time.monotonic()
     for _ in range(20):
         response = httpx.post(
