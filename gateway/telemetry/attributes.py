@@ -35,13 +35,51 @@ def hash_user(user_key: str) -> str:
 
 def span_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
     """Every span attribute of the call; content and variable values only when captured."""
+    return {**steady_attributes(record), **call_attributes(record, capture_content=capture_content)}
+
+
+def steady_key(record: CallRecord) -> tuple[object, ...]:
+    """Everything steady_attributes reads: calls with equal keys have equal steady attributes."""
+    prompt = record.prompt
+    return (
+        record.provider_system,
+        record.server_address,
+        record.server_port,
+        record.environment,
+        record.provider,
+        record.status,
+        record.operation,
+        record.request_model,
+        record.temperature,
+        record.max_tokens,
+        record.response_model,
+        record.error_type,
+        record.finish_reasons,
+        record.usage_estimated,
+        record.stream,
+        record.client_disconnected,
+        None
+        if prompt is None
+        else (
+            prompt.name,
+            prompt.version,
+            prompt.number,
+            prompt.variant,
+            prompt.resolution,
+            prompt.template,
+            prompt.experiment_id,
+            prompt.assignment,
+        ),
+    )
+
+
+def steady_attributes(record: CallRecord) -> Attributes:
+    """The attributes that repeat from call to call: provider, models, parameters, prompt."""
     attrs: Attributes = {
         "gen_ai.provider.name": record.provider_system,
         "server.address": record.server_address,
-        "gateway.request_id": record.request_id,
         "gateway.environment": record.environment,
         "gateway.provider": record.provider,
-        "gateway.overhead_ms": record.overhead_ms,
         "http.response.status_code": record.status,
     }
     if record.operation is not None:
@@ -53,13 +91,7 @@ def span_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
         "gen_ai.request.temperature": record.temperature,
         "gen_ai.request.max_tokens": record.max_tokens,
         "gen_ai.response.model": record.response_model,
-        "gen_ai.response.id": record.response_id,
-        "gen_ai.usage.input_tokens": record.input_tokens,
-        "gen_ai.usage.output_tokens": record.output_tokens,
-        "gen_ai.response.time_to_first_chunk": record.time_to_first_chunk_s,
-        "gateway.cost.usd": record.cost_usd,
         "error.type": record.error_type,
-        "user.id": record.user_hash,
     }
     attrs.update({k: v for k, v in optional.items() if v is not None})
     if record.finish_reasons:
@@ -90,19 +122,33 @@ def span_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
             attrs["gateway.experiment.id"] = prompt.experiment_id
         if prompt.assignment is not None:
             attrs["gateway.experiment.assignment"] = prompt.assignment
-        if capture_content:
-            attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
+    return attrs
+
+
+def call_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
+    """The attributes of this call alone: ids, tokens, cost, timings, the user, content."""
+    attrs: Attributes = {
+        "gateway.request_id": record.request_id,
+        "gateway.overhead_ms": record.overhead_ms,
+    }
+    optional = {
+        "gen_ai.response.id": record.response_id,
+        "gen_ai.usage.input_tokens": record.input_tokens,
+        "gen_ai.usage.output_tokens": record.output_tokens,
+        "gen_ai.response.time_to_first_chunk": record.time_to_first_chunk_s,
+        "gateway.cost.usd": record.cost_usd,
+        "user.id": record.user_hash,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
     if capture_content:
+        prompt = record.prompt
+        if prompt is not None:
+            attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
         if record.input_messages is not None:
             attrs["gen_ai.input.messages"] = orjson.dumps(record.input_messages).decode()
         if record.output_text is not None:
             attrs["gen_ai.output.messages"] = orjson.dumps(
-                [
-                    {
-                        "role": "assistant",
-                        "parts": [{"type": "text", "content": record.output_text}],
-                    }
-                ]
+                [{"role": "assistant", "parts": [{"type": "text", "content": record.output_text}]}]
             ).decode()
     return attrs
 

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.telemetry.attributes import feature_flag_event, span_attributes
+from gateway.telemetry.attributes import (
+    call_attributes,
+    feature_flag_event,
+    steady_attributes,
+    steady_key,
+)
 from gateway.telemetry.events import CallRecord
 
 log = logging.getLogger("gateway.tracing")
@@ -83,49 +88,50 @@ def _any_value(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}
-# Most attributes repeat from call to call (models, providers, prompts, templates, statuses), so
-# whole encoded KeyValues are memoized; values unique to one call are not, so they cannot churn it.
-_MEMO: dict[tuple[int, str, Any], bytes] = {}
-_MEMO_LIMIT = 8192
-UNIQUE = frozenset(
-    {
-        "gateway.request_id",
-        "gen_ai.response.id",
-        "gateway.cost.usd",
-        "gateway.overhead_ms",
-        "gen_ai.response.time_to_first_chunk",
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "llm.prompt_template.variables",
-    }
-)
 
 
 def _encode_kv(field: int, key: str, value: Any) -> bytes:
+    """One KeyValue, with the common scalar cases written out (this runs per call)."""
     encoded_key = _KEYS.get(key)
     if encoded_key is None:
         encoded_key = _KEYS[key] = _len(1, key.encode())
-    return _len(field, encoded_key + _len(2, _any_value(value)))
+    kind = type(value)
+    any_value: bytes
+    if kind is str:
+        raw: bytes = value.encode()
+        any_value = b"\x0a" + _varint(len(raw)) + raw
+    elif kind is float:
+        any_value = b"\x21" + _DOUBLE.pack(value)
+    elif kind is int:
+        any_value = b"\x18" + _varint(value)
+    else:
+        any_value = _any_value(value)
+    inner = encoded_key + b"\x12" + _varint(len(any_value)) + any_value
+    return _TAGS[field] + _varint(len(inner)) + inner
 
 
-def _key_value(field: int, key: str, value: Any) -> bytes:
-    if key in UNIQUE:
-        return _encode_kv(field, key, value)
-    if type(value) is list:
-        value = tuple(value)
-    memo_key = (field, key, value)
-    hit = _MEMO.get(memo_key)
-    if hit is None:
-        hit = _encode_kv(field, key, value)
-        if len(_MEMO) >= _MEMO_LIMIT:
-            _MEMO.clear()
-        _MEMO[memo_key] = hit
-    return hit
+_TAGS = {field: _varint(field << 3 | 2) for field in (1, 3, 9)}
 
 
 def encode_attributes(field: int, attributes: Mapping[str, Any]) -> bytes:
     """Repeated KeyValue under `field`."""
-    return b"".join(_key_value(field, k, v) for k, v in attributes.items())
+    return b"".join(_encode_kv(field, k, v) for k, v in attributes.items())
+
+
+_STEADY: dict[tuple[object, ...], bytes] = {}
+
+
+def encode_span_attributes(field: int, record: CallRecord, capture_content: bool) -> bytes:
+    """The span's attributes: the steady part encoded once per distinct call shape, memoized."""
+    key = steady_key(record)
+    steady = _STEADY.get(key)
+    if steady is None:
+        steady = encode_attributes(field, steady_attributes(record))
+        if len(_STEADY) >= 4096:
+            _STEADY.clear()
+        _STEADY[key] = steady
+    own = call_attributes(record, capture_content=capture_content)
+    return steady + b"".join(_encode_kv(field, k, v) for k, v in own.items())
 
 
 # ---- sampling ----------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ class OtlpSpan:
             b"\x30" + _varint(KIND_CLIENT),
             _fixed64(7, record.start_ns),
             _fixed64(8, record.end_ns),
-            encode_attributes(9, span_attributes(record, capture_content=exporter.capture)),
+            encode_span_attributes(9, record, exporter.capture),
         ]
         event = feature_flag_event(record)
         if event is not None:
