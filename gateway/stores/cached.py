@@ -25,7 +25,6 @@ class SnapshotCache:
         self._reader = reader
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
-        self._loaded = asyncio.Event()
         self._attempted = asyncio.Event()
         self.current = RegistrySnapshot()
         self.healthy = False
@@ -57,7 +56,6 @@ class SnapshotCache:
                     if self._stopping:
                         return
                     self.current = await self._reader.snapshot()
-                    self._loaded.set()
                     self._attempted.set()
                     backoff = 0.1
                     if not self.healthy:
