@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-from logging.handlers import QueueListener
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
@@ -20,7 +19,7 @@ from gateway.stores.base import Store
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.factory import open_store
 from gateway.telemetry.events import Tracer
-from gateway.telemetry.logs import AccessLog, install_json_access_log
+from gateway.telemetry.logs import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.otlp import ExportSettings, OtlpExporter, Sampler
 from gateway.telemetry.tokens import TokenCounter
@@ -45,15 +44,15 @@ def create_app(
     cache = SnapshotCache(store)
     metrics = Metrics(tracer.dropped_spans if tracer is not None else lambda: 0)
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
+    access_log = AccessLog()
     service = GatewayService(
-        settings, cache, upstream, tracer=tracer, observers=(metrics, AccessLog()), tokens=tokens
+        settings, cache, upstream, tracer=tracer, observers=(metrics, access_log), tokens=tokens
     )
     proxy = ProxyApp(
         service,
         max_body_bytes=settings.server.max_body_bytes,
         keep_text=settings.telemetry.capture_content,
     )
-    listener: list[QueueListener] = []
 
     @asgi("/v1", is_mount=True, copy_scope=False)
     async def openai_api(scope: Any, receive: Any, send: Any) -> None:
@@ -83,7 +82,7 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def start() -> None:
-        listener.append(install_json_access_log())
+        access_log.start()
         tokens.warm_up()
         await cache.start()
         log.info(
@@ -99,8 +98,7 @@ def create_app(
         await store.close()
         if tracer is not None:
             tracer.shutdown()
-        for running in listener:
-            running.stop()
+        access_log.stop()
 
     return Litestar(
         route_handlers=[openai_api, healthz, readyz, prometheus],

@@ -24,7 +24,6 @@ from gateway.upstream.base import Headers, UpstreamResponse
 log = logging.getLogger("gateway.proxy")
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
 Receive = Any
 Send = Any
 

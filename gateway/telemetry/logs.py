@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import queue
 import sys
+import threading
 from typing import Any
 
 import orjson
@@ -51,21 +51,37 @@ def log_line(record: CallRecord) -> dict[str, Any]:
 
 
 class AccessLog:
-    """An Observer that logs each call as one JSON line."""
+    """An Observer that logs each call as one JSON line on `gateway.access`.
+
+    The call path only queues the finished line; a daemon thread hands it to the logger, whose
+    record-building (caller lookup, timestamps) would otherwise cost the request about 10 µs.
+    """
+
+    def __init__(self) -> None:
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def call_finished(self, record: CallRecord) -> None:
-        if access.isEnabledFor(logging.INFO):
-            access.info(orjson.dumps(log_line(record)).decode())
+        self._lines.put(orjson.dumps(log_line(record)).decode())
 
+    def start(self) -> None:
+        """Send lines to stdout (unless the logger is configured otherwise) from a thread."""
+        if not access.handlers:
+            stream = logging.StreamHandler(sys.stdout)
+            stream.setFormatter(logging.Formatter("%(message)s"))
+            access.addHandler(stream)
+            access.setLevel(logging.INFO)
+            access.propagate = False
+        self._thread = threading.Thread(target=self._write, name="access-log", daemon=True)
+        self._thread.start()
 
-def install_json_access_log() -> logging.handlers.QueueListener:
-    """Send gateway.access lines to stdout through a queue, so a call never waits on the write."""
-    channel: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(logging.Formatter("%(message)s"))
-    listener = logging.handlers.QueueListener(channel, stream)
-    access.handlers[:] = [logging.handlers.QueueHandler(channel)]
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    listener.start()
-    return listener
+    def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._thread is not None:
+            self._lines.put(None)
+            self._thread.join(5)
+            self._thread = None
+
+    def _write(self) -> None:
+        while (line := self._lines.get()) is not None:
+            access.info(line)
