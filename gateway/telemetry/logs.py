@@ -6,6 +6,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ import orjson
 from gateway.telemetry.events import CallRecord
 
 access = logging.getLogger("gateway.access")
+BATCH_PAUSE = 0.05  # seconds a line may wait for company
 
 
 def log_line(record: CallRecord) -> dict[str, Any]:
@@ -53,8 +55,8 @@ def log_line(record: CallRecord) -> dict[str, Any]:
 class AccessLog:
     """An Observer that logs each call as one JSON line on `gateway.access`.
 
-    The call path only queues the finished line; a daemon thread hands it to the logger, whose
-    record-building (caller lookup, timestamps) would otherwise cost the request about 10 µs.
+    The call path only queues the finished line; a daemon thread hands the lines to the logger,
+    as many as have queued up in one record, so each call costs a queue put, not a log record.
     """
 
     def __init__(self) -> None:
@@ -83,5 +85,23 @@ class AccessLog:
             self._thread = None
 
     def _write(self) -> None:
-        while (line := self._lines.get()) is not None:
-            access.info(line)
+        # Lines are written in batches: after each write the thread pauses briefly so the next
+        # lines gather, and one logging call carries them all. Woken per line, this thread cost
+        # about 20 µs of CPU per call on the core the requests share.
+        lines = self._lines
+        while (line := lines.get()) is not None:
+            batch = [line]
+            stop = False
+            while True:
+                try:
+                    more = lines.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            access.info("\n".join(batch))
+            if stop:
+                return
+            time.sleep(BATCH_PAUSE)

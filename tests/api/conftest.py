@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -76,7 +77,11 @@ def make_gateway(
     def make(config: str = "", **environ: str) -> ServedGateway:
         config_path = tmp_path_factory.mktemp("config") / "gateway.yaml"
         config_path.write_text(config)
-        env = {"GATEWAY_UPSTREAM_URL": provider.url, **environ}
+        env = {
+            "GATEWAY_UPSTREAM_URL": provider.url,
+            "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR", ""),
+            **environ,
+        }
         settings = load(config_path, env)
         gateway = ServedGateway(create_app(settings, store=SQLiteStore(registry_path)))
         started.append(gateway)
