@@ -8,8 +8,8 @@ forwarded with its bytes untouched (a stream that did not ask for usage gets one
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -469,4 +469,4 @@ def new_request_id(incoming: str | None) -> str:
     """The client's X-Request-Id when it is sane, else a fresh one."""
     if incoming and len(incoming) <= 128 and incoming.isascii() and incoming.isprintable():
         return incoming
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
