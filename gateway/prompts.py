@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from gateway.core import registry as plans
-from gateway.core.model import AuditEntry, Experiment, PromptDraft, PromptState, TestResults
+from gateway.core.model import AuditEntry, Experiment, PromptDraft, TestResults
 from gateway.core.promptfile import PromptFile
 from gateway.errors import ExperimentConflict, ExperimentNotFound, VersionConflict
 from gateway.files import ExperimentSpec
@@ -184,7 +184,3 @@ class PromptRegistry:
         stopped = await self.store.find_experiment(experiment_id)
         assert stopped is not None  # experiments are never deleted
         return stopped
-
-    async def prompt(self, name: str) -> PromptState:
-        """One prompt's stored state (empty when the name is unknown)."""
-        return await self.store.prompt(name)

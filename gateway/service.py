@@ -66,6 +66,10 @@ class Call:
     """The path under /v1, with its query string: `/chat/completions?x=1`."""
     operation: str
     """`chat`, `responses`, or `proxy` for every other path."""
+    route: str
+    """The path without its query string: `/chat/completions`."""
+    genai_operation: str | None
+    """gen_ai.operation.name for the route: `chat`, `embeddings`, ... or None."""
     provider: Provider
     body: bytes | None
     headers: list[tuple[str, str]]
@@ -145,6 +149,8 @@ class GatewayService:
             method,
             path,
             operation,
+            route,
+            GENAI_OPERATIONS.get(route),
             self._router.default,
             None,
             headers,
@@ -256,8 +262,7 @@ class GatewayService:
         """Begin the call's span (named once the model is known) and send its context upstream."""
         if self._tracer is None:
             return
-        route = call.path.split("?", 1)[0]
-        name = span_name(GENAI_OPERATIONS.get(route), call.model, call.method, route)
+        name = span_name(call.genai_operation, call.model, call.method, call.route)
         span = self._tracer.begin(
             name,
             call.client_headers.get(b"traceparent"),
@@ -299,8 +304,7 @@ class GatewayService:
         self, call: Call, status: int, outcome: Outcome | None, error: GatewayError | None
     ) -> CallRecord:
         now = time.perf_counter()
-        route = call.path.split("?", 1)[0]
-        operation = GENAI_OPERATIONS.get(route)
+        operation = call.genai_operation
         model = (outcome.response_model if outcome else None) or call.model
         input_tokens = output_tokens = None
         cached = 0
@@ -345,7 +349,7 @@ class GatewayService:
         return CallRecord(
             request_id=call.request_id,
             trace_id=call.span.trace_id if call.span is not None else None,
-            route=route,
+            route=call.route,
             method=call.method,
             operation=operation,
             provider=call.provider.name,

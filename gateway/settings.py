@@ -237,60 +237,36 @@ def _build(
 
     server_raw = _mapping(raw.get("server", {}), "server", where)
     _no_unknown(server_raw, {"host", "port", "workers", "max_body_bytes"}, "server.", where)
+
+    def server_int(key: str, env: str, default: int, high: int) -> int:
+        value = environ.get(env, server_raw.get(key, default))
+        return int(_number(value, f"server.{key}", where, low=1, high=high))
+
     server = ServerSettings(
         host=_string(
             environ.get("GATEWAY_HOST", server_raw.get("host", "127.0.0.1")), "server.host", where
         ),
-        port=int(
-            _number(
-                environ.get("GATEWAY_PORT", server_raw.get("port", 8080)),
-                "server.port",
-                where,
-                low=1,
-                high=65535,
-            )
-        ),
-        workers=int(
-            _number(
-                environ.get("GATEWAY_WORKERS", server_raw.get("workers", 1)),
-                "server.workers",
-                where,
-                low=1,
-                high=256,
-            )
-        ),
-        max_body_bytes=int(
-            _number(
-                environ.get("GATEWAY_MAX_BODY_BYTES", server_raw.get("max_body_bytes", 10 << 20)),
-                "server.max_body_bytes",
-                where,
-                low=1,
-                high=1 << 31,
-            )
-        ),
+        port=server_int("port", "GATEWAY_PORT", 8080, 65535),
+        workers=server_int("workers", "GATEWAY_WORKERS", 1, 256),
+        max_body_bytes=server_int("max_body_bytes", "GATEWAY_MAX_BODY_BYTES", 10 << 20, 1 << 31),
     )
     upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
     _no_unknown(upstream_raw, {"connect_timeout", "read_timeout", "pool_size"}, "upstream.", where)
+
+    def upstream_number(
+        key: str, env: str | None, default: float, high: float, low: float = 0.001
+    ) -> float:
+        value = (
+            environ.get(env, upstream_raw.get(key, default))
+            if env
+            else upstream_raw.get(key, default)
+        )
+        return _number(value, f"upstream.{key}", where, low=low, high=high)
+
     upstream = UpstreamSettings(
-        connect_timeout=_number(
-            environ.get("GATEWAY_CONNECT_TIMEOUT", upstream_raw.get("connect_timeout", 10.0)),
-            "upstream.connect_timeout",
-            where,
-            low=0.001,
-            high=3600,
-        ),
-        read_timeout=_number(
-            environ.get("GATEWAY_READ_TIMEOUT", upstream_raw.get("read_timeout", 600.0)),
-            "upstream.read_timeout",
-            where,
-            low=0.001,
-            high=86400,
-        ),
-        pool_size=int(
-            _number(
-                upstream_raw.get("pool_size", 512), "upstream.pool_size", where, low=1, high=100_000
-            )
-        ),
+        connect_timeout=upstream_number("connect_timeout", "GATEWAY_CONNECT_TIMEOUT", 10.0, 3600),
+        read_timeout=upstream_number("read_timeout", "GATEWAY_READ_TIMEOUT", 600.0, 86400),
+        pool_size=int(upstream_number("pool_size", None, 512, 100_000, low=1)),
     )
     routes = _routes(raw, environ, where)
     prices = _prices(environ.get("GATEWAY_PRICES_FILE", raw.get("prices_file")), where)

@@ -18,7 +18,7 @@ import orjson
 from gateway.api.errors import error_body
 from gateway.core.sse import Outcome, SSETap, read_body
 from gateway.errors import GatewayError, PayloadTooLarge
-from gateway.service import GENAI_OPERATIONS, Call, GatewayService, new_request_id
+from gateway.service import Call, GatewayService, new_request_id
 from gateway.upstream.base import Headers, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
@@ -92,7 +92,7 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         outcome = Outcome()
-        if upstream.status < 300 and call.path.split("?", 1)[0] in GENAI_OPERATIONS:
+        if upstream.status < 300 and call.genai_operation is not None:
             with contextlib.suppress(orjson.JSONDecodeError):
                 read_body(orjson.loads(body), outcome, keep_text=True)
         self._service.finish(call, status=upstream.status, outcome=outcome)

@@ -41,11 +41,8 @@ def find_prompt_ref(body: Mapping[str, Any], headers: PromptHeaders) -> PromptRe
     """The first reference present: body `prompt`, LiteLLM fields, X-Prompt-* headers, alias."""
     prompt = body.get("prompt")
     if isinstance(prompt, Mapping):
-        name = prompt.get("id", prompt.get("name"))
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest("prompt.id must be a non-empty string.", param="prompt.id")
         return PromptRef(
-            name,
+            _prompt_name(prompt.get("id", prompt.get("name")), "prompt.id"),
             _optional_str(prompt.get("version"), "prompt.version"),
             _variables(prompt.get("variables"), "prompt.variables"),
             "body",
@@ -55,11 +52,8 @@ def find_prompt_ref(body: Mapping[str, Any], headers: PromptHeaders) -> PromptRe
             "prompt must be an object with id, version and variables.", param="prompt"
         )
     if "prompt_id" in body:
-        name = body["prompt_id"]
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest("prompt_id must be a non-empty string.", param="prompt_id")
         return PromptRef(
-            name,
+            _prompt_name(body["prompt_id"], "prompt_id"),
             _optional_str(body.get("prompt_version"), "prompt_version"),
             _variables(body.get("prompt_variables"), "prompt_variables"),
             "litellm",
@@ -162,6 +156,12 @@ def _apply_parameters(
         out["temperature"] = version.temperature
     if version.max_tokens is not None:
         out[max_tokens_field] = version.max_tokens
+
+
+def _prompt_name(value: object, param: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{param} must be a non-empty string.", param=param)
+    return value
 
 
 def _optional_str(value: object, param: str) -> str | None:

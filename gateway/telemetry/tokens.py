@@ -21,7 +21,7 @@ CACHE_KEYS = {
     "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",
     "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
 }
-_CL100K_MODELS = ("gpt-4-", "gpt-4", "gpt-3.5", "text-embedding-")
+_CL100K_MODELS = ("gpt-4", "gpt-3.5", "text-embedding-")
 
 
 def encoding_name(model: str | None) -> str:
