@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -134,4 +135,16 @@ def _exporter(settings: Settings) -> OtlpExporter:
 
 def app_from_environment() -> Litestar:
     """Factory for `gateway serve` workers: settings from GATEWAY_CONFIG and the environment."""
-    return create_app(load(None, os.environ))
+    app = create_app(load(None, os.environ))
+    app.on_startup.append(_freeze_startup_objects)
+    return app
+
+
+def _freeze_startup_objects() -> None:
+    """Hide what startup loaded (modules, classes, the snapshot) from the garbage collector.
+
+    Otherwise each of its full passes walks all of it again; freezing it gave the proxy about 17%
+    more requests per second (benchmarks/README.md). Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()

@@ -125,31 +125,41 @@ def steady_attributes(record: CallRecord) -> Attributes:
     return attrs
 
 
+CALL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("gateway.request_id", "request_id"),
+    ("gateway.overhead_ms", "overhead_ms"),
+    ("gen_ai.response.id", "response_id"),
+    ("gen_ai.usage.input_tokens", "input_tokens"),
+    ("gen_ai.usage.output_tokens", "output_tokens"),
+    ("gen_ai.response.time_to_first_chunk", "time_to_first_chunk_s"),
+    ("gateway.cost.usd", "cost_usd"),
+    ("user.id", "user_hash"),
+)
+"""The attributes of each call alone: (name, CallRecord field); a None field is left out."""
+
+
 def call_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
     """The attributes of this call alone: ids, tokens, cost, timings, the user, content."""
     attrs: Attributes = {
-        "gateway.request_id": record.request_id,
-        "gateway.overhead_ms": record.overhead_ms,
+        name: value for name, field in CALL_FIELDS if (value := getattr(record, field)) is not None
     }
-    optional = {
-        "gen_ai.response.id": record.response_id,
-        "gen_ai.usage.input_tokens": record.input_tokens,
-        "gen_ai.usage.output_tokens": record.output_tokens,
-        "gen_ai.response.time_to_first_chunk": record.time_to_first_chunk_s,
-        "gateway.cost.usd": record.cost_usd,
-        "user.id": record.user_hash,
-    }
-    attrs.update({k: v for k, v in optional.items() if v is not None})
     if capture_content:
-        prompt = record.prompt
-        if prompt is not None:
-            attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
-        if record.input_messages is not None:
-            attrs["gen_ai.input.messages"] = orjson.dumps(record.input_messages).decode()
-        if record.output_text is not None:
-            attrs["gen_ai.output.messages"] = orjson.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": record.output_text}]}]
-            ).decode()
+        attrs.update(content_attributes(record))
+    return attrs
+
+
+def content_attributes(record: CallRecord) -> Attributes:
+    """Variable values, request messages and the answer (only with content capture on)."""
+    attrs: Attributes = {}
+    prompt = record.prompt
+    if prompt is not None:
+        attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
+    if record.input_messages is not None:
+        attrs["gen_ai.input.messages"] = orjson.dumps(record.input_messages).decode()
+    if record.output_text is not None:
+        attrs["gen_ai.output.messages"] = orjson.dumps(
+            [{"role": "assistant", "parts": [{"type": "text", "content": record.output_text}]}]
+        ).decode()
     return attrs
 
 

@@ -7,7 +7,18 @@ from dataclasses import replace
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from gateway.telemetry.otlp import ExportSettings, OtlpExporter, Sampler, _parse_traceparent
+from gateway.telemetry.attributes import call_attributes
+from gateway.telemetry.events import CallRecord
+from gateway.telemetry.otlp import (
+    ExportSettings,
+    OtlpExporter,
+    Sampler,
+    SpanBuffer,
+    _add_call_attributes,
+    _parse_traceparent,
+    encode_attributes,
+)
+from tests.servers import OtlpReceiver
 from tests.telemetry.test_attributes import RECORD
 
 
@@ -24,12 +35,8 @@ def exporter() -> OtlpExporter:
 
 
 def decode(exporter: OtlpExporter) -> trace_service_pb2.ExportTraceServiceRequest:
-    resource, scope = exporter._prefix
-    from gateway.telemetry.otlp import _len
-
-    body = _len(1, resource + _len(2, scope + b"".join(exporter._queue)))
     message = trace_service_pb2.ExportTraceServiceRequest()
-    message.ParseFromString(body)
+    message.ParseFromString(exporter.queued_request())
     return message
 
 
@@ -73,7 +80,7 @@ def test_unsampled_parent_is_propagated_not_recorded(exporter: OtlpExporter) -> 
     )
     span.finish(RECORD)
     assert span.headers[0][1].endswith("-00")
-    assert exporter._queue == []
+    assert decode(exporter).resource_spans[0].scope_spans[0].spans == []
 
 
 @pytest.mark.parametrize(
@@ -98,7 +105,7 @@ def test_ratio_sampler_keeps_about_its_share() -> None:
     import random
 
     sampler = Sampler(0.25, False)
-    kept = sum(sampler.sampled(random.getrandbits(128), None) for _ in range(20_000))
+    kept = sum(sampler.sampled(random.randbytes(16), None) for _ in range(20_000))
     assert 4_400 < kept < 5_600
 
 
@@ -125,4 +132,51 @@ def test_full_queue_drops_and_counts(exporter: OtlpExporter) -> None:
     )
     for _ in range(5):
         small.begin("chat x", None, None, 1).finish(RECORD)
-    assert (len(small._queue), small.dropped_spans()) == (3, 2)
+    assert (len(small._filling.ends), small.dropped_spans()) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        RECORD,
+        replace(RECORD, response_id=None, input_tokens=None, output_tokens=None, user_hash=None),
+        replace(RECORD, cost_usd=None, time_to_first_chunk_s=0.125, output_tokens=0),
+        replace(RECORD, request_id="r" * 300, input_tokens=2**40, response_id="é" * 70),
+    ],
+    ids=["full", "sparse", "stream", "long-values"],
+)
+def test_per_call_attributes_encode_like_the_generic_encoder(record: CallRecord) -> None:
+    """The per-call fast path writes exactly what encoding the attribute dict would."""
+    parts: list[bytes] = []
+    _add_call_attributes(parts, record)
+    assert b"".join(parts) == encode_attributes(9, call_attributes(record, capture_content=False))
+
+
+def test_span_buffer_batches_split_between_spans() -> None:
+    """Spans of any size are kept whole, in order, in runs of at most the batch size."""
+    spans = SpanBuffer(capacity=8)
+    for size in (3, 10, 1, 7, 2):
+        spans.add(bytes([size]) * size)
+    assert spans.batches(2) == [(0, 13, 2), (13, 21, 2), (21, 23, 1)]
+    assert bytes(spans.data[: spans.size]) == b"".join(bytes([n]) * n for n in (3, 10, 1, 7, 2))
+    spans.clear()
+    spans.add(b"x")
+    assert (spans.batches(2), spans.data[:1]) == ([(0, 1, 1)], b"x")
+
+
+def test_batches_reach_a_real_receiver_whole() -> None:
+    """Five spans with a batch size of two arrive as three decodable exports, none lost."""
+    receiver = OtlpReceiver()
+    try:
+        exporter = OtlpExporter(
+            ExportSettings(endpoint=f"{receiver.url}/v1/traces", schedule_delay=3600, max_batch=2)
+        )
+        for n in range(5):
+            exporter.begin("chat x", None, None, 1).finish(replace(RECORD, request_id=f"req_{n}"))
+        exporter.shutdown(timeout=10)
+    finally:
+        receiver.stop()
+    assert [len(body) > 0 for body in receiver.raw] == [True, True, True]
+    ids = [span.attributes["gateway.request_id"] for span in receiver.spans]
+    assert ids == [f"req_{n}" for n in range(5)]
+    assert exporter.dropped_spans() == 0
