@@ -5,7 +5,12 @@ loopback only: nginx as the provider (a static chat completion, and a static 20-
 the gateway under `taskset -c 0` with a managed prompt injected on every request, and wrk under
 `taskset -c 1`. Every run is bounded in time; everything it started is stopped at the end.
 
-Run: python benchmarks/bench_proxy.py [--seconds 10] [--tracing]
+Run: python benchmarks/bench_proxy.py [--seconds 10]
+     python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
+
+`--tracing` compares tracing off and on instead: two gateways (one exporting every span to nginx,
+which answers /v1/traces with an empty 200), loaded in turn for several rounds so that drift in
+the machine's speed falls on both alike; it prints every round and the medians.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ http {{
 
 
 def start_gateway(work: Path, port: int, upstream: int, tracing: bool) -> subprocess.Popen[bytes]:
+    """A gateway on core 0 (the registry is set up on first use: shipped prompts, 1.1.0 active)."""
     config = work / "gateway.yaml"
     config.write_text(f"""
 store_url: sqlite:///{work}/gateway.db
@@ -151,18 +157,12 @@ routes:
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_ENV": "production"})
     if tracing:  # nginx doubles as the OTLP sink: it answers /v1/traces with an empty 200
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
-    subprocess.run(
-        [gateway, "prompts", "push", str(ROOT / "config/prompts")],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [gateway, "prompts", "promote", "support-agent", "1.1.0", "--force"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    if not (work / "gateway.db").exists():
+        for command in (
+            ["prompts", "push", str(ROOT / "config/prompts")],
+            ["prompts", "promote", "support-agent", "1.1.0", "--force"],
+        ):
+            subprocess.run([gateway, *command], env=env, check=True, stdout=subprocess.DEVNULL)
     proc = subprocess.Popen(
         ["taskset", "-c", "0", gateway, "serve", "--port", str(port)],
         env=env,
@@ -223,6 +223,7 @@ def _ms(text: str) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -262,23 +263,68 @@ async def first_byte_ms(port: int, path: str, body: bytes, rounds: int = 200) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--tracing", action="store_true", help="export spans to a local sink")
+    parser.add_argument("--tracing", action="store_true", help="compare tracing off and on")
+    parser.add_argument("--rounds", type=int, default=8, help="off/on rounds with --tracing")
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port = free_port()
     nginx = start_nginx(work, upstream_port)
-    gateway = start_gateway(work, gateway_port, upstream_port, args.tracing)
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        run(work, args.seconds, upstream_port, gateway_port, gateway.pid)
+        for name in ("off", "on") if args.tracing else ("off",):
+            port = free_port()
+            gateways[name] = (start_gateway(work, port, upstream_port, name == "on"), port)
+        if args.tracing:
+            compare_tracing(work, args.seconds, args.rounds, gateways)
+        else:
+            proc, port = gateways["off"]
+            run(work, args.seconds, upstream_port, port, proc.pid)
     finally:
-        gateway.send_signal(signal.SIGINT)
+        for proc, _ in gateways.values():
+            proc.send_signal(signal.SIGINT)
         nginx.send_signal(signal.SIGQUIT)
-        gateway.wait(15)
+        for proc, _ in gateways.values():
+            proc.wait(15)
         nginx.wait(15)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def compare_tracing(
+    work: Path, seconds: int, rounds: int, gateways: dict[str, tuple[subprocess.Popen[bytes], int]]
+) -> None:
+    """Tracing off and on, loaded in turn: requests/s and CPU per request at 64 connections,
+    latency p50 at one connection; every round, then the medians."""
+    for _, port in gateways.values():
+        wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
+    print(f"{'round':>5} {'tracing':>8} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
+    for number in range(1, rounds + 1):
+        for name, (proc, port) in gateways.items():
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            before = cpu_seconds(proc.pid)
+            loaded = wrk(work, url, PROMPT_BODY, 64, seconds)
+            cpu_ms = (cpu_seconds(proc.pid) - before) * 1000 / max(loaded["total"], 1)
+            single = wrk(work, url, PROMPT_BODY, 1, max(seconds // 2, 2))
+            results[name].append((loaded["rps"], cpu_ms, single["p50"]))
+            print(
+                f"{number:>5} {name:>8} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "
+                f"{single['p50']:>16.2f}",
+                flush=True,
+            )
+            if loaded["errors"] or single["errors"]:
+                print(f"      non-2xx: {loaded['errors'] + single['errors']}")
+    off, on = (
+        [statistics.median(row[i] for row in results[name]) for i in range(3)]
+        for name in ("off", "on")
+    )
+    print(
+        f"\nmedians: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "
+        f"CPU/request {off[1]:.3f} -> {on[1]:.3f} ms, "
+        f"p50 at 1 connection {off[2]:.2f} -> {on[2]:.2f} ms ({on[2] - off[2]:+.2f} ms)"
+    )
 
 
 def run(work: Path, seconds: int, upstream: int, gateway: int, pid: int) -> None:
