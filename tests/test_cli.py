@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from openai import OpenAI
 from typer.testing import CliRunner
 
 from gateway.cli import app
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.redis import RedisStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
+from tests.servers import OtlpReceiver
 
 Gateway = Callable[..., Any]
 
@@ -369,3 +373,50 @@ def test_test_run_gates_promotion_offline(gateway: Gateway, project: Path) -> No
     assert shown["test_results"]["failures"][0]["expectation"] == "json_schema"
     refused = gateway("prompts", "promote", "strict", "1.0.0", ok=False)
     assert "pass rate 50%" in refused.stderr
+
+
+def test_serve_as_the_readme_runs_it(gateway: Gateway, project: Path) -> None:
+    """`gateway serve` with the mock answers the quickstart's SDK call and exports its span."""
+    gateway("prompts", "push")
+    gateway("prompts", "test", "support-agent", env={"GATEWAY_UPSTREAM_URL": "mock"})
+    gateway("prompts", "promote", "support-agent", "1.1.0")
+    receiver = OtlpReceiver()
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_UPSTREAM_URL": "mock",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    binary = Path(sys.executable).parent / "gateway"
+    server = subprocess.Popen(
+        [str(binary), "serve", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=20)
+        reply = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Where is my order?"}],
+            extra_body={
+                "prompt": {
+                    "id": "support-agent",
+                    "variables": {"company": "Acme", "timezone": "UTC", "tools": "search"},
+                }
+            },
+        )
+        assert reply.headers["x-prompt-name"] == "support-agent"
+        assert reply.parse().choices[0].message.content
+        deadline = time.monotonic() + 5
+        while not receiver.spans:
+            assert time.monotonic() < deadline, "no span exported within 5 s"
+            time.sleep(0.02)
+        assert receiver.spans[0].attributes["gen_ai.prompt.name"] == "support-agent"
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=15)
+        receiver.stop()
+    assert server.returncode == 0, stderr
