@@ -303,9 +303,10 @@ class SpanBuffer:
     gateway a page fault per span under load; a buffer that keeps its memory costs none.
     """
 
-    __slots__ = ("data", "ends", "size")
+    __slots__ = ("_capacity", "data", "ends", "size")
 
     def __init__(self, capacity: int = 1 << 20) -> None:
+        self._capacity = capacity
         self.data = bytearray(capacity)
         self.ends: list[int] = []
         """Where each span ends, so batches split between spans."""
@@ -330,8 +331,11 @@ class SpanBuffer:
         return out
 
     def clear(self) -> None:
+        """Empty it, keeping its memory unless large spans (captured content) grew it past 16x."""
         self.size = 0
         self.ends.clear()
+        if len(self.data) > 16 * self._capacity:
+            self.data = bytearray(self._capacity)
 
 
 @dataclass(frozen=True, slots=True)

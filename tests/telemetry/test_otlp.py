@@ -162,6 +162,9 @@ def test_span_buffer_batches_split_between_spans() -> None:
     spans.clear()
     spans.add(b"x")
     assert (spans.batches(2), spans.data[:1]) == ([(0, 1, 1)], b"x")
+    spans.add(bytes(200))
+    spans.clear()
+    assert len(spans.data) == 8  # grown past 16x by a large span: given back when emptied
 
 
 def test_batches_reach_a_real_receiver_whole() -> None:
