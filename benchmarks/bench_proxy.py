@@ -320,8 +320,12 @@ def compare_tracing(
         [statistics.median(row[i] for row in results[name]) for i in range(3)]
         for name in ("off", "on")
     )
+    # each round's on/off ratio pairs runs made within seconds of each other
+    rounds_paired = zip(results["off"], results["on"], strict=True)
+    paired = statistics.median(b[0] / a[0] - 1 for a, b in rounds_paired)
     print(
         f"\nmedians: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "
+        f"median change within a round {paired * 100:+.1f}%, "
         f"CPU/request {off[1]:.3f} -> {on[1]:.3f} ms, "
         f"p50 at 1 connection {off[2]:.2f} -> {on[2]:.2f} ms ({on[2] - off[2]:+.2f} ms)"
     )
