@@ -484,7 +484,8 @@ class OtlpExporter:
                 time.sleep(0.2)
                 continue
             break
-        self._dropped += count
+        with self._lock:  # the event loop's thread counts full-queue drops under it too
+            self._dropped += count
         log.warning("span export to %s failed (%s); %d spans dropped", self._host, reason, count)
 
     def _post(self, head: bytes, spans: memoryview) -> int:
