@@ -149,10 +149,10 @@ _USER = _HEADS["user_hash"]
 def _add_call_attributes(parts: list[bytes], record: CallRecord) -> None:
     """Append the span attributes of `CALL_FIELDS`, encoded as `_encode_kv` would.
 
-    This runs for every traced call, so it is written out field by field (under callgrind, 30%
-    fewer instructions than a loop over `getattr`), and each attribute is a head kept for its
-    name, type and value size, plus the value's own bytes. A test checks it against the generic
-    encoder, so a field added to CALL_FIELDS but not here fails it.
+    This runs for every traced call, so it is written out field by field (under callgrind, a
+    quarter fewer instructions than a loop over `getattr`), and each attribute is a head kept for
+    its name, type and value size, plus the value's own bytes. A test checks it against the
+    generic encoder, so a field added to CALL_FIELDS but not here fails it.
     """
     payload = record.request_id.encode()
     parts += (_REQUEST_ID[len(payload)], payload)
