@@ -8,7 +8,8 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── MissingPromptVariables    400 missing_prompt_variables
     │   ├── InvalidPromptVariables    400 invalid_prompt_variables
     │   ├── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
-    │   └── InvalidBody               400 invalid_json     (a body that is not a JSON object)
+    │   ├── InvalidBody               400 invalid_json     (a body that is not a JSON object)
+    │   └── InvalidPath               400 invalid_path     (a path that could leave the base URL)
     ├── PayloadTooLarge               413 request_too_large
     ├── NotFound                      404 not_found
     │   ├── PromptNotFound            404 prompt_not_found
@@ -78,6 +79,10 @@ class InvalidPrompt(InvalidRequest):
 
 class InvalidBody(InvalidRequest):
     code = "invalid_json"
+
+
+class InvalidPath(InvalidRequest):
+    code = "invalid_path"
 
 
 class PayloadTooLarge(GatewayError):

@@ -27,6 +27,7 @@ from gateway.core.chat import (
     wants_usage,
 )
 from gateway.core.model import PromptVersion, RegistrySnapshot
+from gateway.core.paths import upstream_path, without_key_parameters
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import Outcome
@@ -35,7 +36,7 @@ from gateway.settings import Settings
 from gateway.telemetry.attributes import hash_user, provider_system, span_name
 from gateway.telemetry.events import CallRecord, Observer, PromptInfo, SpanHandle, Tracer
 from gateway.telemetry.tokens import TokenCounter
-from gateway.upstream.base import HOP_BY_HOP, Upstream, UpstreamResponse
+from gateway.upstream.base import HOP_BY_HOP, Upstream, UpstreamResponse, connection_options
 from gateway.upstream.routing import Provider, Router
 
 log = logging.getLogger("gateway.service")
@@ -47,7 +48,11 @@ _USAGE_SPLICE = b',"stream_options":{"include_usage":true}}'
 # Request headers the provider never sees: the connection's own, and the gateway's instructions.
 _DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id"}
 _DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _WANTED = frozenset({b"x-user-id", b"traceparent", b"tracestate"})
+# Where clients put a provider key: OpenAI's Authorization, Azure's api-key, Anthropic's and
+# others' x-api-key, Google's x-goog-api-key.
+_CLIENT_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
 
 
 class SnapshotSource(Protocol):
@@ -139,11 +144,18 @@ class GatewayService:
         wanted: dict[bytes, str] = {}
         # With tracing on, the gateway's span replaces the client's trace context upstream.
         drop = _DROP_TRACED if self._tracer is not None else _DROP
+        connection = None
         for name, value in raw_headers:
             if name.startswith(b"x-prompt-") or name in _WANTED:
                 wanted[name] = value.decode("latin-1")
-            if name not in drop and not name.startswith(b"x-prompt-"):
+            elif name not in drop:
                 headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            elif name == b"connection":
+                connection = value
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+            # Headers the client's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
+            named = {n.decode("latin-1") for n in connection_options([(b"connection", connection)])}
+            headers = [(n, v) for n, v in headers if n not in named]
         return Call(
             request_id,
             method,
@@ -160,7 +172,12 @@ class GatewayService:
         )
 
     def prepare(self, call: Call, body: bytes) -> None:
-        """Parse, resolve, render and inject; raise a GatewayError for the client when invalid."""
+        """Parse, resolve, render and inject; raise a GatewayError for the client when invalid.
+
+        A path that could leave the provider's base path is refused first (InvalidPath), before
+        anything is read from the body or sent anywhere.
+        """
+        upstream_path(call.route)
         call.body = body or None
         doc = self._parse(body, required=call.operation != "proxy" and call.method == "POST")
         if doc is not None:
@@ -171,8 +188,13 @@ class GatewayService:
                 self._manage(call, doc, body)
         call.provider = self._router.provider_for(call.model)
         if call.provider.api_key is not None:
-            call.headers = [(n, v) for n, v in call.headers if n != "authorization"]
+            # The gateway's key replaces every spelling of the client's own.
+            call.headers = [(n, v) for n, v in call.headers if n not in _CLIENT_KEY_HEADERS]
             call.headers.append(("authorization", f"Bearer {call.provider.api_key}"))
+            route, _, query = call.path.partition("?")
+            if query:
+                query = without_key_parameters(query)
+                call.path = f"{route}?{query}" if query else route
         # Identity keeps the bytes readable for usage accounting; the client link may compress.
         call.headers.append(("accept-encoding", "identity"))
 
@@ -448,10 +470,15 @@ def _prompt_headers(wanted: Mapping[bytes, str]) -> PromptHeaders:
     raw = wanted.get(b"x-prompt-variables")
     variables = None
     if raw:
+        # Header bytes arrive as latin-1 text; read them as the UTF-8 JSON clients send, and as
+        # latin-1 only when they are not valid UTF-8.
         try:
-            variables = orjson.loads(raw)
+            variables = orjson.loads(raw.encode("latin-1"))
         except orjson.JSONDecodeError:
-            variables = None
+            try:
+                variables = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                variables = None
         if not isinstance(variables, dict):
             raise InvalidPromptVariables(
                 'X-Prompt-Variables must be a JSON object, e.g. {"company": "Acme"}.',

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import yaml
@@ -426,8 +426,17 @@ def _prices(value: object, where: str) -> PriceTable:
 
 
 def _provider_url(url: str, key: str, where: str) -> None:
-    if url != MOCK and not url.startswith(("http://", "https://")):
+    if url == MOCK:
+        return
+    if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: {key} must be an http(s):// URL or 'mock', not {url!r}.")
+    parts = urlsplit(url)
+    # Request paths are appended to the base URL, so it may carry nothing after its path.
+    if not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(
+            f"{where}: {key} must be scheme://host[:port][/path] with no credentials, query or "
+            "fragment; put a key in api_key."
+        )
 
 
 def _process_overrides(value: str | None) -> dict[str, str]:

@@ -375,3 +375,46 @@ def _value(value: Any) -> Any:
     if kind == "array_value":
         return [_value(v) for v in value.array_value.values]
     return getattr(value, kind) if kind else None
+
+
+Handler = Any  # async (web.Request, bytes) -> web.StreamResponse
+
+
+class ScriptedProvider(ThreadedServer):
+    """A provider that records every request on any path and answers with the test's handler.
+
+    `handlers` maps a path (as the server decoded it) to an async `(request, body) -> response`;
+    other paths get 200 `{"path": ...}`. Tests of the relay use it to play providers that
+    compress, stream odd content types, stall or drop the connection.
+    """
+
+    def __init__(self, base_path: str = "/v1") -> None:
+        self.requests: list[Recorded] = []
+        self.handlers: dict[str, Handler] = {}
+        super().__init__()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.url = self.root + base_path
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    def last(self) -> Recorded:
+        assert self.requests, "the provider got no request"
+        return self.requests[-1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.raw_path.split("?", 1)[0],
+                request.query_string,
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+            )
+        )
+        handler = self.handlers.get(request.path)
+        if handler is not None:
+            response: web.StreamResponse = await handler(request, body)
+            return response
+        return web.json_response({"path": request.path})

@@ -104,3 +104,20 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     """A named config file that does not exist is reported, not silently skipped."""
     with pytest.raises(ConfigError, match="cannot be read"):
         load(tmp_path / "nope.yaml", {})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:sk-secret@provider.example/v1",
+        "https://provider.example/v1?x=1",
+        "https://provider.example/v1#frag",
+        "http:///v1",
+    ],
+)
+def test_a_provider_url_holds_only_scheme_host_port_and_path(url: str) -> None:
+    """Credentials, queries and fragments in a base URL are refused, and never echoed."""
+    with pytest.raises(ConfigError) as caught:
+        load(None, {"GATEWAY_UPSTREAM_URL": url})
+    assert "GATEWAY_UPSTREAM_URL" in str(caught.value)
+    assert "sk-secret" not in str(caught.value)

@@ -27,7 +27,7 @@ Scope = dict[str, Any]
 Receive = Any
 Send = Any
 
-PREFIX = b"/v1"
+PREFIX = "/v1"
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 
 
@@ -50,7 +50,8 @@ class ProxyApp:
                 incoming = value.decode("latin-1")
                 break
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path[len(PREFIX) :].decode("latin-1") or "/"
+        # Forwarded as the client wrote it (percent-encoding kept); prepare() checks it first.
+        path = raw_path.decode("latin-1").removeprefix(PREFIX)
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
         service = self._service

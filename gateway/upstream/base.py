@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
 from gateway.upstream.routing import Provider
 
 Headers = list[tuple[bytes, bytes]]
 
-# Headers that describe one connection, not the message: never forwarded in either direction.
+# Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the widespread
+# Proxy-Connection), and the framing headers each side sets for itself: never forwarded either way.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"proxy-connection",
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
@@ -24,6 +26,18 @@ HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+
+
+def connection_options(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """HOP_BY_HOP plus every header the `Connection` headers name (lower-case), to drop them all.
+
+    RFC 9110 §7.6.1: a proxy removes the headers that Connection lists before forwarding.
+    """
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
 class UpstreamResponse(Protocol):

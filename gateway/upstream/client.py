@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
+from yarl import URL
 
 from gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import UpstreamSettings
-from gateway.upstream.base import HOP_BY_HOP, Headers, UpstreamResponse
+from gateway.upstream.base import Headers, UpstreamResponse, connection_options
 from gateway.upstream.mock import MockUpstream
 from gateway.upstream.routing import Provider
 
@@ -24,10 +25,10 @@ class HttpResponse:
         self._provider = provider
         self._done = False
         self.status = response.status
+        raw = response.raw_headers
+        drop = connection_options(raw)
         self.headers: Headers = [
-            (name.lower(), value)
-            for name, value in response.raw_headers
-            if name.lower() not in HOP_BY_HOP
+            (lower, value) for name, value in raw if (lower := name.lower()) not in drop
         ]
 
     async def read(self) -> bytes:
@@ -93,7 +94,8 @@ class HttpUpstream:
         try:
             response = await session.request(
                 method,
-                provider.base_url + path,
+                # encoded=True: the checked path goes out byte for byte, never re-normalised.
+                URL(provider.base_url + path, encoded=True),
                 headers=list(headers),
                 data=body,
                 allow_redirects=False,
