@@ -47,7 +47,9 @@ class ServerSettings:
     workers: int = 1
     """Worker processes; each holds its own snapshot and upstream connection pool."""
     max_body_bytes: int = 10 * 1024 * 1024
-    """Largest request body accepted; larger ones get 413 request_too_large."""
+    """Largest JSON request body accepted (read whole); larger ones get 413 request_too_large."""
+    max_upload_bytes: int = 512 * 1024 * 1024
+    """Largest other body (multipart uploads, files), streamed to the provider as it arrives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,7 @@ _KEYS = {
     "providers",
     "routes",
     "prices_file",
+    "model_quirks",
 }
 
 
@@ -236,7 +239,12 @@ def _build(
     process = _process_overrides(environ.get("PROMPT_OVERRIDES"))
 
     server_raw = _mapping(raw.get("server", {}), "server", where)
-    _no_unknown(server_raw, {"host", "port", "workers", "max_body_bytes"}, "server.", where)
+    _no_unknown(
+        server_raw,
+        {"host", "port", "workers", "max_body_bytes", "max_upload_bytes"},
+        "server.",
+        where,
+    )
 
     def server_int(key: str, env: str, default: int, high: int) -> int:
         value = environ.get(env, server_raw.get(key, default))
@@ -249,6 +257,9 @@ def _build(
         port=server_int("port", "GATEWAY_PORT", 8080, 65535),
         workers=server_int("workers", "GATEWAY_WORKERS", 1, 256),
         max_body_bytes=server_int("max_body_bytes", "GATEWAY_MAX_BODY_BYTES", 10 << 20, 1 << 31),
+        max_upload_bytes=server_int(
+            "max_upload_bytes", "GATEWAY_MAX_UPLOAD_BYTES", 512 << 20, 1 << 40
+        ),
     )
     upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
     _no_unknown(upstream_raw, {"connect_timeout", "read_timeout", "pool_size"}, "upstream.", where)
@@ -297,18 +308,32 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
         _provider_url(url, "GATEWAY_UPSTREAM_URL", where)
         name = "mock" if url == MOCK else "openai" if url == DEFAULT_UPSTREAM_URL else "default"
         key = environ.get("GATEWAY_UPSTREAM_API_KEY") or None
-        return (Route("*", Provider(name, url.rstrip("/"), key)),)
+        quirks = _reasoning_globs(raw.get("model_quirks"), "model_quirks", where)
+        return (Route("*", Provider(name, url.rstrip("/"), key, reasoning_models=quirks)),)
+    shared_quirks = _reasoning_globs(raw.get("model_quirks"), "model_quirks", where)
     providers: dict[str, Provider] = {}
     for name, section in _mapping(raw["providers"], "providers", where).items():
         key = f"providers.{name}"
         section = _mapping(section, key, where)
-        _no_unknown(section, {"base_url", "api_key"}, key + ".", where)
+        _no_unknown(
+            section, {"base_url", "api_key", "stream_usage", "model_quirks"}, key + ".", where
+        )
         url = _string(section.get("base_url"), key + ".base_url", where)
         _provider_url(url, key + ".base_url", where)
         api_key = section.get("api_key")
         if api_key is not None:
             api_key = _string(api_key, key + ".api_key", where) if api_key != "" else None
-        providers[str(name)] = Provider(str(name), url.rstrip("/"), api_key)
+        stream_usage = section.get("stream_usage", True)
+        if not isinstance(stream_usage, bool):
+            raise ConfigError(f"{where}: {key}.stream_usage must be true or false.")
+        quirks = _reasoning_globs(section.get("model_quirks"), key + ".model_quirks", where)
+        providers[str(name)] = Provider(
+            str(name),
+            url.rstrip("/"),
+            api_key,
+            stream_usage=stream_usage,
+            reasoning_models=shared_quirks + quirks,
+        )
     if not providers:
         raise ConfigError(f"{where}: providers is empty; name at least one provider.")
     routes_raw = raw.get("routes") or [{"model": "*", "provider": next(iter(providers))}]
@@ -326,6 +351,16 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
             )
         routes.append(Route(pattern, providers[provider]))
     return tuple(routes)
+
+
+def _reasoning_globs(value: object, key: str, where: str) -> tuple[str, ...]:
+    """`model_quirks: {reasoning: [glob, ...]}`: models that take reasoning-model parameters."""
+    if value is None:
+        return ()
+    section = _mapping(value, key, where)
+    _no_unknown(section, {"reasoning"}, key + ".", where)
+    globs = _list(section.get("reasoning", []), key + ".reasoning", where)
+    return tuple(_string(g, f"{key}.reasoning[]", where) for g in globs)
 
 
 def _telemetry(environ: Mapping[str, str]) -> TelemetrySettings:

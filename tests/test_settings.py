@@ -121,3 +121,30 @@ def test_a_provider_url_holds_only_scheme_host_port_and_path(url: str) -> None:
         load(None, {"GATEWAY_UPSTREAM_URL": url})
     assert "GATEWAY_UPSTREAM_URL" in str(caught.value)
     assert "sk-secret" not in str(caught.value)
+
+
+def test_provider_options_stream_usage_and_model_quirks(tmp_path: Path) -> None:
+    """stream_usage and model_quirks are read per provider; top-level quirks apply to all."""
+    path = write(
+        tmp_path,
+        "model_quirks: {reasoning: ['o5*']}\n"
+        "providers:\n"
+        "  local:\n"
+        "    base_url: http://127.0.0.1:8000/v1\n"
+        "    stream_usage: false\n"
+        "    model_quirks: {reasoning: ['deepseek-r1*']}\n"
+        "  openai: {base_url: 'https://api.openai.com/v1'}\n"
+        "server: {max_upload_bytes: 1048576}\n",
+    )
+    settings = load(path, {})
+    providers = {r.provider.name: r.provider for r in settings.routes}
+    assert providers["local"].stream_usage is False
+    assert providers["local"].reasoning_models == ("o5*", "deepseek-r1*")
+    assert settings.server.max_upload_bytes == 1048576
+
+
+def test_stream_usage_must_be_a_boolean(tmp_path: Path) -> None:
+    """A mistyped stream_usage names its key."""
+    path = write(tmp_path, "providers:\n  local: {base_url: 'http://x/v1', stream_usage: 'no'}\n")
+    with pytest.raises(ConfigError, match=r"providers\.local\.stream_usage"):
+        load(path, {})

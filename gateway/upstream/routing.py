@@ -21,6 +21,11 @@ class Provider:
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     """Sent as `Authorization: Bearer …`; when None the client's Authorization passes through."""
+    stream_usage: bool = True
+    """Ask for the usage chunk (`stream_options.include_usage`) on streams that did not; False
+    for backends that refuse unknown fields (then tokens are counted with tiktoken)."""
+    reasoning_models: tuple[str, ...] = ()
+    """Globs of models that take reasoning-model parameters, beyond OpenAI's own (model_quirks)."""
 
     @property
     def is_mock(self) -> bool:
