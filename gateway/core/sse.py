@@ -14,7 +14,10 @@ from typing import Any
 
 Loads = Callable[[bytes], Any]
 
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_LONGEST_END = 4  # CRLF CRLF
+_WHOLE_PROBE = 1 << 16
+_END_PROBE = 4096
+_LF, _CR = 10, 13
 _FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',\s*"usage":\s*null')
@@ -108,30 +111,41 @@ class SSETap:
         self._loads = loads
         self._strip = strip_usage
         self._keep_text = keep_text
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
+        """Bytes of the buffer already searched for an event end (less the longest end)."""
         self.outcome = Outcome()
         self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
-        """Observe `chunk`; return the bytes to forward now."""
-        self._buffer += chunk
+        """Observe `chunk`; return the bytes to forward now.
+
+        Costs time linear in the bytes fed, whatever the size of one event: an event that arrives
+        in many chunks is searched for its end once, never rescanned from its start.
+        """
+        buffer = self._buffer
+        buffer += chunk
         kept: list[bytes] = []
         start = 0
-        buffer = self._buffer
-        while (match := _EVENT_END.search(buffer, start)) is not None:
-            event = buffer[start : match.end()]
-            start = match.end()
+        while (end := event_end(buffer, max(start, self._scanned))) >= 0:
+            event = bytes(buffer[start:end])
+            start = end
+            self._scanned = 0
             if self._observe(event):
                 # Chunks carry "usage": null only because usage was requested: hide that too.
                 kept.append(_USAGE_NULL_FIELD.sub(b"", event) if self._strip else event)
-        self._buffer = buffer[start:]
+        if start:
+            del buffer[:start]
+        self._scanned = max(0, len(buffer) - _LONGEST_END)
         if not self._strip:
             return chunk
         return b"".join(kept)
 
     def finish(self) -> bytes:
         """The stream ended: return whatever partial event is still held."""
-        rest, self._buffer = self._buffer, b""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._scanned = 0
         if rest.strip():
             self._observe(rest)
         return rest if self._strip else b""
@@ -143,14 +157,17 @@ class SSETap:
         if data is None or data == b"[DONE]":
             return True
         first = self.events == 1
-        if b'"content":"' in data or b'"delta":"' in data:
+        # What an event is shows at its ends: the type or choices first, finish_reason and usage
+        # last. A huge event (an image's base64 partial) is classified by its ends alone.
+        probe = data if len(data) <= _WHOLE_PROBE else data[:_END_PROBE] + data[-_END_PROBE:]
+        if b'"content":"' in probe or b'"delta":"' in probe:
             self.outcome.content_chunks += 1
-        if b'"choices"' in data:
+        if b'"choices"' in probe:
             interesting = (
                 first
                 or self._keep_text
-                or not _FINISH_NULL.search(data)
-                or (b'"usage"' in data and not _USAGE_NULL.search(data))
+                or not _FINISH_NULL.search(probe)
+                or (b'"usage"' in probe and not _USAGE_NULL.search(probe))
             )
             if not interesting:
                 return True
@@ -158,8 +175,9 @@ class SSETap:
             if not isinstance(doc, Mapping):
                 return True
             return self._chat_chunk(doc)
-        if any(kind in event for kind in _RESPONSE_EVENTS) or (
-            self._keep_text and b"delta" in data
+        head = event[:_END_PROBE]
+        if any(kind in head for kind in _RESPONSE_EVENTS) or (
+            self._keep_text and b"delta" in probe
         ):
             doc = self._parse(data)
             if isinstance(doc, Mapping):
@@ -217,6 +235,34 @@ class SSETap:
             return self._loads(data)
         except ValueError:
             return None
+
+
+def event_end(buffer: bytes | bytearray, pos: int) -> int:
+    """Where the first event at or after `pos` ends (just past its empty line), or -1.
+
+    An event ends at an empty line; a line ends with CRLF, LF or a lone CR (the SSE standard,
+    html.spec.whatwg.org, "Parsing an event stream"). Line ends are found with `find` (memchr),
+    so a long line costs no Python step per byte. A CR at the very end of what has arrived counts
+    as a line end: should an LF follow, it only adds an empty line to the next event, which SSE
+    readers skip.
+    """
+    n = len(buffer)
+    find = buffer.find
+    while True:
+        lf = find(b"\n", pos)
+        cr = find(b"\r", pos, lf if lf >= 0 else n)
+        i = cr if cr >= 0 else lf
+        if i < 0:
+            return -1
+        j = i + 2 if buffer[i] == _CR and i + 1 < n and buffer[i + 1] == _LF else i + 1
+        if j >= n:
+            return -1
+        second = buffer[j]
+        if second == _LF:
+            return j + 1
+        if second == _CR:
+            return j + 2 if j + 1 < n and buffer[j + 1] == _LF else j + 1
+        pos = j
 
 
 def _data(event: bytes) -> bytes | None:

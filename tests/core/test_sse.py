@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from gateway.core.sse import Outcome, SSETap, Usage, read_body
+from gateway.core.sse import Outcome, SSETap, Usage, event_end, read_body
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: bool = True) -> bytes:
@@ -108,3 +109,73 @@ def test_non_streamed_body_outcome() -> None:
         Usage(3, 4, 2),
         ["t"],
     )
+
+
+def _stop_event(end: bytes) -> bytes:
+    doc = {
+        "id": "c9",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+    }
+    return b"data: " + orjson.dumps(doc) + end
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("size", [1, 3, 64])
+def test_events_end_at_an_empty_line_whatever_the_line_ends(line_end: bytes, size: int) -> None:
+    """LF, CRLF and CR-only streams are split into the same events, fed in any piece size."""
+    stream = (
+        b": keep-alive"
+        + line_end
+        + line_end
+        + _stop_event(line_end * 2)
+        + b"event: x"
+        + line_end
+        + b"data: [DONE]"
+        + line_end * 2
+    )
+    tap = SSETap(orjson.loads, strip_usage=True)
+    out = b"".join(tap.feed(stream[i : i + size]) for i in range(0, len(stream), size))
+    out += tap.finish()
+    assert out == stream
+    assert tap.events == 3
+    assert tap.outcome.finish_reasons == ["stop"]
+
+
+def test_a_single_crlf_does_not_end_an_event() -> None:
+    """CRLF is one line end, so data split over two lines stays one event."""
+    tap = SSETap(orjson.loads, strip_usage=True)
+    assert tap.feed(b"event: a\r\ndata: 1\r\n") == b""
+    assert tap.feed(b"\r\n") == b"event: a\r\ndata: 1\r\n\r\n"
+    assert tap.events == 1
+
+
+@pytest.mark.parametrize(
+    ("buffer", "end"),
+    [
+        (b"data: 1\n\n", 9),
+        (b"data: 1\r\n\r\nrest", 11),
+        (b"data: 1\r\rx", 9),
+        (b"data: 1\n\r\n", 10),
+        (b"data: 1\r\n", -1),
+        (b"data: 1\ndata: 2\n", -1),
+        (b"data: 1", -1),
+    ],
+)
+def test_event_end(buffer: bytes, end: int) -> None:
+    """event_end finds just past the first empty line, or -1 while the event is incomplete."""
+    assert event_end(buffer, 0) == end
+
+
+def test_a_huge_event_is_searched_once() -> None:
+    """Feeding one 4 MiB event in 64 KiB pieces never searches earlier bytes again."""
+    tap = SSETap(orjson.loads)
+    event = b'data: {"type":"image.partial","b64":"' + b"A" * (4 << 20) + b'"}\n\n'
+    fed = 0
+    for i in range(0, len(event) - 2, 65536):
+        piece = event[i : min(i + 65536, len(event) - 2)]
+        assert tap.feed(piece) == piece
+        fed += len(piece)
+        assert tap._scanned >= fed - 4  # the next search starts at the new bytes
+    tap.feed(b"\n\n")
+    assert tap.events == 1 and tap._scanned == 0
