@@ -219,23 +219,19 @@ def fit_pattern(pattern: str, preferred: str) -> str:
 
 
 def number(schema: dict[str, Any], *, integer: bool) -> int | float:
-    """0 when allowed, else the value nearest 0 within the bounds (and a multiple of multipleOf)."""
+    """The allowed value nearest 0 (a multiple of `multipleOf` if given); a float for `number`."""
     low, high = bounds(schema, integer=integer)
+    value = 0.0
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
     step = schema.get("multipleOf")
     if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
-        start = 0.0 if low is None else low
-        value: float = math.ceil(start / step) * step
-        if low is None and high is not None and value > high:
+        value = math.ceil(value / step) * step
+        if high is not None and value > high:
             value = math.floor(high / step) * step
-        if integer or (isinstance(step, int) and float(value).is_integer()):
-            return int(value)
-        return value
-    value = 0.0
-    if low is not None and value < low:
-        value = low
-    if high is not None and value > high:
-        value = high
-    return int(value) if integer or value.is_integer() else value
+    return int(value) if integer else float(value)
 
 
 def bounds(schema: dict[str, Any], *, integer: bool) -> tuple[float | None, float | None]:
