@@ -3,9 +3,10 @@
 What the answer holds, in order of precedence:
 
 - a tool call when `tool_choice` asks for one (`required`, a named function, or `allowed_tools`
-  in `required` mode) and the last message is not a `tool` result; its arguments are JSON valid
-  against the function's `parameters` (every property when the function is `strict`) and
-  `finish_reason` is `tool_calls`. With `auto` or `none` the mock answers text;
+  in `required` mode); its arguments are JSON valid against the function's `parameters` (every
+  property when the function is `strict`) and `finish_reason` is `tool_calls`. With `auto` or
+  `none` the mock answers text. After a `tool` result it answers text, except that `required`
+  first calls each function not called yet (see mock_wire.forced_function);
 - JSON for `response_format`: `{"answer": <reply>}` for `json_object`, an instance of the schema
   for `json_schema` (see mock_schema);
 - else the reply text (mock_wire.reply_text).
@@ -70,9 +71,7 @@ def chat(doc: Mapping[str, Any]) -> MockResponse:
     )
     text = reply_text(system, user)
     seed = digest(doc)
-    function = _forced(doc)
-    if messages and messages[-1].get("role") == "tool":
-        function = None  # the tool answered: now the model speaks
+    function = _forced(doc, messages)
     calls = [_call(function, text, seed, i) for i in range(n)] if function else []
     content = None if function else _content(doc.get("response_format"), text)
     produced = count(calls[0].arguments) if calls else count(content or "")
@@ -121,7 +120,7 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _forced(doc: Mapping[str, Any]) -> Function | None:
+def _forced(doc: Mapping[str, Any], messages: list[dict[str, Any]]) -> Function | None:
     functions = []
     for tool in _list(doc.get("tools")):
         fn = tool.get("function") if isinstance(tool, dict) else None
@@ -141,7 +140,16 @@ def _forced(doc: Mapping[str, Any]) -> Function | None:
                 for t in _list(spec.get("tools"))
                 if isinstance(t, dict)
             ]
-    return forced_function(functions, choice, named=named, allowed=allowed)
+    called = None
+    if messages and messages[-1].get("role") == "tool":
+        called = frozenset(
+            str(call.get("function", {}).get("name"))
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in _list(m.get("tool_calls"))
+            if isinstance(call, dict) and isinstance(call.get("function"), dict)
+        )
+    return forced_function(functions, choice, named=named, allowed=allowed, called=called)
 
 
 def _call(function: Function, text: str, seed: str, index: int) -> ToolCall:

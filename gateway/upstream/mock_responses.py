@@ -3,9 +3,10 @@
 The output is one item:
 
 - a `function_call` when `tool_choice` asks for one (`required`, `{"type": "function", "name"}`,
-  or `allowed_tools` in `required` mode) and the last input item is not a `function_call_output`;
-  its arguments validate against the function's `parameters` (strict by default, as in the
-  Responses API: every property is filled);
+  or `allowed_tools` in `required` mode); its arguments validate against the function's
+  `parameters` (strict by default, as in the Responses API: every property is filled). After a
+  `function_call_output` it answers text, except that `required` first calls each function not
+  called yet (see mock_wire.forced_function);
 - else a `message` with one `output_text` part: JSON for `text.format` (`{"answer": <reply>}` for
   `json_object`, an instance of the schema for `json_schema`), or the reply text. Its `logprobs`
   are filled when `include` names `message.output_text.logprobs` (with `top_logprobs`).
@@ -68,9 +69,10 @@ def responses(doc: Mapping[str, Any]) -> MockResponse:
     include = doc.get("include")
     wants_logprobs = isinstance(include, list) and LOGPROBS in include
     tools = [t for t in _list(doc.get("tools")) if isinstance(t, dict)]
-    function = _forced(tools, doc.get("tool_choice"))
+    called = None
     if items and items[-1].get("type") == "function_call_output":
-        function = None  # the tool answered: now the model speaks
+        called = frozenset(str(i.get("name")) for i in items if i.get("type") == "function_call")
+    function = _forced(tools, doc.get("tool_choice"), called)
     fmt = _dict(doc.get("text")).get("format")
     if function is not None:
         parameters = function.parameters if function.parameters is not None else {"type": "object"}
@@ -115,7 +117,9 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _forced(tools: list[dict[str, Any]], choice: Any) -> Function | None:
+def _forced(
+    tools: list[dict[str, Any]], choice: Any, called: frozenset[str] | None
+) -> Function | None:
     functions = [
         # Responses API function tools are strict unless they say otherwise.
         Function(str(t.get("name", "")), t.get("parameters"), t.get("strict") is not False)
@@ -131,7 +135,7 @@ def _forced(tools: list[dict[str, Any]], choice: Any) -> Function | None:
         and choice.get("mode") == "required"
     ):
         allowed = [str(t.get("name", "")) for t in _list(choice.get("tools"))]
-    return forced_function(functions, choice, named=named, allowed=allowed)
+    return forced_function(functions, choice, named=named, allowed=allowed, called=called)
 
 
 def _content(fmt: Any, text: str) -> str:

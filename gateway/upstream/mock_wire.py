@@ -30,6 +30,8 @@ class MockResponse:
         self.status = status
         self.headers = headers
         self._pieces = pieces
+        # An event stream has no declared length (it is relayed as it comes); JSON has one.
+        self.length: int | None = None if headers is SSE else sum(map(len, pieces))
 
     async def read(self) -> bytes:
         return b"".join(self._pieces)
@@ -132,13 +134,23 @@ def token_logprobs(tokens: Iterable[str], top: int) -> list[dict[str, Any]]:
 
 
 def forced_function(
-    functions: list[Function], choice: Any, *, named: str | None, allowed: list[str] | None
+    functions: list[Function],
+    choice: Any,
+    *,
+    named: str | None,
+    allowed: list[str] | None,
+    called: frozenset[str] | None,
 ) -> Function | None:
     """The function the model must call, or None when it answers with text.
 
     `required` (or an `allowed_tools` choice in `required` mode) calls the first (allowed)
     function; a named choice calls that one; `auto`, `none` and no choice answer text. `named`
     and `allowed` are the names already read from the API's own spelling of the choice.
+
+    `called` is None unless the last message is a tool's result; then it names the functions
+    already called in the conversation. A named choice then answers text, and `required` calls
+    the first (allowed) function not called yet, or answers text once every one was: an agent
+    loop always ends, and one that must finish with an output tool (pydantic-ai) reaches it.
     """
     if (choice == "required" or named is not None or allowed is not None) and not functions:
         raise BadRequest(
@@ -153,12 +165,13 @@ def forced_function(
                 f"Invalid value for 'tool_choice': function {named!r} not found in 'tools'.",
                 "tool_choice",
             )
-        return found
-    if allowed is not None:
-        return next((f for f in functions if f.name in allowed), None)
-    if choice == "required":
-        return functions[0]
-    return None
+        return found if called is None else None
+    if choice != "required" and allowed is None:
+        return None
+    pool = [f for f in functions if (allowed is None or f.name in allowed)]
+    if called is not None:
+        pool = [f for f in pool if f.name not in called]
+    return pool[0] if pool else None
 
 
 def json_response(status: int, doc: Mapping[str, Any]) -> MockResponse:

@@ -222,18 +222,56 @@ async def test_chat_structured_output_and_tool_arguments_validate() -> None:
     assert isinstance(orjson.loads(json_object["choices"][0]["message"]["content"]), dict)
 
 
+def tool_turn(name: str, call_id: str) -> list[dict[str, Any]]:
+    """An assistant message calling `name`, and the tool's answer to it."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": "22C"},
+    ]
+
+
 async def test_chat_answers_text_after_a_tool_result_or_with_auto() -> None:
-    """After a tool message, or with tool_choice auto, the mock answers text."""
-    after_tool = {
-        **CHAT,
-        "tools": [CHAT_TOOL],
-        "tool_choice": "required",
-        "messages": [*CHAT["messages"], {"role": "tool", "tool_call_id": "c", "content": "22C"}],
-    }
-    for doc in (after_tool, {**CHAT, "tools": [CHAT_TOOL], "tool_choice": "auto"}):
-        answer = await post("/chat/completions", doc)
+    """After a tool result (every tool called), or with tool_choice auto, the mock answers text."""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", named):
+        after_tool = {
+            **CHAT,
+            "tools": [CHAT_TOOL],
+            "tool_choice": choice,
+            "messages": [*CHAT["messages"], *tool_turn("get_weather", "call_1")],
+        }
+        answer = await post("/chat/completions", after_tool)
         assert answer["choices"][0]["finish_reason"] == "stop"
         assert "tool_calls" not in answer["choices"][0]["message"]
+    auto = await post("/chat/completions", {**CHAT, "tools": [CHAT_TOOL], "tool_choice": "auto"})
+    assert "tool_calls" not in auto["choices"][0]["message"]
+
+
+async def test_required_tool_choice_calls_each_tool_once_then_answers_text() -> None:
+    """With `required`, after a tool result the next uncalled tool is called, then text follows."""
+    final = {"type": "function", "function": {"name": "final_result", "parameters": WEATHER}}
+    doc = {**CHAT, "tools": [CHAT_TOOL, final], "tool_choice": "required"}
+    first = await post("/chat/completions", doc)
+    assert first["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    turns = [*CHAT["messages"], *tool_turn("get_weather", "call_1")]
+    second = await post("/chat/completions", {**doc, "messages": turns})
+    assert second["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "final_result"
+    turns += tool_turn("final_result", "call_2")
+    third = await post("/chat/completions", {**doc, "messages": turns})
+    assert third["choices"][0]["finish_reason"] == "stop"
+    responses_doc = {
+        **RESPONSES,
+        "tools": [RESPONSES_TOOL, {**RESPONSES_TOOL, "name": "final_result"}],
+        "tool_choice": "required",
+        "input": [
+            {"role": "user", "content": "Hi"},
+            {"type": "function_call", "call_id": "c", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "22C"},
+        ],
+    }
+    then = await post("/responses", responses_doc)
+    assert then["output"][0]["name"] == "final_result"
 
 
 async def test_chat_logprobs_spell_the_content() -> None:
