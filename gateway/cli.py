@@ -261,7 +261,7 @@ def show(
         )
         out.print(
             f"model={v.model} temperature={v.temperature} max_tokens={v.max_tokens} "
-            f"tags={','.join(v.tags) or '-'}",
+            f"client_system={v.client_system} tags={','.join(v.tags) or '-'}",
             markup=False,
         )
         out.print(f"variables: {', '.join(v.variables) or '-'}", markup=False)

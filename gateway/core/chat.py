@@ -5,12 +5,12 @@ Bodies arrive here already parsed (a dict) and leave as a new dict; nothing here
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.core.model import PromptVersion
-from gateway.core.rendering import Message
+from gateway.core.rendering import SYSTEM_ROLES, Content, RenderedMessage
 from gateway.errors import InvalidPromptVariables, InvalidRequest
 
 PROMPT_FIELDS = ("prompt", "prompt_id", "prompt_version", "prompt_variables")
@@ -86,45 +86,85 @@ def find_user_key(body: Mapping[str, Any], header: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Injected:
+    """A request body with a managed prompt injected."""
+
+    body: dict[str, Any]
+    replaced_system: int
+    """How many of the request's own system/developer messages (on /v1/responses: its
+    `instructions` and system/developer input items) the prompt replaced; 0 with `keep`."""
+
+
 def inject_chat(
-    body: Mapping[str, Any], rendered: tuple[Message, ...], version: PromptVersion
-) -> dict[str, Any]:
+    body: Mapping[str, Any],
+    rendered: Sequence[RenderedMessage],
+    version: PromptVersion,
+    *,
+    reasoning: bool = False,
+) -> Injected:
     """A chat completions body with the rendered prompt in front and the version's parameters.
 
-    The request's own system/developer messages are replaced; its other messages follow the
-    rendered ones. The version's model, temperature and max_tokens replace the request's.
+    The request's messages follow the rendered ones, in their own order. Its system/developer
+    messages are dropped (and counted) unless the version says `client_system: keep`. The
+    version's model, temperature and max_tokens replace the request's, spelled for the model
+    (`reasoning`: see `_apply_parameters`).
     """
     out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS}
     own = out.get("messages") or []
     if not isinstance(own, list):
         raise InvalidRequest("messages must be a list.", param="messages")
-    kept = [m for m in own if not (isinstance(m, Mapping) and m.get("role") in _SYSTEM_ROLES)]
-    out["messages"] = [{"role": m.role, "content": m.content} for m in rendered] + kept
-    _apply_parameters(out, version, max_tokens_field=_chat_max_tokens_field(out))
-    return out
+    kept = own if version.client_system == "keep" else [m for m in own if not _is_system(m)]
+    out["messages"] = [_message(m) for m in rendered] + kept
+    _apply_parameters(out, version, _chat_max_tokens_field(body, reasoning), reasoning)
+    return Injected(out, len(own) - len(kept))
 
 
 def inject_responses(
-    body: Mapping[str, Any], rendered: tuple[Message, ...], version: PromptVersion
-) -> dict[str, Any]:
-    """A Responses API body with the rendered prompt as the first input items.
+    body: Mapping[str, Any],
+    rendered: Sequence[RenderedMessage],
+    version: PromptVersion,
+    *,
+    reasoning: bool = False,
+) -> Injected:
+    """A Responses API body with the rendered prompt as `instructions` and leading input items.
 
-    `instructions` and system/developer input items are replaced by the rendered messages; a
-    string `input` becomes one user item after them.
+    `rendered` comes from `render_request(..., "responses")`, so its system/developer messages
+    are text: they become `instructions`, joined by blank lines (OpenAI does not carry
+    `instructions` over with `previous_response_id`, so they are sent every turn). The other
+    rendered messages are put before `input` only when the request has no
+    `previous_response_id`: a conversation sees them once. The request's own `instructions` and
+    system/developer input items are dropped (and counted), or with `client_system: keep` its
+    instructions follow the rendered ones and its items stay. An `input` left alone keeps its
+    shape; a string input becomes a user item only when items go before it.
     """
-    out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS and k != "instructions"}
+    out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS}
+    keep = version.client_system == "keep"
     own = out.get("input")
-    if own is None:
-        items: list[Any] = []
-    elif isinstance(own, str):
-        items = [{"role": "user", "content": own}]
-    elif isinstance(own, list):
-        items = [i for i in own if not (isinstance(i, Mapping) and i.get("role") in _SYSTEM_ROLES)]
-    else:
+    if own is not None and not isinstance(own, str | list):
         raise InvalidRequest("input must be a string or a list of items.", param="input")
-    out["input"] = [{"role": m.role, "content": m.content} for m in rendered] + items
-    _apply_parameters(out, version, max_tokens_field="max_output_tokens")
-    return out
+    replaced = 0
+    if isinstance(own, list) and not keep:
+        items = [i for i in own if not _is_system(i)]
+        replaced = len(own) - len(items)
+        out["input"] = own = items
+    instructions = [_text(m.content) for m in rendered if m.role in SYSTEM_ROLES]
+    theirs = out.pop("instructions", None)
+    if keep and theirs:
+        if not isinstance(theirs, str):
+            raise InvalidRequest("instructions must be a string.", param="instructions")
+        instructions.append(theirs)
+    elif theirs:
+        replaced += 1
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    if not out.get("previous_response_id"):
+        lead = [_message(m) for m in rendered if m.role not in SYSTEM_ROLES]
+        if lead:
+            tail = [{"role": "user", "content": own}] if isinstance(own, str) else own or []
+            out["input"] = lead + tail
+    _apply_parameters(out, version, "max_output_tokens", reasoning)
+    return Injected(out, replaced)
 
 
 def wants_usage(body: Mapping[str, Any]) -> bool:
@@ -133,17 +173,40 @@ def wants_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-_SYSTEM_ROLES = frozenset({"system", "developer"})
+def _is_system(message: object) -> bool:
+    return isinstance(message, Mapping) and message.get("role") in SYSTEM_ROLES
 
 
-def _chat_max_tokens_field(body: Mapping[str, Any]) -> str:
-    # Newer models take max_completion_tokens; keep whichever spelling the client used.
-    return "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+def _message(message: RenderedMessage) -> dict[str, Any]:
+    content = message.content
+    return {"role": message.role, "content": content if isinstance(content, str) else [*content]}
+
+
+def _text(content: Content) -> str:
+    # render_request gives system/developer messages on /v1/responses as text already.
+    if isinstance(content, str):
+        return content
+    return "".join(str(part.get("text", "")) for part in content)
+
+
+def _chat_max_tokens_field(body: Mapping[str, Any], reasoning: bool) -> str:
+    # A client that already used one spelling keeps it; otherwise the model decides.
+    if "max_completion_tokens" in body:
+        return "max_completion_tokens"
+    if "max_tokens" in body:
+        return "max_tokens"
+    return "max_completion_tokens" if reasoning else "max_tokens"
 
 
 def _apply_parameters(
-    out: dict[str, Any], version: PromptVersion, *, max_tokens_field: str
+    out: dict[str, Any], version: PromptVersion, max_tokens_field: str, reasoning: bool
 ) -> None:
+    """The version's model, temperature and max_tokens over the request's.
+
+    For a reasoning model (core.quirks) the version's temperature is left out: those models
+    refuse any but the default. Only the version's parameters are changed; a temperature the
+    client sent itself is its own to send.
+    """
     if version.model is not None:
         out["model"] = version.model
     elif isinstance(out.get("model"), str) and out["model"].startswith(MODEL_ALIAS):
@@ -152,7 +215,7 @@ def _apply_parameters(
             "set model: in its prompt file or send a real model.",
             param="model",
         )
-    if version.temperature is not None:
+    if version.temperature is not None and not reasoning:
         out["temperature"] = version.temperature
     if version.max_tokens is not None:
         out[max_tokens_field] = version.max_tokens

@@ -13,6 +13,9 @@ from gateway.core.versions import SemVer, parse_version
 Variant = Literal["control", "treatment", "none"]
 Resolution = Literal["pinned", "override", "experiment", "environment"]
 Environment = Literal["development", "staging", "production"]
+ClientSystem = Literal["replace", "keep"]
+"""What a version does with the request's own system/developer messages (PRODUCT §5)."""
+CLIENT_SYSTEM: tuple[ClientSystem, ...] = ("replace", "keep")
 ENVIRONMENTS: tuple[Environment, ...] = ("development", "staging", "production")
 METRICS = ("user_satisfaction", "task_completion", "cost_per_task", "latency")
 ROLES = frozenset({"system", "developer", "user", "assistant"})
@@ -52,6 +55,7 @@ class PromptDraft:
     max_tokens: int | None = None
     temperature: float | None = None
     tags: tuple[str, ...] = ()
+    client_system: ClientSystem = "replace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class PromptVersion:
     is_active: bool = False
     is_tested: bool = False
     test_results: TestResults | None = None
+    client_system: ClientSystem = "replace"
+    """`replace`: the rendered messages replace the request's system/developer messages; `keep`:
+    those are kept after the rendered ones (for client libraries that put instructions there)."""
     semver: SemVer = field(init=False, repr=False, compare=False)
     template: Template = field(init=False, repr=False, compare=False)
 
@@ -97,6 +104,7 @@ class PromptVersion:
             self.max_tokens,
             self.temperature,
             self.tags,
+            self.client_system,
         )
 
 

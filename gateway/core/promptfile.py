@@ -21,6 +21,7 @@ _VERSION_KEYS = {
     "messages",
     "content",
     "variables",
+    "client_system",
 }
 _TOP_KEYS = {"name", "versions", "tests"} | _VERSION_KEYS
 _TEST_KEYS = {"id", "variables", "messages", "expect", "tags"}
@@ -137,6 +138,7 @@ def _draft(name: str, item: Mapping[str, Any], where: str) -> PromptDraft:
         max_tokens=item.get("max_tokens"),
         temperature=item.get("temperature"),
         tags=_strings(item.get("tags") or [], f"{where}tags"),
+        client_system=item.get("client_system", "replace"),
     )
 
 

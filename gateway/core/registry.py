@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.core.model import (
+    CLIENT_SYSTEM,
     METRICS,
     ROLES,
     AuditEntry,
@@ -78,8 +79,12 @@ def make_draft(
     max_tokens: int | None = None,
     temperature: float | None = None,
     tags: Iterable[str] = (),
+    client_system: object = "replace",
 ) -> PromptDraft:
-    """Validate a prompt version's content; declared variables must match the placeholders."""
+    """Validate a prompt version's content; declared variables must match the placeholders.
+
+    `client_system` is `replace` (the default) or `keep`; anything else is refused.
+    """
     name = validate_name(name)
     if not isinstance(version, str):
         raise InvalidPrompt(f"Version of {name} must be a string like '1.2.0', not {version!r}.")
@@ -129,6 +134,13 @@ def make_draft(
         )
     if model is not None and (not isinstance(model, str) or not model):
         raise InvalidPrompt(f"model of {label} must be a non-empty string.", param="model")
+    if client_system not in CLIENT_SYSTEM:
+        raise InvalidPrompt(
+            f"client_system of {label} must be 'replace' (the default: the prompt's messages "
+            "replace the request's system messages) or 'keep' (they are kept after the "
+            f"prompt's), not {client_system!r}.",
+            param="client_system",
+        )
     return PromptDraft(
         name=name,
         version=version,
@@ -138,6 +150,7 @@ def make_draft(
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
         tags=tuple(tags),
+        client_system="keep" if client_system == "keep" else "replace",
     )
 
 
@@ -168,6 +181,7 @@ def plan_create_version(
         tags=draft.tags,
         created_at=now,
         created_by=actor,
+        client_system=draft.client_system,
     )
     entry = AuditEntry(
         at=now,

@@ -41,6 +41,7 @@ def version_to_dict(version: PromptVersion) -> dict[str, Any]:
         "max_tokens": version.max_tokens,
         "temperature": version.temperature,
         "tags": list(version.tags),
+        "client_system": version.client_system,
         "created_at": _iso(version.created_at),
         "created_by": version.created_by,
         "is_active": version.is_active,
@@ -57,7 +58,10 @@ def dump_version(version: PromptVersion) -> bytes:
 
 
 def load_version(raw: bytes | str, *, active: str | None) -> PromptVersion:
-    """Rebuild a version; `active` is the prompt's active version string."""
+    """Rebuild a version; `active` is the prompt's active version string.
+
+    Rows written before `client_system` existed read as `replace`, which is what they did.
+    """
     doc = orjson.loads(raw)
     results = doc.get("test_results")
     return PromptVersion(
@@ -76,6 +80,7 @@ def load_version(raw: bytes | str, *, active: str | None) -> PromptVersion:
         is_active=doc["version"] == active,
         is_tested=doc["is_tested"],
         test_results=None if results is None else results_from_dict(results),
+        client_system="keep" if doc.get("client_system") == "keep" else "replace",
     )
 
 

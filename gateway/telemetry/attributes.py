@@ -69,6 +69,7 @@ def steady_key(record: CallRecord) -> tuple[object, ...]:
             prompt.template,
             prompt.experiment_id,
             prompt.assignment,
+            prompt.replaced_system,
         ),
     )
 
@@ -112,6 +113,7 @@ def steady_attributes(record: CallRecord) -> Attributes:
                 "gateway.prompt.version": prompt.version,
                 "gateway.prompt.variant": prompt.variant,
                 "gateway.prompt.resolution": prompt.resolution,
+                "gateway.prompt.replaced_system": prompt.replaced_system,
                 "langfuse.observation.prompt.name": prompt.name,
                 "langfuse.observation.prompt.version": prompt.number,
                 "llm.prompt_template.template": prompt.template,

@@ -20,8 +20,10 @@ class PromptInfo:
     assignment: str | None
     template: str
     """The version's messages as JSON, placeholders and all (not user data)."""
-    variables: Mapping[str, str]
-    """Rendered-in values; exported only when content capture is on."""
+    variables: Mapping[str, object]
+    """Rendered-in values (text, or content parts); exported only when content capture is on."""
+    replaced_system: int = 0
+    """How many of the client's system/developer messages the prompt replaced."""
 
 
 @dataclass(frozen=True, slots=True)

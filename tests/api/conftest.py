@@ -30,6 +30,36 @@ def provider() -> Iterator[FakeProvider]:
     fake.stop()
 
 
+INJECTION_PROMPTS = (
+    make_draft(
+        name="reasoning-agent",
+        version="1.0.0",
+        messages=[Message("system", "You reason for {{company}}.")],
+        model="o3-mini",
+        temperature=0.2,
+        max_tokens=300,
+    ),
+    make_draft(
+        name="keep-agent",
+        version="1.0.0",
+        messages=[Message("system", "You extract data for {{company}}.")],
+        model="gpt-4o-mini",
+        client_system="keep",
+    ),
+    make_draft(
+        name="logo-prompt",
+        version="1.0.0",
+        messages=[
+            Message("system", "Describe the logo of {{company}}."),
+            Message("user", "{{logo}}"),
+        ],
+        model="gpt-4o-mini",
+    ),
+)
+"""Prompts for tests/api/test_injection.py, each promoted: a reasoning model, a version that keeps
+the client's system messages, and a message that is a whole content-part variable."""
+
+
 @pytest.fixture(scope="session")
 def registry_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite registry holding the shipped prompts plus test prompts, with an experiment."""
@@ -62,6 +92,21 @@ def registry_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             actor="setup",
         )
         await registry.promote("no-model", "1.0.0", actor="setup", force=True)
+        for draft in INJECTION_PROMPTS:
+            await registry.create_version(draft, actor="setup")
+            await registry.promote(draft.name, draft.version, actor="setup", force=True)
+        for version, model in (("1.0.0", "my-reasoner-1"), ("1.1.0", "my-reasoner-2")):
+            await registry.create_version(
+                make_draft(
+                    name="quirky",
+                    version=version,
+                    messages=[Message("system", "Think.")],
+                    model=model,
+                    temperature=0.5,
+                    max_tokens=100,
+                ),
+                actor="setup",
+            )
 
     asyncio.run(fill())
     return path

@@ -185,7 +185,7 @@ def test_stream_that_asks_for_usage_gets_it(gateway: ServedGateway, provider: Fa
 def test_responses_api_with_the_native_prompt_parameter(
     gateway: ServedGateway, provider: FakeProvider
 ) -> None:
-    """client.responses.create(prompt=...) renders the prompt into the input items."""
+    """client.responses.create(prompt=...) renders the prompt's system message into instructions."""
     response = client(gateway).responses.with_raw_response.create(
         model="gpt-4o",
         input="What are your hours?",
@@ -198,12 +198,12 @@ def test_responses_api_with_the_native_prompt_parameter(
     )
     sent = provider.last().json()
     assert provider.last().path == "/v1/responses"
-    assert "prompt" not in sent and "instructions" not in sent
+    assert "prompt" not in sent and "be terse" not in sent["instructions"]
     assert (sent["model"], sent["max_output_tokens"]) == ("gpt-4o-mini", 512)
-    assert sent["input"][0]["role"] == "system"
-    assert "timezone is CET" in sent["input"][0]["content"]
-    assert sent["input"][-1] == {"role": "user", "content": "What are your hours?"}
+    assert "timezone is CET" in sent["instructions"]
+    assert sent["input"] == "What are your hours?"
     assert response.headers["x-prompt-version"] == "1.0.0"
+    assert response.headers["x-prompt-replaced-system"] == "1"
     assert response.parse().output_text == "fake answer"
 
 

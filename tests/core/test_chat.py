@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from gateway.core.chat import (
     inject_chat,
     inject_responses,
 )
-from gateway.core.rendering import Message
+from gateway.core.rendering import RenderedMessage
 from gateway.errors import InvalidPromptVariables, InvalidRequest
 from tests.factories import version
 
@@ -101,7 +102,14 @@ def test_user_key_order(body: dict[str, Any], header: str | None, expected: str 
     assert find_user_key(body, header) == expected
 
 
-RENDERED = (Message("system", "You help Acme."),)
+RENDERED = (RenderedMessage("system", "You help Acme."),)
+KEEP = replace(version(), client_system="keep")
+CLIENT_MESSAGES = [
+    {"role": "developer", "content": "d"},
+    {"role": "user", "content": "q"},
+    {"role": "system", "content": "s"},
+    {"role": "assistant", "content": "a"},
+]
 
 
 def test_chat_injection_replaces_system_messages_and_parameters() -> None:
@@ -113,19 +121,16 @@ def test_chat_injection_replaces_system_messages_and_parameters() -> None:
         "user": "u1",
         "prompt": {"id": "x"},
         "prompt_variables": {},
-        "messages": [
-            {"role": "developer", "content": "d"},
-            {"role": "user", "content": "q"},
-            {"role": "system", "content": "s"},
-            {"role": "assistant", "content": "a"},
-        ],
+        "messages": CLIENT_MESSAGES,
     }
-    out = inject_chat(body, RENDERED, version())
+    injected = inject_chat(body, RENDERED, version())
+    out = injected.body
     assert out["messages"] == [
         {"role": "system", "content": "You help Acme."},
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "a"},
     ]
+    assert injected.replaced_system == 2
     assert (out["model"], out["temperature"], out["max_tokens"], out["user"]) == (
         "gpt-4o-mini",
         0.2,
@@ -136,22 +141,113 @@ def test_chat_injection_replaces_system_messages_and_parameters() -> None:
     assert body["model"] == "gpt-4o", "the input is not mutated"
 
 
-def test_chat_injection_keeps_the_clients_max_tokens_spelling() -> None:
-    """A request using max_completion_tokens gets the version's limit under that name."""
-    out = inject_chat({"max_completion_tokens": 5, "messages": []}, RENDERED, version())
-    assert out["max_completion_tokens"] == 256 and "max_tokens" not in out
+def test_chat_injection_with_keep_keeps_the_clients_system_messages_after_the_prompt() -> None:
+    """With client_system: keep every request message follows the rendered ones, in order."""
+    injected = inject_chat({"messages": CLIENT_MESSAGES}, RENDERED, KEEP)
+    assert injected.body["messages"] == [
+        {"role": "system", "content": "You help Acme."},
+        *CLIENT_MESSAGES,
+    ]
+    assert injected.replaced_system == 0
 
 
-def test_responses_injection_turns_input_into_items() -> None:
-    """A string input becomes a user item after the rendered prompt; instructions go."""
-    out = inject_responses(
+@pytest.mark.parametrize(
+    ("client", "reasoning", "field"),
+    [
+        ({}, False, "max_tokens"),
+        ({}, True, "max_completion_tokens"),
+        ({"max_completion_tokens": 5}, False, "max_completion_tokens"),
+        ({"max_completion_tokens": 5}, True, "max_completion_tokens"),
+        ({"max_tokens": 5}, True, "max_tokens"),
+        ({"max_tokens": 5}, False, "max_tokens"),
+    ],
+)
+def test_chat_max_tokens_spelling_follows_the_model_unless_the_client_chose_one(
+    client: dict[str, Any], reasoning: bool, field: str
+) -> None:
+    """The version's limit goes under the client's spelling, else the one the model takes."""
+    out = inject_chat({**client, "messages": []}, RENDERED, version(), reasoning=reasoning).body
+    assert out[field] == 256
+    assert {"max_tokens", "max_completion_tokens"} & set(out) == {field}
+
+
+@pytest.mark.parametrize("inject", [inject_chat, inject_responses])
+def test_reasoning_models_get_no_temperature_from_the_version(inject: Any) -> None:
+    """A reasoning model gets no version temperature; a temperature the client sent stays."""
+    assert "temperature" not in inject({"model": "x"}, RENDERED, version(), reasoning=True).body
+    out = inject({"temperature": 1}, RENDERED, version(), reasoning=True).body
+    assert out["temperature"] == 1
+
+
+def test_chat_content_part_is_sent_as_a_list() -> None:
+    """A message rendered to a content part is sent with a list as its content."""
+    part = {"type": "image_url", "image_url": {"url": "https://x/logo.png"}}
+    out = inject_chat({"messages": []}, (RenderedMessage("user", (part,)),), version()).body
+    assert out["messages"] == [{"role": "user", "content": [part]}]
+
+
+RESPONSES_RENDERED = (
+    RenderedMessage("system", "You help Acme."),
+    RenderedMessage("developer", "Be brief."),
+    RenderedMessage("assistant", "Hello from Acme!"),
+)
+
+
+def test_responses_injection_puts_system_messages_into_instructions() -> None:
+    """System/developer messages become instructions; the request's go and are counted."""
+    injected = inject_responses(
         {"model": "x", "input": "hi", "instructions": "i", "prompt": {"id": "p"}},
         RENDERED,
         version(),
     )
-    assert out["input"] == [
-        {"role": "system", "content": "You help Acme."},
-        {"role": "user", "content": "hi"},
+    out = injected.body
+    assert out["instructions"] == "You help Acme."
+    assert out["input"] == "hi", "an input with nothing before it keeps its shape"
+    assert "prompt" not in out and out["max_output_tokens"] == 256
+    assert injected.replaced_system == 1
+
+
+def test_responses_injection_puts_the_other_messages_before_the_first_turns_input() -> None:
+    """Without previous_response_id the template's other messages lead the input."""
+    injected = inject_responses(
+        {"input": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
+        RESPONSES_RENDERED,
+        version(),
+    )
+    assert injected.body["instructions"] == "You help Acme.\n\nBe brief."
+    assert injected.body["input"] == [
+        {"role": "assistant", "content": "Hello from Acme!"},
+        {"role": "user", "content": "q"},
     ]
-    assert "instructions" not in out and "prompt" not in out
-    assert out["max_output_tokens"] == 256
+    assert injected.replaced_system == 1
+
+
+@pytest.mark.parametrize("own", ["next question", [{"role": "user", "content": "next question"}]])
+def test_responses_injection_adds_no_items_to_a_continued_conversation(own: Any) -> None:
+    """With previous_response_id only instructions are set; the input is left as it was."""
+    out = inject_responses(
+        {"previous_response_id": "resp_1", "input": own}, RESPONSES_RENDERED, version()
+    ).body
+    assert out["input"] == own
+    assert out["instructions"] == "You help Acme.\n\nBe brief."
+
+
+def test_responses_injection_with_keep_appends_the_clients_instructions() -> None:
+    """With client_system: keep the client's instructions follow and its system items stay."""
+    items = [{"role": "developer", "content": "Answer in JSON."}, {"role": "user", "content": "q"}]
+    injected = inject_responses({"instructions": "Mine.", "input": items}, RENDERED, KEEP)
+    assert injected.body["instructions"] == "You help Acme.\n\nMine."
+    assert injected.body["input"] == items
+    assert injected.replaced_system == 0
+
+
+def test_responses_injection_without_system_messages_still_replaces_instructions() -> None:
+    """A template with no system message still replaces the client's instructions by default."""
+    rendered = (RenderedMessage("user", "Context."),)
+    injected = inject_responses({"instructions": "Mine.", "input": "q"}, rendered, version())
+    assert "instructions" not in injected.body
+    assert injected.body["input"] == [
+        {"role": "user", "content": "Context."},
+        {"role": "user", "content": "q"},
+    ]
+    assert injected.replaced_system == 1

@@ -6,13 +6,15 @@ import asyncio
 import multiprocessing
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.core.model import TestResults as Results  # not a pytest class
+from gateway.core.promptfile import parse_prompt_file
 from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
 from gateway.errors import (
@@ -25,10 +27,12 @@ from gateway.errors import (
 )
 from gateway.files import ExperimentSpec
 from gateway.prompts import PromptRegistry
+from gateway.stores import codec
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
 from tests.factories import T0
+from tests.factories import version as factory_version
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,42 @@ async def test_created_version_round_trips(registry: PromptRegistry, store: Stor
     assert (stored.number, stored.created_by, stored.created_at) == (1, "alice", T0)
     assert (stored.is_active, stored.is_tested, stored.test_results) == (False, False, None)
     assert (await store.prompt("support-agent")).versions == (stored,)
+
+
+async def test_client_system_round_trips(registry: PromptRegistry, store: Store) -> None:
+    """A version's client_system comes back as stored, in snapshot() and in prompt()."""
+    keep = replace(draft(), client_system="keep")
+    await registry.create_version(keep, actor="a")
+    await registry.create_version(draft("1.1.0"), actor="a")
+    state = (await store.snapshot()).prompts["support-agent"]
+    assert [v.client_system for v in state.versions] == ["keep", "replace"]
+    assert state.by_version["1.0.0"].content() == keep
+    assert (await store.prompt("support-agent")).by_version["1.0.0"].client_system == "keep"
+
+
+async def test_adding_client_system_to_a_released_version_is_a_change(
+    registry: PromptRegistry, store: Store
+) -> None:
+    """A prompt file that adds client_system: keep to a released version is refused on push."""
+    doc = {"name": "support-agent", "version": "1.0.0", "content": "You help {{company}}."}
+    await registry.push([parse_prompt_file(doc, "a.yaml")], actor="a")
+    again = await registry.push([parse_prompt_file(doc, "a.yaml")], actor="a")
+    assert [r.status for r in again] == ["unchanged"]
+    keep = parse_prompt_file({**doc, "client_system": "keep"}, "a.yaml")
+    with pytest.raises(
+        VersionConflict, match=r"a\.yaml: support-agent@1\.0\.0 is already released"
+    ):
+        await registry.push([keep], actor="a")
+    assert (await store.prompt("support-agent")).versions[0].client_system == "replace"
+
+
+def test_versions_stored_before_client_system_read_as_replace() -> None:
+    """A stored version without the client_system field (an older row) loads as `replace`."""
+    version = replace(factory_version(), client_system="keep")
+    doc = orjson.loads(codec.dump_version(version))
+    assert doc["client_system"] == "keep"
+    del doc["client_system"]
+    assert codec.load_version(orjson.dumps(doc), active=None).client_system == "replace"
 
 
 async def test_unknown_prompt_has_an_empty_state(store: Store) -> None:
