@@ -76,18 +76,7 @@ def chat(doc: Mapping[str, Any]) -> MockResponse:
     content = None if function else _content(doc.get("response_format"), text)
     produced = count(calls[0].arguments) if calls else count(content or "")
     prompt_tokens = sum(count(text_of(m.get("content"))) for m in messages)
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": produced * n,
-        "total_tokens": prompt_tokens + produced * n,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
+    usage = _usage(prompt_tokens, produced * n)
     base = {
         "id": "chatcmpl-mock" + seed[:24],
         "object": "chat.completion.chunk" if doc.get("stream") is True else "chat.completion",
@@ -114,6 +103,22 @@ def chat(doc: Mapping[str, Any]) -> MockResponse:
         )
     choices = [_choice(i, content, calls[i] if calls else None, top_or_none) for i in range(n)]
     return json_response(200, {**base, "choices": choices, "usage": usage})
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """Usage with the token details OpenAI sends, all zero."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def _list(value: Any) -> list[Any]:

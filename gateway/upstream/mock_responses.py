@@ -75,33 +75,11 @@ def responses(doc: Mapping[str, Any]) -> MockResponse:
     function = _forced(tools, doc.get("tool_choice"), called)
     fmt = _dict(doc.get("text")).get("format")
     if function is not None:
-        parameters = function.parameters if function.parameters is not None else {"type": "object"}
-        arguments = orjson.dumps(instance(parameters, text, strict=function.strict)).decode()
-        item: dict[str, Any] = {
-            "id": "fc_" + sub_id(seed, "item"),
-            "type": "function_call",
-            "status": "completed",
-            "call_id": "call_" + sub_id(seed, "call"),
-            "name": function.name,
-            "arguments": arguments,
-        }
-        produced = count(arguments)
+        item = _function_call(function, text, seed)
+        produced = count(item["arguments"])
     else:
-        content = _content(fmt, text)
-        part = {
-            "type": "output_text",
-            "text": content,
-            "annotations": [],
-            "logprobs": token_logprobs(pieces(content), top) if wants_logprobs else [],
-        }
-        item = {
-            "id": "msg_" + sub_id(seed, "item"),
-            "type": "message",
-            "status": "completed",
-            "role": "assistant",
-            "content": [part],
-        }
-        produced = count(content)
+        item = _message(_content(fmt, text), seed, top if wants_logprobs else None)
+        produced = count(item["content"][0]["text"])
     used = sum(count(text_of(i.get("content"))) for i in items) + (count(system) if system else 0)
     response = _response(doc, seed, fmt, tools, item, used, produced)
     if doc.get("stream") is not True:
@@ -136,6 +114,34 @@ def _forced(
     ):
         allowed = [str(t.get("name", "")) for t in _list(choice.get("tools"))]
     return forced_function(functions, choice, named=named, allowed=allowed, called=called)
+
+
+def _function_call(function: Function, text: str, seed: str) -> dict[str, Any]:
+    parameters = function.parameters if function.parameters is not None else {"type": "object"}
+    return {
+        "id": "fc_" + sub_id(seed, "item"),
+        "type": "function_call",
+        "status": "completed",
+        "call_id": "call_" + sub_id(seed, "call"),
+        "name": function.name,
+        "arguments": orjson.dumps(instance(parameters, text, strict=function.strict)).decode(),
+    }
+
+
+def _message(content: str, seed: str, top: int | None) -> dict[str, Any]:
+    part = {
+        "type": "output_text",
+        "text": content,
+        "annotations": [],
+        "logprobs": token_logprobs(pieces(content), top) if top is not None else [],
+    }
+    return {
+        "id": "msg_" + sub_id(seed, "item"),
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
 
 
 def _content(fmt: Any, text: str) -> str:
