@@ -25,6 +25,10 @@ def _pattern(globs: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(g) for g in globs))
 
 
+_DEFAULT = _pattern(REASONING_MODELS)
+_EXCEPTIONS = _pattern(NOT_REASONING_MODELS)
+
+
 def is_reasoning_model(model: str, extra_globs: Sequence[str] = ()) -> bool:
     """Whether `model` takes reasoning-model parameters.
 
@@ -32,6 +36,6 @@ def is_reasoning_model(model: str, extra_globs: Sequence[str] = ()) -> bool:
     any model matching one of `extra_globs` (a provider's `model_quirks.reasoning`, which wins over
     the exception). Globs match the whole name, case-sensitively, like routes.
     """
-    if _pattern(REASONING_MODELS).match(model) and not _pattern(NOT_REASONING_MODELS).match(model):
+    if _DEFAULT.match(model) and not _EXCEPTIONS.match(model):
         return True
     return bool(extra_globs) and _pattern(tuple(extra_globs)).match(model) is not None
