@@ -22,7 +22,9 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
     │   ├── NothingToRollBack         409 nothing_to_roll_back
     │   └── ExperimentConflict        409 experiment_conflict
+    ├── ClientClosedRequest           499 client_closed_request (recorded, never sent: nginx's 499)
     ├── UpstreamUnreachable           502 upstream_unreachable
+    ├── UpstreamReset                 502 upstream_reset     (the provider dropped the answer)
     ├── UpstreamTimeout               504 upstream_timeout
     ├── StoreUnavailable              503 store_unavailable
     └── ConfigError                   500 config_error       (stops start-up; names the key)
@@ -142,6 +144,17 @@ class ExperimentConflict(Conflict):
 class UpstreamUnreachable(GatewayError):
     status = 502
     code = "upstream_unreachable"
+
+
+class ClientClosedRequest(GatewayError):
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
+class UpstreamReset(GatewayError):
+    status = 502
+    code = "upstream_reset"
 
 
 class UpstreamTimeout(GatewayError):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
 from gateway.core.chat import (
+    MODEL_ALIAS,
     PromptHeaders,
     PromptRef,
     find_prompt_ref,
@@ -28,15 +29,23 @@ from gateway.core.chat import (
 )
 from gateway.core.model import PromptVersion, RegistrySnapshot
 from gateway.core.paths import upstream_path, without_key_parameters
-from gateway.core.rendering import coerce_variables, render
+from gateway.core.quirks import is_reasoning_model
+from gateway.core.rendering import Api, coerce_request_variables, render_request
 from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import Outcome
-from gateway.errors import GatewayError, InvalidBody, InvalidPromptVariables
+from gateway.errors import GatewayError, InvalidBody, InvalidPromptVariables, ModelNotRouted
 from gateway.settings import Settings
 from gateway.telemetry.attributes import hash_user, provider_system, span_name
 from gateway.telemetry.events import CallRecord, Observer, PromptInfo, SpanHandle, Tracer
 from gateway.telemetry.tokens import TokenCounter
-from gateway.upstream.base import HOP_BY_HOP, Upstream, UpstreamResponse, connection_options
+from gateway.upstream.base import (
+    HOP_BY_HOP,
+    Body,
+    BufferedResponse,
+    Upstream,
+    UpstreamResponse,
+    connection_options,
+)
 from gateway.upstream.routing import Provider, Router
 
 log = logging.getLogger("gateway.service")
@@ -76,7 +85,8 @@ class Call:
     genai_operation: str | None
     """gen_ai.operation.name for the route: `chat`, `embeddings`, ... or None."""
     provider: Provider
-    body: bytes | None
+    body: Body
+    """What goes upstream: bytes (JSON, read whole) or the client's upload as it streams."""
     headers: list[tuple[str, str]]
     started: float
     stream: bool = False
@@ -90,13 +100,23 @@ class Call:
     """Seconds spent waiting on the provider so far."""
     started_ns: int = 0
     """Wall-clock arrival, for the span's start."""
-    variables: Mapping[str, str] | None = None
+    variables: Mapping[str, object] | None = None
     span: SpanHandle | None = None
     first_chunk: float | None = None
     """perf_counter() when the first streamed chunk was forwarded."""
     disconnected: bool = False
     client_headers: Mapping[bytes, str] = field(default_factory=dict)
     """The X-Prompt-*, X-User-Id and trace context headers, kept for the gateway itself."""
+    content_type: str = ""
+    """The request's content-type, lower-cased ("" when absent)."""
+    content_length: int | None = None
+    """The request's declared content-length (None when chunked or absent)."""
+    finished: bool = False
+    """The call's record was made; a call is recorded once."""
+    outcome: Outcome | None = None
+    """What a relayed answer said so far (for a call the client or the provider cut short)."""
+    replaced_system: int | None = None
+    """On managed calls: how many of the client's system/developer messages the prompt replaced."""
 
     def overhead_ms(self) -> float:
         """Time spent in the gateway itself, excluding the wait for the provider."""
@@ -127,6 +147,8 @@ class GatewayService:
         self._capture = settings.telemetry.capture_content
         self._templates: dict[str, str] = {}
         self._clock = clock
+        self._usage_refused: set[str] = set()
+        """Providers that answered 400 to stream_options: never sent it again."""
 
     def arrive(
         self,
@@ -145,13 +167,20 @@ class GatewayService:
         # With tracing on, the gateway's span replaces the client's trace context upstream.
         drop = _DROP_TRACED if self._tracer is not None else _DROP
         connection = None
+        content_type = ""
+        length = None
         for name, value in raw_headers:
             if name.startswith(b"x-prompt-") or name in _WANTED:
                 wanted[name] = value.decode("latin-1")
             elif name not in drop:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                text = value.decode("latin-1")
+                headers.append((name.decode("latin-1"), text))
+                if name == b"content-type":
+                    content_type = text.lower()
             elif name == b"connection":
                 connection = value
+            elif name == b"content-length":
+                length = value
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             # Headers the client's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
             named = {n.decode("latin-1") for n in connection_options([(b"connection", connection)])}
@@ -169,6 +198,8 @@ class GatewayService:
             started,
             started_ns=time.time_ns(),
             client_headers=wanted,
+            content_type=content_type,
+            content_length=int(length) if length is not None and length.isdigit() else None,
         )
 
     def prepare(self, call: Call, body: bytes) -> None:
@@ -185,7 +216,36 @@ class GatewayService:
             call.model = doc.get("model") if isinstance(doc.get("model"), str) else None
             call.stream = doc.get("stream") is True
             if call.operation != "proxy":
-                self._manage(call, doc, body)
+                self._manage(call, doc)
+        self._route(call)
+        request = call.request
+        if (
+            call.stream
+            and call.operation == "chat"
+            and request is not None
+            and not wants_usage(request)
+            and self._asks_usage(call.provider)
+        ):
+            # The body stays as the client (or the prompt) made it, with the usage request added.
+            call.strip_usage = True
+            call.body = _splice_usage(cast(bytes, call.body), request)
+
+    def prepare_upload(self, call: Call, body: AsyncIterable[bytes], model: str | None) -> None:
+        """Route a streamed upload (multipart or binary) by its `model` field; never parsed.
+
+        Raises InvalidPath or ModelNotRouted like `prepare`.
+        """
+        upstream_path(call.route)
+        call.body = body
+        call.model = model
+        self._route(call)
+        if call.content_length is not None:
+            # Forward the declared length, so a provider that needs one gets it, and one that
+            # receives fewer bytes knows the upload is incomplete.
+            call.headers.append(("content-length", str(call.content_length)))
+
+    def _route(self, call: Call) -> None:
+        """Pick the provider for the call's model and give it the provider's credentials."""
         call.provider = self._router.provider_for(call.model)
         if call.provider.api_key is not None:
             # The gateway's key replaces every spelling of the client's own.
@@ -198,7 +258,7 @@ class GatewayService:
         # Identity keeps the bytes readable for usage accounting; the client link may compress.
         call.headers.append(("accept-encoding", "identity"))
 
-    def _manage(self, call: Call, doc: dict[str, Any], body: bytes) -> None:
+    def _manage(self, call: Call, doc: dict[str, Any]) -> None:
         ref = find_prompt_ref(doc, _prompt_headers(call.client_headers))
         snapshot = self._snapshots.current
         if ref is not None and not (
@@ -207,10 +267,15 @@ class GatewayService:
             and ref.name not in snapshot.prompts
         ):
             self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
-        elif call.operation == "chat" and call.stream and not wants_usage(doc):
-            # Unmanaged: the body stays as the client wrote it, with the usage request added.
-            call.strip_usage = True
-            call.body = _splice_usage(body, doc)
+
+    @property
+    def routes_by_model(self) -> bool:
+        """More than one provider is configured, so an upload's `model` field matters."""
+        return len({route.provider.name for route in self._router.routes}) > 1
+
+    def _asks_usage(self, provider: Provider) -> bool:
+        """Whether streams to this provider get stream_options.include_usage added."""
+        return provider.stream_usage and provider.name not in self._usage_refused
 
     def _inject(
         self,
@@ -232,20 +297,36 @@ class GatewayService:
             now=self._clock(),
         )
         version = resolved.version
-        values = coerce_variables(ref.variables)
-        rendered = render(version.template, values, version.label)
+        api: Api = "chat" if call.operation == "chat" else "responses"
+        values = coerce_request_variables(ref.variables, api)
+        rendered = render_request(version.template, values, version.label, api)
         call.variables = values
-        if call.operation == "chat":
-            out = inject_chat(doc, rendered, version)
-            if call.stream and not wants_usage(doc):
-                call.strip_usage = True
-                out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
+        reasoning = self._is_reasoning(version.model or doc.get("model"))
+        if api == "chat":
+            injected = inject_chat(doc, rendered, version, reasoning=reasoning)
+            out = injected.body
         else:
-            out = inject_responses(doc, rendered, version)
+            injected = inject_responses(doc, rendered, version, reasoning=reasoning)
+            out = injected.body
+        call.replaced_system = injected.replaced_system
         call.resolved = resolved
         call.request = out
         call.model = out.get("model") if isinstance(out.get("model"), str) else None
         call.body = orjson.dumps(out)
+
+    def _is_reasoning(self, model: object) -> bool:
+        """Whether the model a managed call is sent with takes reasoning-model parameters.
+
+        The model decides the provider, so its `model_quirks.reasoning` globs count too. An
+        unroutable model or an unserved alias is False here; prepare() refuses it right after.
+        """
+        if not isinstance(model, str) or model.startswith(MODEL_ALIAS):
+            return False
+        try:
+            extra = self._router.provider_for(model).reasoning_models
+        except ModelNotRouted:
+            extra = ()
+        return is_reasoning_model(model, extra)
 
     @staticmethod
     def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:
@@ -269,9 +350,33 @@ class GatewayService:
         return doc
 
     async def open(self, call: Call) -> UpstreamResponse:
-        """Send the call; the time until the provider's headers counts as upstream wait."""
+        """Send the call; the time until the provider's headers counts as upstream wait.
+
+        A provider that refuses the `stream_options` the gateway added (400 naming it: strict
+        backends such as vLLM) gets the request once more without it, and is remembered, so
+        later streams to it are sent as the client wrote them.
+        """
         sent = time.perf_counter()
         try:
+            response = await self._upstream.send(
+                call.provider, call.method, call.path, call.headers, call.body
+            )
+            if response.status != 400 or not call.strip_usage:
+                return response
+            try:
+                answer = await response.read()
+            finally:
+                await response.close()
+            if b"stream_options" not in answer:
+                return BufferedResponse(response.status, response.headers, answer)
+            log.warning(
+                "provider %s refused stream_options; streams to it are now sent without it "
+                "and their tokens counted by the gateway",
+                call.provider.name,
+            )
+            self._usage_refused.add(call.provider.name)
+            call.strip_usage = False
+            call.body = _without_usage(call)
             return await self._upstream.send(
                 call.provider, call.method, call.path, call.headers, call.body
             )
@@ -302,7 +407,8 @@ class GatewayService:
         outcome: Outcome | None = None,
         error: GatewayError | None = None,
     ) -> CallRecord:
-        """Build the call's record and hand it to the span and every observer."""
+        """Build the call's record and hand it to the span and every observer (once a call)."""
+        call.finished = True
         record = self._record(call, status, outcome, error)
         if call.span is not None:
             call.span.finish(record)
@@ -365,6 +471,7 @@ class GatewayService:
                 assignment=resolved.assignment,
                 template=self._template(version),
                 variables=call.variables or {},
+                replaced_system=call.replaced_system or 0,
             )
         request = call.request or {}
         capture = self._capture
@@ -485,6 +592,22 @@ def _prompt_headers(wanted: Mapping[bytes, str]) -> PromptHeaders:
                 param="X-Prompt-Variables",
             )
     return PromptHeaders(name, wanted.get(b"x-prompt-version"), variables)
+
+
+def _without_usage(call: Call) -> bytes:
+    """The call's body without the include_usage the gateway added (the client's bytes when
+    it was unmanaged and had no stream_options of its own)."""
+    request = dict(call.request or {})
+    options = request.get("stream_options")
+    if call.resolved is None and options is None:
+        return cast(bytes, call.body)[: -len(_USAGE_SPLICE)] + b"}"
+    if isinstance(options, Mapping):
+        rest = {k: v for k, v in options.items() if k != "include_usage"}
+        if rest:
+            request["stream_options"] = rest
+        else:
+            del request["stream_options"]
+    return orjson.dumps(request)
 
 
 def _splice_usage(body: bytes, doc: Mapping[str, Any]) -> bytes:

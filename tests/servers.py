@@ -44,6 +44,9 @@ class StreamWatch:
 class ThreadedServer:
     """An aiohttp app on a loopback port, served by an event loop in a thread of its own."""
 
+    client_max_size = 1 << 20
+    """Largest request body the server reads (aiohttp answers 413 past it)."""
+
     def __init__(self) -> None:
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
@@ -58,7 +61,7 @@ class ThreadedServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        app = web.Application()
+        app = web.Application(client_max_size=self.client_max_size)
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
@@ -387,6 +390,8 @@ class ScriptedProvider(ThreadedServer):
     other paths get 200 `{"path": ...}`. Tests of the relay use it to play providers that
     compress, stream odd content types, stall or drop the connection.
     """
+
+    client_max_size = 1 << 30  # uploads of hundreds of MB pass through the gateway
 
     def __init__(self, base_path: str = "/v1") -> None:
         self.requests: list[Recorded] = []

@@ -52,6 +52,7 @@ def create_app(
     proxy = ProxyApp(
         service,
         max_body_bytes=settings.server.max_body_bytes,
+        max_upload_bytes=settings.server.max_upload_bytes,
         keep_text=settings.telemetry.capture_content,
     )
 

@@ -1,8 +1,18 @@
 """The OpenAI-compatible surface under /v1: a raw ASGI app, so the hot path does only what it must.
 
-Bodies are read once; non-streamed answers are passed through whole with the gateway's headers;
-streamed answers are relayed chunk by chunk as they arrive. A client that hangs up mid-stream
-cancels the relay, which closes the provider connection.
+What the relay guarantees (PRODUCT §7):
+
+- JSON bodies are read once, whole (server.max_body_bytes); other bodies are streamed to the
+  provider as they arrive (server.max_upload_bytes, `uploads.py`).
+- Whether an answer is relayed chunk by chunk is decided by the answer: an event stream, or any
+  body without a content-length, or one that is not JSON, is passed on as it arrives. Only JSON
+  with a length is read whole, to read its usage.
+- A compressed event stream stays compressed and live; a decoded copy is read for usage.
+- A client that hangs up at any point after its request arrived cancels the provider request at
+  once (`HangUp`); the call is recorded with status 499. A provider that breaks off a stream is
+  recorded as `upstream_reset` / `upstream_timeout`, and the client's stream is cut too, so it
+  never mistakes a broken answer for a complete one.
+- The overhead header and metric exclude every wait for the provider, headers and body alike.
 """
 
 from __future__ import annotations
@@ -11,13 +21,18 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from typing import Any
 
 import orjson
 
 from gateway.api.errors import error_body
+from gateway.api.uploads import Upload
+from gateway.core.chat import wants_usage
+from gateway.core.encoding import Recoder, codec_of
+from gateway.core.multipart import form_boundary
 from gateway.core.sse import Outcome, SSETap, read_body
-from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.errors import ClientClosedRequest, GatewayError, PayloadTooLarge, UpstreamReset
 from gateway.service import Call, GatewayService, new_request_id
 from gateway.upstream.base import Headers, UpstreamResponse
 
@@ -29,16 +44,58 @@ Send = Any
 
 PREFIX = "/v1"
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class HangUp:
+    """Cancels the task serving a call when its client disconnects.
+
+    Armed once the request body has been read (until then, reading the body notices a hang-up
+    itself); disarmed before the last byte of the answer is sent, since the ASGI server reports a
+    finished response as a disconnect too.
+    """
+
+    __slots__ = ("_owner", "_receive", "_watch", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._owner = asyncio.current_task()
+        self._watch: asyncio.Task[None] | None = None
+        self.fired = False
+
+    def arm(self) -> None:
+        """Start watching for the client's disconnect."""
+        if self._watch is None and self._owner is not None:
+            self._watch = asyncio.ensure_future(self._wait())
+
+    def disarm(self) -> None:
+        """Stop watching (the answer is complete, or the call is over)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    async def _wait(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.fired = True
+        assert self._owner is not None
+        self._owner.cancel()
 
 
 class ProxyApp:
     """ASGI app for every /v1/* path."""
 
     def __init__(
-        self, service: GatewayService, *, max_body_bytes: int, keep_text: bool = False
+        self,
+        service: GatewayService,
+        *,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        keep_text: bool = False,
     ) -> None:
         self._service = service
         self._max_body = max_body_bytes
+        self._max_upload = max_upload_bytes
         self._keep_text = keep_text
         """Collect streamed text (content capture); otherwise only chunks are counted."""
 
@@ -62,46 +119,115 @@ class ProxyApp:
             request_id=new_request_id(incoming),
             started=started,
         )
+        hang_up = HangUp(receive)
+        try:
+            await self._serve(call, receive, send, hang_up)
+        except asyncio.CancelledError:
+            if not hang_up.fired:
+                raise  # the server is shutting down, not the client leaving
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._closed_by_client(call)
+        finally:
+            hang_up.disarm()
+
+    async def _serve(self, call: Call, receive: Receive, send: Send, hang_up: HangUp) -> None:
+        service = self._service
         try:
             try:
-                service.prepare(call, await _read_body(receive, self._max_body))
+                if _is_upload(call):
+                    await self._prepare_upload(call, receive, hang_up)
+                else:
+                    body = await _read_body(receive, self._max_body, call.content_length)
+                    hang_up.arm()
+                    service.prepare(call, body)
             finally:
                 service.trace(call)
             upstream = await service.open(call)
+        except ClientClosedRequest:
+            self._closed_by_client(call)
+            return
         except GatewayError as exc:
+            hang_up.disarm()
             await _send_error(send, exc, call)
             service.finish(call, status=exc.status, error=exc)
             return
-        if call.stream and upstream.status < 300 and _is_event_stream(upstream.headers):
-            await self._relay(call, upstream, send, receive)
-        else:
-            await self._pass_whole(call, upstream, send)
+        try:
+            if _is_whole_json(upstream, self._max_body):
+                await self._pass_whole(call, upstream, send, hang_up)
+            else:
+                await self._relay(call, upstream, send, hang_up)
+        finally:
+            await upstream.close()
 
-    async def _pass_whole(self, call: Call, upstream: UpstreamResponse, send: Send) -> None:
+    async def _prepare_upload(self, call: Call, receive: Receive, hang_up: HangUp) -> None:
+        if call.content_length is not None and call.content_length > self._max_upload:
+            raise PayloadTooLarge(
+                f"The upload declares {call.content_length} bytes, over the gateway's limit of "
+                f"{self._max_upload} bytes (server.max_upload_bytes)."
+            )
+        upload = Upload(receive, limit=self._max_upload, on_complete=hang_up.arm)
+        model = None
+        boundary = form_boundary(call.content_type)
+        if boundary is not None and self._service.routes_by_model:
+            model = await upload.find_field(boundary, "model")
+        self._service.prepare_upload(call, upload.pieces(), model)
+
+    def _closed_by_client(self, call: Call) -> None:
+        call.disconnected = True
+        if not call.finished:
+            self._service.finish(
+                call,
+                status=ClientClosedRequest.status,
+                outcome=call.outcome,
+                error=ClientClosedRequest("The client closed the connection first."),
+            )
+
+    async def _pass_whole(
+        self, call: Call, upstream: UpstreamResponse, send: Send, hang_up: HangUp
+    ) -> None:
         waited = time.perf_counter()
         try:
             body = await upstream.read()
         except GatewayError as exc:
+            hang_up.disarm()
             await _send_error(send, exc, call)
             self._service.finish(call, status=exc.status, error=exc)
             return
         finally:
             call.upstream_wait += time.perf_counter() - waited
-            await upstream.close()
         headers = _response_headers(call, upstream.headers)
         headers.append((b"content-length", str(len(body)).encode()))
+        hang_up.disarm()
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         outcome = Outcome()
         if upstream.status < 300 and call.genai_operation is not None:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                read_body(orjson.loads(body), outcome, keep_text=True)
+            with contextlib.suppress(orjson.JSONDecodeError, ValueError, zlib.error):
+                encoding = _header(upstream.headers, b"content-encoding")
+                codec = codec_of(encoding)
+                readable = Recoder(codec).decode(body) if codec else body
+                read_body(orjson.loads(readable), outcome, keep_text=True)
         self._service.finish(call, status=upstream.status, outcome=outcome)
 
     async def _relay(
-        self, call: Call, upstream: UpstreamResponse, send: Send, receive: Receive
+        self, call: Call, upstream: UpstreamResponse, send: Send, hang_up: HangUp
     ) -> None:
-        tap = SSETap(orjson.loads, strip_usage=call.strip_usage, keep_text=self._keep_text)
+        tap = recoder = None
+        if _header(upstream.headers, b"content-type").startswith("text/event-stream"):
+            try:
+                codec = codec_of(_header(upstream.headers, b"content-encoding") or None)
+            except ValueError:  # a coding the gateway cannot read: relayed untouched, unread
+                codec = None
+            else:
+                tap = SSETap(
+                    orjson.loads,
+                    strip_usage=call.strip_usage,
+                    keep_text=self._keep_text or _estimates_usage(call),
+                )
+                recoder = Recoder(codec) if codec else None
+        call.outcome = tap.outcome if tap is not None else None
         await send(
             {
                 "type": "http.response.start",
@@ -109,41 +235,107 @@ class ProxyApp:
                 "headers": _response_headers(call, upstream.headers),
             }
         )
-
-        async def pump() -> None:
-            async for chunk in upstream.chunks():
-                out = tap.feed(chunk)
+        pieces = upstream.chunks()
+        try:
+            while True:
+                waited = time.perf_counter()
+                try:
+                    chunk = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    call.upstream_wait += time.perf_counter() - waited
+                if tap is None:
+                    out = chunk
+                elif recoder is None:
+                    out = tap.feed(chunk)
+                elif call.strip_usage:  # the gateway edits the stream: compress its edit again
+                    out = recoder.encode(tap.feed(recoder.decode(chunk)))
+                else:  # forward the provider's bytes; read a decoded copy
+                    tap.feed(recoder.decode(chunk))
+                    out = chunk
                 if out:
                     if call.first_chunk is None:
                         call.first_chunk = time.perf_counter()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            await send({"type": "http.response.body", "body": tap.finish(), "more_body": False})
+        except (GatewayError, zlib.error) as exc:
+            error = exc if isinstance(exc, GatewayError) else _corrupt(call)
+            log.warning(
+                "provider stream broke off: %s",
+                error.message,
+                extra={"request_id": call.request_id},
+            )
+            # Returning without the last body message cuts the client's connection: a broken
+            # answer must not look complete.
+            self._service.finish(call, status=upstream.status, outcome=call.outcome, error=error)
+            return
+        tail = b""
+        if tap is not None:
+            tail = tap.finish()
+            if recoder is not None:
+                tail = recoder.encode(tail) + recoder.finish() if call.strip_usage else b""
+        hang_up.disarm()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        self._service.finish(call, status=upstream.status, outcome=call.outcome)
 
-        relay = asyncio.ensure_future(pump())
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        try:
-            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
-            if not relay.done():
-                relay.cancel()  # the client hung up: stop reading from the provider
-                call.disconnected = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
-        except Exception:
-            log.exception("stream relay failed", extra={"request_id": call.request_id})
-        finally:
-            watcher.cancel()
-            relay.cancel()
-            await upstream.close()
-            self._service.finish(call, status=upstream.status, outcome=tap.outcome)
+
+def _is_upload(call: Call) -> bool:
+    """A body to stream, not to read: a non-JSON body on a path that is not chat or responses."""
+    content_type = call.content_type
+    return (
+        call.operation == "proxy"
+        and call.method in _BODY_METHODS
+        and bool(content_type)
+        and not content_type.startswith("application/json")
+        and "+json" not in content_type.split(";", 1)[0]
+    )
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+def _is_whole_json(upstream: UpstreamResponse, limit: int) -> bool:
+    """A JSON answer of known, bounded length: read whole (for its usage), then sent."""
+    length = upstream.length
+    return (
+        length is not None
+        and length <= limit
+        and "json" in _header(upstream.headers, b"content-type")
+    )
+
+
+def _estimates_usage(call: Call) -> bool:
+    """A chat stream that will carry no usage: keep its text to count tokens with tiktoken."""
+    request = call.request
+    return (
+        call.operation == "chat"
+        and not call.strip_usage
+        and not (request is not None and wants_usage(request))
+    )
+
+
+def _header(headers: Headers, name: bytes) -> str:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1").lower()
+    return ""
+
+
+def _corrupt(call: Call) -> GatewayError:
+    return UpstreamReset(f"Provider {call.provider.name!r} sent a corrupt compressed stream.")
+
+
+async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(
+            f"The request body declares {declared} bytes, over the gateway's limit of {limit} "
+            "bytes for JSON bodies (server.max_body_bytes)."
+        )
     chunks = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b""
+            raise ClientClosedRequest(
+                f"The client hung up after {size} bytes of its request body; nothing was sent."
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -154,15 +346,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _is_event_stream(headers: Headers) -> bool:
-    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
 
 
 # The ASGI server writes its own date and server headers; the provider's would be duplicates.
@@ -188,6 +371,7 @@ def _gateway_headers(call: Call) -> Headers:
         headers.append((b"x-prompt-name", resolved.version.name.encode()))
         headers.append((b"x-prompt-version", resolved.version.version.encode()))
         headers.append((b"x-prompt-variant", resolved.variant.encode()))
+        headers.append((b"x-prompt-replaced-system", b"%d" % (call.replaced_system or 0)))
         if resolved.experiment is not None:
             headers.append((b"x-prompt-experiment", resolved.experiment.id.encode()))
     return headers

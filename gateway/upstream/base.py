@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
 from gateway.upstream.routing import Provider
@@ -40,24 +40,50 @@ def connection_options(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
+Body = bytes | AsyncIterable[bytes] | None
+"""A request body: bytes read whole (JSON), or an upload streamed as it arrives."""
+
+
 class UpstreamResponse(Protocol):
     """A provider's answer: status and headers at once, the body read or streamed after."""
 
     status: int
     headers: Headers
-    """Response headers, lower-case names, hop-by-hop ones removed."""
+    """Response headers, lower-case names, hop-by-hop ones (and content-length) removed."""
+    length: int | None
+    """The declared content-length; None when the body is chunked or ends with the connection."""
 
     async def read(self) -> bytes:
-        """The whole body. Raises UpstreamTimeout when the provider stalls."""
+        """The whole body. Raises UpstreamTimeout when the provider stalls, UpstreamReset when
+        it drops the connection."""
         ...
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, chunk by chunk."""
+        """The body as it arrives, chunk by chunk; raises as `read` does."""
         ...
 
     async def close(self) -> None:
         """Release the connection: reused when the body was read to the end, else dropped."""
         ...
+
+
+class BufferedResponse:
+    """An answer whose body was already read (the gateway looked at it before relaying it)."""
+
+    def __init__(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.length: int | None = len(body)
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    async def close(self) -> None:
+        return None
 
 
 class Upstream(Protocol):
@@ -69,9 +95,13 @@ class Upstream(Protocol):
         method: str,
         path: str,
         headers: Sequence[tuple[str, str]],
-        body: bytes | None,
+        body: Body,
     ) -> UpstreamResponse:
-        """Send `method base_url+path`; return once the status line and headers arrived."""
+        """Send `method base_url+path`; return once the status line and headers arrived.
+
+        A streamed body that raises (the client hung up, or sent too much) aborts the request:
+        the provider never sees it as complete, and `send` raises what the body raised.
+        """
         ...
 
     async def close(self) -> None:

@@ -5,14 +5,14 @@ This is the only module that imports an HTTP client library; nothing else knows 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 import aiohttp
 from yarl import URL
 
-from gateway.errors import UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import UpstreamReset, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import UpstreamSettings
-from gateway.upstream.base import Headers, UpstreamResponse, connection_options
+from gateway.upstream.base import Body, Headers, UpstreamResponse, connection_options
 from gateway.upstream.mock import MockUpstream
 from gateway.upstream.routing import Provider
 
@@ -25,6 +25,7 @@ class HttpResponse:
         self._provider = provider
         self._done = False
         self.status = response.status
+        self.length = response.content_length
         raw = response.raw_headers
         drop = connection_options(raw)
         self.headers: Headers = [
@@ -37,13 +38,19 @@ class HttpResponse:
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise _timeout(self._provider) from exc
         except aiohttp.ClientError as exc:
-            raise _unreachable(self._provider, exc) from exc
+            raise _reset(self._provider, exc) from exc
         self._done = True
         return body
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.content.iter_any():
-            yield chunk
+        content = self._response.content
+        try:
+            while chunk := await content.readany():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise _timeout(self._provider) from exc
+        except aiohttp.ClientError as exc:
+            raise _reset(self._provider, exc) from exc
         self._done = True
 
     async def close(self) -> None:
@@ -86,23 +93,33 @@ class HttpUpstream:
         method: str,
         path: str,
         headers: Sequence[tuple[str, str]],
-        body: bytes | None,
+        body: Body,
     ) -> UpstreamResponse:
         if provider.is_mock:
+            if body is not None and not isinstance(body, bytes):
+                async for _ in body:  # the mock serves JSON routes only: drain, keep nothing
+                    pass
+                body = None
             return await self._mock.send(provider, method, path, headers, body)
         session = self._session or self._open()
+        failed: list[BaseException] = []
+        data = body if body is None or isinstance(body, bytes) else _watched(body, failed)
         try:
             response = await session.request(
                 method,
                 # encoded=True: the checked path goes out byte for byte, never re-normalised.
                 URL(provider.base_url + path, encoded=True),
                 headers=list(headers),
-                data=body,
+                data=data,
                 allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if failed:
+                raise failed[0] from exc
             raise _timeout(provider) from exc
         except aiohttp.ClientError as exc:
+            if failed:  # the upload broke off: say why, not that the provider failed
+                raise failed[0] from exc
             raise _unreachable(provider, exc) from exc
         return HttpResponse(response, provider)
 
@@ -110,6 +127,25 @@ class HttpUpstream:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _watched(body: AsyncIterable[bytes], failed: list[BaseException]) -> AsyncIterator[bytes]:
+    """The upload as it arrives; what stops it early is kept, since aiohttp reports only that
+    the request failed. Raising here aborts the request: the provider never gets a complete
+    body (the chunked terminator or the declared length never arrive)."""
+    try:
+        async for piece in body:
+            yield piece
+    except Exception as exc:
+        failed.append(exc)
+        raise
+
+
+def _reset(provider: Provider, exc: BaseException) -> UpstreamReset:
+    return UpstreamReset(
+        f"Provider {provider.name!r} ({provider.address}) broke off its answer "
+        f"({type(exc).__name__})."
+    )
 
 
 def _unreachable(provider: Provider, exc: BaseException) -> UpstreamUnreachable:

@@ -1,0 +1,95 @@
+"""Request bodies that are not JSON (multipart uploads, files, audio): streamed, never held whole.
+
+An `Upload` hands the client's body to the provider piece by piece as it arrives, up to
+`server.max_upload_bytes`. A multipart body is routed by its `model` field: the pieces before
+that field are kept in a spooled temporary file (memory up to SPOOL_MEMORY, then disk) and sent
+first, so openai-node, which sends the file before the model, is routed like openai-python. A
+client that hangs up or sends too much raises, which aborts the provider request: an incomplete
+upload is never forwarded as complete.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO, Any
+
+from gateway.core.multipart import FormFieldScanner
+from gateway.errors import ClientClosedRequest, PayloadTooLarge
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+SPOOL_MEMORY = 1 << 20
+READ_SIZE = 1 << 16
+
+
+class Upload:
+    """The client's request body as an async stream of pieces, with an optional field lookup."""
+
+    def __init__(
+        self, receive: Receive, *, limit: int, on_complete: Callable[[], None] | None = None
+    ) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._on_complete = on_complete
+        self._size = 0
+        self._ended = False
+        self._spool: IO[bytes] | None = None
+
+    async def find_field(self, boundary: bytes, name: str) -> str | None:
+        """The text field `name` of this multipart body, read before anything is sent.
+
+        The pieces read to find it are kept and come first out of `pieces()`.
+        """
+        scanner = FormFieldScanner(boundary, name)
+        # Not a `with`: the spool outlives this method, and pieces() closes it once replayed.
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+        self._spool = spool
+        try:
+            while not scanner.done:
+                piece = await self._next()
+                if piece is None:
+                    scanner.finish()
+                    break
+                spool.write(piece)
+                scanner.feed(piece)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return scanner.value
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """The body, from its first byte, as it arrives. Raises ClientClosedRequest when the
+        client hangs up before the end, PayloadTooLarge past the limit."""
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            try:
+                while held := spool.read(READ_SIZE):
+                    yield held
+            finally:
+                spool.close()
+        while (piece := await self._next()) is not None:
+            if piece:
+                yield piece
+
+    async def _next(self) -> bytes | None:
+        if self._ended:
+            return None
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ClientClosedRequest(
+                f"The client hung up after {self._size} bytes of its upload; nothing was "
+                "forwarded as complete."
+            )
+        piece: bytes = message.get("body", b"")
+        self._size += len(piece)
+        if self._size > self._limit:
+            raise PayloadTooLarge(
+                f"The upload is over the gateway's limit of {self._limit} bytes "
+                "(server.max_upload_bytes)."
+            )
+        if not message.get("more_body"):
+            self._ended = True
+            if self._on_complete is not None:
+                self._on_complete()
+        return piece
