@@ -99,7 +99,7 @@ def wait_port(port: int, seconds: float = 15) -> None:
     raise TimeoutError(f"nothing on port {port}")
 
 
-def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
+def start_nginx(work: Path, port: int, sink_port: int = 9) -> subprocess.Popen[bytes]:
     def literal(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -127,6 +127,16 @@ http {{
     location = /sse/v1/chat/completions {{
       default_type text/event-stream;
       return 200 {literal(sse_body())};
+    }}
+    location = /v1/files {{  # to an upload sink that reads every byte (bench_bodies.py)
+      client_max_body_size 0;
+      proxy_request_buffering off;
+      proxy_http_version 1.1;
+      proxy_pass http://127.0.0.1:{sink_port};
+    }}
+    location /v1/responses/ {{
+      alias {work}/events/;
+      default_type text/event-stream;
     }}
   }}
 }}

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from gateway.api.errors import error_body
-from gateway.api.uploads import Upload
+from gateway.api.uploads import MODEL_FORMS, Upload
 from gateway.core.chat import wants_usage
 from gateway.core.encoding import Recoder, codec_of
 from gateway.core.multipart import form_boundary
@@ -170,7 +170,7 @@ class ProxyApp:
         upload = Upload(receive, limit=self._max_upload, on_complete=hang_up.arm)
         model = None
         boundary = form_boundary(call.content_type)
-        if boundary is not None and self._service.routes_by_model:
+        if boundary is not None and call.route in MODEL_FORMS and self._service.routes_by_model:
             model = await upload.find_field(boundary, "model")
         self._service.prepare_upload(call, upload.pieces(), model)
 

@@ -6,6 +6,9 @@ that field are kept in a spooled temporary file (memory up to SPOOL_MEMORY, then
 first, so openai-node, which sends the file before the model, is routed like openai-python. A
 client that hangs up or sends too much raises, which aborts the provider request: an incomplete
 upload is never forwarded as complete.
+
+Only the endpoints whose form carries a model (MODEL_FORMS) are searched, and at most SPOOL_LIMIT
+bytes: `/files` and `/uploads` have no model and go to the default provider at once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ from gateway.errors import ClientClosedRequest, PayloadTooLarge
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 SPOOL_MEMORY = 1 << 20
+SPOOL_LIMIT = 64 << 20
+"""Most of an upload held while looking for its model field (OpenAI takes 25 MB of audio)."""
 READ_SIZE = 1 << 16
+# The multipart endpoints whose form has a `model` field; others (files, uploads) have none.
+MODEL_FORMS = frozenset(
+    {
+        "/audio/transcriptions",
+        "/audio/translations",
+        "/images/edits",
+        "/images/variations",
+        "/videos",
+    }
+)
 
 
 class Upload:
@@ -38,7 +53,8 @@ class Upload:
     async def find_field(self, boundary: bytes, name: str) -> str | None:
         """The text field `name` of this multipart body, read before anything is sent.
 
-        The pieces read to find it are kept and come first out of `pieces()`.
+        The pieces read to find it are kept and come first out of `pieces()`; past SPOOL_LIMIT
+        bytes the search stops (None), so no upload is held whole.
         """
         scanner = FormFieldScanner(boundary, name)
         # Not a `with`: the spool outlives this method, and pieces() closes it once replayed.
@@ -52,6 +68,8 @@ class Upload:
                     break
                 spool.write(piece)
                 scanner.feed(piece)
+                if self._size > SPOOL_LIMIT:
+                    break
         except BaseException:
             spool.close()
             raise

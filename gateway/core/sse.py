@@ -128,7 +128,7 @@ class SSETap:
         kept: list[bytes] = []
         start = 0
         while (end := event_end(buffer, max(start, self._scanned))) >= 0:
-            event = bytes(buffer[start:end])
+            event = bytes(memoryview(buffer)[start:end])
             start = end
             self._scanned = 0
             if self._observe(event):
@@ -153,6 +153,8 @@ class SSETap:
     def _observe(self, event: bytes) -> bool:
         """Record what the event says; False when it is the usage chunk to remove."""
         self.events += 1
+        if len(event) > _WHOLE_PROBE and not self._worth_reading(event):
+            return True  # a huge event of no interest (an image's partial): never split or copied
         data = _data(event)
         if data is None or data == b"[DONE]":
             return True
@@ -183,6 +185,15 @@ class SSETap:
             if isinstance(doc, Mapping):
                 self._responses_event(doc)
         return True
+
+    def _worth_reading(self, event: bytes) -> bool:
+        """Whether a huge event may say something the tap records, judged by its two ends."""
+        head, tail = event[:_END_PROBE], event[-_END_PROBE:]
+        return (
+            b'"choices"' in head
+            or any(kind in head for kind in _RESPONSE_EVENTS)
+            or (self._keep_text and (b"delta" in head or b"delta" in tail))
+        )
 
     def _chat_chunk(self, doc: Mapping[str, Any]) -> bool:
         outcome = self.outcome
