@@ -148,6 +148,8 @@ class GatewayService:
         self._templates: dict[str, str] = {}
         self._clock = clock
         self._usage_refused: set[str] = set()
+        self._reasoning: dict[str, bool] = {}
+        """Whether each model seen takes reasoning-model parameters, decided once."""
         """Providers that answered 400 to stream_options: never sent it again."""
 
     def arrive(
@@ -322,11 +324,16 @@ class GatewayService:
         """
         if not isinstance(model, str) or model.startswith(MODEL_ALIAS):
             return False
-        try:
-            extra = self._router.provider_for(model).reasoning_models
-        except ModelNotRouted:
-            extra = ()
-        return is_reasoning_model(model, extra)
+        found = self._reasoning.get(model)
+        if found is None:
+            try:
+                extra = self._router.provider_for(model).reasoning_models
+            except ModelNotRouted:
+                extra = ()
+            found = is_reasoning_model(model, extra)
+            if len(self._reasoning) < 4096:  # bounded: model names come from clients
+                self._reasoning[model] = found
+        return found
 
     @staticmethod
     def _parse(body: bytes, *, required: bool) -> dict[str, Any] | None:

@@ -16,6 +16,9 @@ from gateway.errors import InvalidPath
 
 # RFC 3986 pchar (unreserved, pct-encoded, sub-delims, ":" and "@") plus the "/" separator.
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+# The common case, checked in one step: segments of letters, digits, `_`, `-` and `:` (no dot, no
+# percent sign, so nothing to decode and no dot segment possible).
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9_\-:]+)+")
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_DECODED = re.compile(r"[/\\%\x00-\x1f\x7f]")
 _DOT_SEGMENTS = frozenset({".", ".."})
@@ -32,7 +35,7 @@ def upstream_path(path: str) -> str:
     nor `..` (nor one with `;parameters`, which some servers strip) and holds no `/`, `\\`, `%`
     (a second encoding layer) or control character. Raises InvalidPath (400 invalid_path).
     """
-    if not path:
+    if not path or _PLAIN.fullmatch(path) is not None:
         return path
     if not path.startswith("/") or _PATH_CHARS.fullmatch(path) is None:
         raise _refuse(path, "it holds characters a URL path may not hold")

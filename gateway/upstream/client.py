@@ -12,9 +12,17 @@ from yarl import URL
 
 from gateway.errors import UpstreamReset, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import UpstreamSettings
-from gateway.upstream.base import Body, Headers, UpstreamResponse, connection_options
+from gateway.upstream.base import (
+    HOP_BY_HOP,
+    Body,
+    Headers,
+    UpstreamResponse,
+    connection_options,
+)
 from gateway.upstream.mock import MockUpstream
 from gateway.upstream.routing import Provider
+
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 class HttpResponse:
@@ -26,11 +34,19 @@ class HttpResponse:
         self._done = False
         self.status = response.status
         self.length = response.content_length
-        raw = response.raw_headers
-        drop = connection_options(raw)
-        self.headers: Headers = [
-            (lower, value) for name, value in raw if (lower := name.lower()) not in drop
-        ]
+        headers: Headers = []
+        connection = None
+        for name, value in response.raw_headers:
+            lower = name.lower()
+            if lower not in HOP_BY_HOP:
+                headers.append((lower, value))
+            elif lower == b"connection":
+                connection = value
+        if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+            # Headers the provider's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
+            named = connection_options([(b"connection", connection)])
+            headers = [(n, v) for n, v in headers if n not in named]
+        self.headers = headers
 
     async def read(self) -> bytes:
         try:
@@ -69,6 +85,8 @@ class HttpUpstream:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._mock = MockUpstream()
+        self._urls: dict[str, tuple[Provider, URL]] = {}
+        """The URL of each recent path, built once (with the provider it was built for)."""
 
     def _open(self) -> aiohttp.ClientSession:
         settings = self._settings
@@ -102,13 +120,19 @@ class HttpUpstream:
                 body = None
             return await self._mock.send(provider, method, path, headers, body)
         session = self._session or self._open()
+        url = self._urls.get(path)
+        if url is None or url[0] is not provider:
+            # encoded=True: the checked path goes out byte for byte, never re-normalised.
+            url = (provider, URL(provider.base_url + path, encoded=True))
+            if len(self._urls) >= 1024:  # bounded: paths come from clients
+                self._urls.clear()
+            self._urls[path] = url
         failed: list[BaseException] = []
         data = body if body is None or isinstance(body, bytes) else _watched(body, failed)
         try:
             response = await session.request(
                 method,
-                # encoded=True: the checked path goes out byte for byte, never re-normalised.
-                URL(provider.base_url + path, encoded=True),
+                url[1],
                 headers=list(headers),
                 data=data,
                 allow_redirects=False,

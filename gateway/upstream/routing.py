@@ -27,22 +27,21 @@ class Provider:
     reasoning_models: tuple[str, ...] = ()
     """Globs of models that take reasoning-model parameters, beyond OpenAI's own (model_quirks)."""
 
-    @property
-    def is_mock(self) -> bool:
-        return self.base_url == MOCK
+    is_mock: bool = field(init=False, repr=False, compare=False)
+    """The built-in mock provider."""
+    address: str = field(init=False, repr=False, compare=False)
+    """The host name, for spans and error messages (never the key); `mock` for the mock."""
+    port: int | None = field(init=False, repr=False, compare=False)
+    """The port, explicit or the scheme's default; None for the mock."""
 
-    @property
-    def port(self) -> int | None:
-        """The port, explicit or the scheme's default; None for the mock."""
-        if self.is_mock:
-            return None
+    def __post_init__(self) -> None:
+        # Derived once: spans and logs read them on every call.
+        mock = self.base_url == MOCK
         parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def address(self) -> str:
-        """The host name, for spans and error messages (never the key)."""
-        return MOCK if self.is_mock else (urlsplit(self.base_url).hostname or self.base_url)
+        object.__setattr__(self, "is_mock", mock)
+        object.__setattr__(self, "address", MOCK if mock else parts.hostname or self.base_url)
+        port = None if mock else parts.port or (443 if parts.scheme == "https" else 80)
+        object.__setattr__(self, "port", port)
 
 
 @dataclass(frozen=True, slots=True)
