@@ -15,6 +15,7 @@ def describe(version: PromptVersion) -> list[str]:
         f"max_tokens: {version.max_tokens}",
         f"tags: {', '.join(version.tags)}",
         f"variables: {', '.join(version.variables)}",
+        f"client_system: {version.client_system}",
     ]
     for message in version.messages:
         lines.append(f"--- {message.role}")
