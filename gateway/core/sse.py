@@ -89,11 +89,7 @@ def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
             if choice.get("finish_reason"):
                 outcome.finish_reasons.append(str(choice["finish_reason"]))
             message = choice.get("message")
-            if (
-                keep_text
-                and isinstance(message, dict)
-                and isinstance(message.get("content"), str)
-            ):
+            if keep_text and isinstance(message, dict) and isinstance(message.get("content"), str):
                 outcome.output_text.append(message["content"])
     if doc.get("object") == "response":
         status = doc.get("status")
