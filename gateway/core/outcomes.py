@@ -1,0 +1,99 @@
+"""What an experiment measures: exposures (calls served in it), feedback, and per-unit aggregates.
+
+The unit of analysis is the user (the hash of the user key); a call assigned at random (no user
+key) is a unit of its own, keyed by its request id. Every call served while an experiment runs is
+an `Exposure`; apps report outcomes the gateway cannot see as `Feedback` (`POST /v1/feedback`).
+Stores keep, per experiment, arm and unit, the running sums that results need (`UnitOutcome`),
+so results cost time in units, not in requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Variant = Literal["control", "treatment"]
+FeedbackMetric = Literal["user_satisfaction", "task_completion"]
+FEEDBACK_METRICS: tuple[FeedbackMetric, ...] = ("user_satisfaction", "task_completion")
+Direction = Literal["higher_is_better", "lower_is_better"]
+
+DIRECTIONS: dict[str, Direction] = {
+    "user_satisfaction": "higher_is_better",
+    "task_completion": "higher_is_better",
+    "latency": "lower_is_better",
+    "cost_per_task": "lower_is_better",
+}
+"""Which way each metric (PRODUCT §11) improves."""
+
+BINARY_METRICS = frozenset({"task_completion"})
+"""Metrics whose values are 0 or 1 (compared with a two-proportion z-test)."""
+
+SATISFACTION_RANGE = (0.0, 5.0)
+"""`user_satisfaction` values: a rating from 0 to 5 (thumbs down/up as 0/1 fit too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """One call served while an experiment ran."""
+
+    request_id: str
+    experiment_id: str
+    variant: Variant
+    version: str
+    unit: str
+    """The user key's hash, or the request id when the call was assigned at random."""
+    at: datetime
+    latency_ms: float
+    """End to end, arrival to last byte."""
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    """None when the price table has no price for the model."""
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """An outcome an app reports for one call; a later value for the same metric replaces it."""
+
+    request_id: str
+    metric: FeedbackMetric
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOutcome:
+    """One unit's aggregate of one metric in one arm of an experiment."""
+
+    variant: Variant
+    unit: str
+    requests: int
+    """Exposures of the unit."""
+    total: float
+    """Sum of the metric's values: latencies (ms), costs (USD), or feedback values."""
+    count: int
+    """How many values the sum holds (0: the unit has no value for this metric)."""
+
+    @property
+    def mean(self) -> float | None:
+        """The unit's own mean of the metric, None without a value."""
+        return self.total / self.count if self.count else None
+
+
+def check_feedback_value(metric: str, value: object) -> str | None:
+    """Why `value` is not a valid `metric` value, or None when it is.
+
+    `task_completion` is 0 or 1; `user_satisfaction` a finite number in SATISFACTION_RANGE.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"value must be a number, not {type(value).__name__}"
+    if not math.isfinite(value):
+        return "value must be a finite number"
+    if metric == "task_completion" and value not in (0, 1):
+        return f"task_completion is 0 or 1, not {value:g}"
+    low, high = SATISFACTION_RANGE
+    if metric == "user_satisfaction" and not low <= value <= high:
+        return f"user_satisfaction is between {low:g} and {high:g}, not {value:g}"
+    return None
