@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
+from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
 
 Plan = Callable[[PromptState, frozenset[str]], Change]
@@ -53,7 +55,59 @@ class PromptWriter(Protocol):
         ...
 
 
-class Store(PromptReader, PromptWriter, Protocol):
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one `record_outcomes` batch changed."""
+
+    exposures: int
+    """Exposures written (a request id already stored is not counted again)."""
+    feedback: int
+    """Feedback values applied (new, or replacing an earlier value of the same metric)."""
+    orphans: int
+    """Feedback values ignored: no exposure is stored for their request id."""
+
+
+class OutcomeStore(Protocol):
+    """Experiment exposures, feedback and per-unit aggregates (PRODUCT §11).
+
+    Written in batches by each gateway's recorder, off the request path; with a shared store,
+    every replica's batches land in the same aggregates.
+    """
+
+    async def record_outcomes(
+        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+    ) -> Recorded:
+        """Write one batch: the exposures first, then the feedback, atomically.
+
+        Each request id is recorded once: an exposure whose request id is already stored (or
+        came earlier in the batch) is ignored, so a batch retried after an error counts nothing
+        twice. A feedback value replaces the earlier value of the same (request id, metric), and
+        the unit's aggregate moves by the difference. Feedback for a request id with no stored
+        exposure is ignored (counted in `orphans`). Raises StoreUnavailable when the store does
+        not answer, and ValueError when a latency, cost or value is NaN or infinite; either way
+        nothing of the batch was written.
+        """
+        ...
+
+    async def exposure(self, request_id: str) -> Exposure | None:
+        """The exposure recorded for this request id, or None."""
+        ...
+
+    async def unit_outcomes(self, experiment_id: str, metric: str) -> list[UnitOutcome]:
+        """Every exposed unit of the experiment with its aggregate of `metric` (PRODUCT §11).
+
+        `latency`: the sum of latency_ms over the unit's exposures, count = exposures.
+        `cost_per_task`: the sum of cost_usd over exposures with a cost, count = those.
+        `user_satisfaction`, `task_completion`: the sum of the unit's feedback values (one per
+        request), count = how many. A unit without a value has count 0 and is still listed
+        (it counts for the sample-ratio check). Units come in no particular order; an experiment
+        never exposed has none. Costs time in units, not in exposures. Raises ValueError for any
+        other metric.
+        """
+        ...
+
+
+class Store(PromptReader, PromptWriter, OutcomeStore, Protocol):
     """A complete backend."""
 
     async def ping(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from gateway.core.model import (
     TestFailure,
     TestResults,
 )
+from gateway.core.outcomes import DIRECTIONS, Exposure, Feedback
 from gateway.core.rendering import Message
 
 
@@ -227,3 +229,79 @@ def load_state(
         history=history,
         experiments=tuple(experiments),
     )
+
+
+def utc_iso(at: datetime) -> str:
+    """An exposure's time as stored: ISO 8601 in UTC (a naive time is taken as UTC already)."""
+    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
+
+
+def dump_exposure(exposure: Exposure) -> bytes:
+    """Stored form of an exposure, without its request id (the key it is stored under).
+
+    An array in field order rather than an object: a store keeps one per call, a million per
+    experiment, and the field names would add about as much again. A field added later goes at
+    the end, so older documents keep their positions. The Redis script reads items 1, 2 and 4
+    (experiment id, variant, unit) to find the aggregate that a feedback value moves.
+    """
+    return orjson.dumps(
+        [
+            exposure.experiment_id,
+            exposure.variant,
+            exposure.version,
+            exposure.unit,
+            utc_iso(exposure.at),
+            exposure.latency_ms,
+            exposure.input_tokens,
+            exposure.output_tokens,
+            exposure.cost_usd,
+            exposure.status,
+        ]
+    )
+
+
+def load_exposure(request_id: str, raw: bytes | str) -> Exposure:
+    """Inverse of dump_exposure."""
+    experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = (
+        orjson.loads(raw)
+    )
+    return Exposure(
+        request_id=request_id,
+        experiment_id=experiment_id,
+        variant=variant,
+        version=version,
+        unit=unit,
+        at=datetime.fromisoformat(at),
+        latency_ms=latency,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=cost,
+        status=status,
+    )
+
+
+def check_outcomes(exposures: Sequence[Exposure], feedback: Sequence[Feedback]) -> None:
+    """Raise ValueError, before anything is written, when a batch holds a non-finite number.
+
+    Aggregates are sums: one NaN or infinity would spoil its unit's sum for good. JSON has no such
+    number either (orjson writes null), and the Redis script would stop on it halfway through a
+    batch, its earlier writes kept.
+    """
+    for e in exposures:
+        if not math.isfinite(e.latency_ms) or not math.isfinite(e.cost_usd or 0.0):
+            raise ValueError(
+                f"Exposure {e.request_id!r} has latency_ms={e.latency_ms!r}, "
+                f"cost_usd={e.cost_usd!r}; both must be finite numbers. Nothing was written."
+            )
+    for f in feedback:
+        if not math.isfinite(f.value):
+            raise ValueError(
+                f"Feedback {f.metric} for {f.request_id!r} is {f.value!r}; it must be a finite "
+                "number. Nothing was written."
+            )
+
+
+def check_metric(metric: str) -> None:
+    """Raise ValueError unless `metric` is one that experiments measure (PRODUCT §11)."""
+    if metric not in DIRECTIONS:
+        raise ValueError(f"Unknown metric {metric!r}; experiments measure {', '.join(DIRECTIONS)}.")

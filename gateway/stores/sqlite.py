@@ -1,18 +1,34 @@
-"""The embedded store: one SQLite file, safe for several processes on one host (WAL, IMMEDIATE)."""
+"""The embedded store: one SQLite file, safe for several processes on one host (WAL, IMMEDIATE).
+
+Experiment outcomes (PRODUCT §11) live in four tables beside the registry's:
+
+    exposures      one row per request id: the call as recorded (Exposure's fields)
+    feedback       one row per (request id, metric): the latest value
+    unit_totals    one row per (experiment, variant, unit): requests, latency and cost sums
+    unit_feedback  one row per (experiment, metric, variant, unit): the feedback sum and count
+
+Each `record_outcomes` batch updates the unit tables in the transaction that writes its rows, so
+`unit_outcomes` reads one row per unit and never scans exposures.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
+from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
 from gateway.errors import StoreUnavailable
 from gateway.stores import codec
-from gateway.stores.base import Plan
+from gateway.stores.base import Plan, Recorded
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -25,6 +41,72 @@ CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_name TEXT NOT NULL, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (1, 0);
+-- exposures keeps a rowid: rows are appended in arrival order and only the request id's index
+-- takes the random inserts, which makes a batch about a quarter cheaper than WITHOUT ROWID.
+CREATE TABLE IF NOT EXISTS exposures (
+    request_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, variant TEXT NOT NULL,
+    version TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL, latency_ms REAL NOT NULL,
+    input_tokens INTEGER, output_tokens INTEGER, cost_usd REAL, status INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (request_id, metric)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_totals (
+    experiment_id TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT NOT NULL,
+    requests INTEGER NOT NULL, latency_total REAL NOT NULL,
+    cost_total REAL NOT NULL, cost_count INTEGER NOT NULL,
+    PRIMARY KEY (experiment_id, variant, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unit_feedback (
+    experiment_id TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, unit TEXT NOT NULL,
+    total REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (experiment_id, metric, variant, unit)
+) WITHOUT ROWID;
+"""
+
+# Rows of a batch looked up in one statement: the ids travel as one JSON array parameter, so a
+# batch of any size needs no chunking under SQLite's limit on bound variables.
+_IN_BATCH = "request_id IN (SELECT value FROM json_each(?))"
+
+_INSERT_EXPOSURES = """
+INSERT INTO exposures (request_id, experiment_id, variant, version, unit, at, latency_ms,
+                       input_tokens, output_tokens, cost_usd, status)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
+FROM json_each(?) WHERE true
+ON CONFLICT (request_id) DO NOTHING
+"""
+# A request id already stored, or repeated within the batch, is not inserted, hence not added.
+
+_ADD_EXPOSURES = """
+INSERT INTO unit_totals (experiment_id, variant, unit, requests, latency_total, cost_total,
+                         cost_count)
+SELECT experiment_id, variant, unit, count(*), sum(latency_ms), total(cost_usd), count(cost_usd)
+FROM exposures WHERE rowid > ? GROUP BY experiment_id, variant, unit
+ON CONFLICT (experiment_id, variant, unit) DO UPDATE SET
+    requests = requests + excluded.requests,
+    latency_total = latency_total + excluded.latency_total,
+    cost_total = cost_total + excluded.cost_total,
+    cost_count = cost_count + excluded.cost_count
+"""
+
+_MOVE_FEEDBACK = """
+INSERT INTO unit_feedback (experiment_id, variant, unit, metric, total, count)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (experiment_id, metric, variant, unit) DO UPDATE SET
+    total = total + excluded.total, count = count + excluded.count
+"""
+
+_UNITS = {
+    "latency": "SELECT variant, unit, requests, latency_total, requests FROM unit_totals",
+    "cost_per_task": "SELECT variant, unit, requests, cost_total, cost_count FROM unit_totals",
+}
+_UNITS_FEEDBACK = """
+SELECT u.variant, u.unit, u.requests, coalesce(f.total, 0.0), coalesce(f.count, 0)
+FROM unit_totals AS u LEFT JOIN unit_feedback AS f
+    ON f.experiment_id = u.experiment_id AND f.metric = ? AND f.variant = u.variant
+       AND f.unit = u.unit
 """
 
 
@@ -49,8 +131,7 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite store {self.path} cannot be opened: {exc}") from exc
         try:
             if not self._ready:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
+                _prepare(conn)
                 self._ready = True
             yield conn
         except sqlite3.OperationalError as exc:
@@ -176,18 +257,93 @@ class SQLiteStore:
                 ).fetchall()
         return [codec.load_audit(doc) for (doc,) in reversed(rows)]
 
+    async def record_outcomes(
+        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+    ) -> Recorded:
+        codec.check_outcomes(exposures, feedback)
+        return await asyncio.to_thread(self._record_outcomes, exposures, feedback)
+
+    def _record_outcomes(
+        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+    ) -> Recorded:
+        with self._connect() as conn:
+            # IMMEDIATE: the batch's reads (which ids are stored, earlier feedback values) and its
+            # writes are one step, so two writers cannot both take a request id as new.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = _write_exposures(conn, exposures)
+                applied, orphans = _write_feedback(conn, feedback)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return Recorded(exposures=written, feedback=applied, orphans=orphans)
+
+    async def exposure(self, request_id: str) -> Exposure | None:
+        return await asyncio.to_thread(self._exposure, request_id)
+
+    def _exposure(self, request_id: str) -> Exposure | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT request_id, experiment_id, variant, version, unit, at, latency_ms, "
+                "input_tokens, output_tokens, cost_usd, status FROM exposures "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        rid, experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, st = (
+            row
+        )
+        return Exposure(
+            request_id=rid,
+            experiment_id=experiment_id,
+            variant=variant,
+            version=version,
+            unit=unit,
+            at=datetime.fromisoformat(at),
+            latency_ms=latency,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=cost,
+            status=st,
+        )
+
+    async def unit_outcomes(self, experiment_id: str, metric: str) -> list[UnitOutcome]:
+        codec.check_metric(metric)
+        return await asyncio.to_thread(self._unit_outcomes, experiment_id, metric)
+
+    def _unit_outcomes(self, experiment_id: str, metric: str) -> list[UnitOutcome]:
+        with self._connect() as conn:
+            if metric in _UNITS:
+                rows = conn.execute(
+                    _UNITS[metric] + " WHERE experiment_id = ?", (experiment_id,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    _UNITS_FEEDBACK + " WHERE u.experiment_id = ?", (metric, experiment_id)
+                ).fetchall()
+        return [UnitOutcome(*row) for row in rows]
+
     async def changes(self) -> AsyncIterator[None]:
         # PRAGMA data_version changes on one connection whenever another connection commits,
-        # so a single long-lived connection polls it cheaply without reading any table.
+        # so a single long-lived connection polls it cheaply without reading any table. Only
+        # then is the registry's revision read: experiment outcomes are written many times a
+        # second and must not make every gateway reload its snapshot.
         conn = await asyncio.to_thread(self._watch_connection)
         try:
-            last = await asyncio.to_thread(_data_version, conn)
+            seen = await asyncio.to_thread(_data_version, conn)
+            revision = await asyncio.to_thread(_revision, conn)
             yield None
             while True:
                 await asyncio.sleep(self.poll_interval)
                 current = await asyncio.to_thread(_data_version, conn)
-                if current != last:
-                    last = current
+                if current == seen:
+                    continue
+                seen = current
+                latest = await asyncio.to_thread(_revision, conn)
+                if latest != revision:
+                    revision = latest
                     yield None
         finally:
             conn.close()
@@ -198,6 +354,109 @@ class SQLiteStore:
         if not Path(self.path).exists():
             raise StoreUnavailable(f"SQLite store {self.path} does not exist.")
         return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Turn the file to WAL and create the tables, once per store object.
+
+    Converting a new file to WAL upgrades a read lock to a write lock, which SQLite refuses at once
+    (waiting could deadlock) while another connection is converting it too; so processes and
+    stores opening a fresh file together retry for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) -> int:
+    """Insert the exposures whose request id is new and add them to their units; how many.
+
+    The batch travels as one JSON array and each step is one SQL statement over it: SQLite does
+    the per-row work in C, with the GIL released once per statement rather than once per row
+    (a thread that takes the GIL per row slows the serving thread far more than its own CPU).
+    New rows are told from stored ones by their rowid: exposures are only ever appended.
+    """
+    if not exposures:
+        return 0
+    rows = orjson.dumps(
+        [
+            (
+                e.request_id,
+                e.experiment_id,
+                e.variant,
+                e.version,
+                e.unit,
+                codec.utc_iso(e.at),
+                e.latency_ms,
+                e.input_tokens,
+                e.output_tokens,
+                e.cost_usd,
+                e.status,
+            )
+            for e in exposures
+        ]
+    )
+    before = conn.execute("SELECT coalesce(max(rowid), 0) FROM exposures").fetchone()[0]
+    conn.execute(_INSERT_EXPOSURES, (rows,))
+    conn.execute(_ADD_EXPOSURES, (before,))
+    return int(
+        conn.execute("SELECT count(*) FROM exposures WHERE rowid > ?", (before,)).fetchone()[0]
+    )
+
+
+def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> tuple[int, int]:
+    """Store each value and move its unit's sum by the change; (applied, orphans)."""
+    if not feedback:
+        return 0, 0
+    ids = orjson.dumps(sorted({f.request_id for f in feedback})).decode()
+    owners = {
+        rid: (experiment_id, variant, unit)
+        for rid, experiment_id, variant, unit in conn.execute(
+            f"SELECT request_id, experiment_id, variant, unit FROM exposures WHERE {_IN_BATCH}",
+            (ids,),
+        )
+    }
+    values: dict[tuple[str, str], float] = {
+        (rid, metric): value
+        for rid, metric, value in conn.execute(
+            f"SELECT request_id, metric, value FROM feedback WHERE {_IN_BATCH}", (ids,)
+        )
+    }
+    rows: list[tuple[str, str, float]] = []
+    moves: list[tuple[str, str, str, str, float, int]] = []
+    for f in feedback:
+        owner = owners.get(f.request_id)
+        if owner is None:  # an orphan: no exposure stored for this request id
+            continue
+        previous = values.get((f.request_id, f.metric))
+        values[f.request_id, f.metric] = f.value  # a later value in this batch replaces this one
+        rows.append((f.request_id, f.metric, f.value))
+        if previous is None:
+            moves.append((*owner, f.metric, f.value, 1))
+        else:
+            moves.append((*owner, f.metric, f.value - previous, 0))
+    conn.executemany(
+        "INSERT INTO feedback (request_id, metric, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (request_id, metric) DO UPDATE SET value = excluded.value",
+        rows,
+    )
+    conn.executemany(_MOVE_FEEDBACK, moves)
+    return len(rows), len(feedback) - len(rows)
+
+
+def _revision(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM revision").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"SQLite store stopped answering: {exc}") from exc
+    return int(row[0]) if row else 0
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

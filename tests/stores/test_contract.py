@@ -7,6 +7,7 @@ import multiprocessing
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from gateway.core.model import TestResults as Results  # not a pytest class
+from gateway.core.outcomes import Exposure, Feedback, Variant
 from gateway.core.promptfile import parse_prompt_file
 from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
@@ -28,7 +30,7 @@ from gateway.errors import (
 from gateway.files import ExperimentSpec
 from gateway.prompts import PromptRegistry
 from gateway.stores import codec
-from gateway.stores.base import Store
+from gateway.stores.base import Recorded, Store
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
 from tests.factories import T0
@@ -328,3 +330,305 @@ async def test_unreachable_store_says_so(tmp_path: Path) -> None:
     sqlite = SQLiteStore(tmp_path / "missing-dir" / "gateway.db")
     with pytest.raises(StoreUnavailable, match="missing-dir"):
         await sqlite.ping()
+
+
+METRICS = ("latency", "cost_per_task", "user_satisfaction", "task_completion")
+
+
+def exposure(
+    request_id: str,
+    unit: str = "u1",
+    *,
+    variant: Variant = "control",
+    experiment: str = "exp-1",
+    latency: float = 100.0,
+    cost: float | None = 0.25,
+) -> Exposure:
+    """One call served in an experiment; the defaults are a control call of user u1."""
+    return Exposure(
+        request_id=request_id,
+        experiment_id=experiment,
+        variant=variant,
+        version="1.0.0" if variant == "control" else "1.1.0",
+        unit=unit,
+        at=T0,
+        latency_ms=latency,
+        input_tokens=12,
+        output_tokens=34,
+        cost_usd=cost,
+        status=200,
+    )
+
+
+async def outcomes(
+    store: Store, metric: str, experiment: str = "exp-1"
+) -> dict[tuple[str, str], tuple[int, float, int]]:
+    """unit_outcomes as {(variant, unit): (requests, total, count)}, each unit listed once."""
+    units = await store.unit_outcomes(experiment, metric)
+    table = {(o.variant, o.unit): (o.requests, o.total, o.count) for o in units}
+    assert len(table) == len(units)
+    return table
+
+
+async def test_exposure_round_trips(store: Store) -> None:
+    """A stored exposure comes back with every field, its time in UTC; an unknown id gives None."""
+    plus_two = timezone(timedelta(hours=2))
+    bare = replace(
+        exposure("r1"),
+        at=datetime(2026, 11, 1, 13, 30, 15, 123456, tzinfo=plus_two),
+        latency_ms=1234.5678,
+        input_tokens=None,
+        output_tokens=None,
+        cost_usd=None,
+        status=499,
+    )
+    full = replace(exposure("r2", "7f3a" * 16, variant="treatment"), cost_usd=0.000123)
+    await store.record_outcomes([bare, full], [])
+    stored = await store.exposure("r1")
+    assert stored == bare
+    assert stored is not None
+    assert stored.at.utcoffset() == timedelta(0)
+    assert stored.at == datetime(2026, 11, 1, 11, 30, 15, 123456, tzinfo=UTC)
+    assert await store.exposure("r2") == full
+    assert await store.exposure("missing") is None
+
+
+async def test_exposure_counts_once_across_batches(store: Store) -> None:
+    """A request id already stored is ignored by a later batch, which keeps the first exposure."""
+    first = await store.record_outcomes([exposure("r1"), exposure("r2")], [])
+    again = await store.record_outcomes([exposure("r1", latency=999.0), exposure("r3")], [])
+    assert (first, again) == (Recorded(2, 0, 0), Recorded(1, 0, 0))
+    assert await outcomes(store, "latency") == {("control", "u1"): (3, 300.0, 3)}
+    stored = await store.exposure("r1")
+    assert stored is not None and stored.latency_ms == 100.0
+
+
+async def test_exposure_counts_once_within_a_batch(store: Store) -> None:
+    """A request id twice in one batch is recorded once, as it first appears."""
+    recorded = await store.record_outcomes(
+        [exposure("r1"), exposure("r1", "u2", latency=500.0)], []
+    )
+    assert recorded == Recorded(1, 0, 0)
+    assert await outcomes(store, "latency") == {("control", "u1"): (1, 100.0, 1)}
+
+
+async def test_retried_batch_changes_nothing(store: Store) -> None:
+    """The same batch written twice (a retry) leaves every aggregate as after the first."""
+    batch = [exposure("r1"), exposure("r2", cost=None)]
+    votes = [Feedback("r1", "user_satisfaction", 4.0), Feedback("r2", "task_completion", 1.0)]
+    assert await store.record_outcomes(batch, votes) == Recorded(2, 2, 0)
+    before = [await outcomes(store, m) for m in METRICS]
+    assert await store.record_outcomes(batch, votes) == Recorded(0, 2, 0)
+    assert [await outcomes(store, m) for m in METRICS] == before
+
+
+async def test_feedback_in_the_batch_of_its_exposure(store: Store) -> None:
+    """A batch holding a call's exposure and its feedback applies both: exposures go first."""
+    recorded = await store.record_outcomes(
+        [exposure("r1")], [Feedback("r1", "task_completion", 1.0)]
+    )
+    assert recorded == Recorded(1, 1, 0)
+    assert await outcomes(store, "task_completion") == {("control", "u1"): (1, 1.0, 1)}
+
+
+async def test_feedback_replaces_and_moves_the_sum(store: Store) -> None:
+    """A second value of one (request, metric) replaces the first: sum moves, count stays."""
+    await store.record_outcomes(
+        [exposure("r1"), exposure("r2")], [Feedback("r1", "user_satisfaction", 4.0)]
+    )
+    replaced = await store.record_outcomes(
+        [],
+        [Feedback("r1", "user_satisfaction", 2.5), Feedback("r2", "user_satisfaction", 5.0)],
+    )
+    assert replaced == Recorded(0, 2, 0)
+    assert await outcomes(store, "user_satisfaction") == {("control", "u1"): (2, 7.5, 2)}
+    twice = await store.record_outcomes(
+        [], [Feedback("r2", "user_satisfaction", 1.0), Feedback("r2", "user_satisfaction", 3.0)]
+    )
+    assert twice == Recorded(0, 2, 0)
+    assert await outcomes(store, "user_satisfaction") == {("control", "u1"): (2, 5.5, 2)}
+
+
+async def test_orphan_feedback_is_counted_and_ignored(store: Store) -> None:
+    """Feedback for a request id with no exposure is an orphan and leaves no trace."""
+    recorded = await store.record_outcomes(
+        [exposure("r1")],
+        [Feedback("ghost", "task_completion", 1.0), Feedback("r1", "task_completion", 0.0)],
+    )
+    assert recorded == Recorded(1, 1, 1)
+    # The exposure arriving later does not revive the orphan's value.
+    await store.record_outcomes([exposure("ghost", "u2")], [])
+    assert await outcomes(store, "task_completion") == {
+        ("control", "u1"): (1, 0.0, 1),
+        ("control", "u2"): (1, 0.0, 0),
+    }
+
+
+async def test_latency_and_cost_aggregates(store: Store) -> None:
+    """latency counts every exposure; cost_per_task only those with a cost; all units listed."""
+    await store.record_outcomes(
+        [
+            exposure("r1", "u1", latency=100.0, cost=0.25),
+            exposure("r2", "u1", latency=300.0, cost=None),
+            exposure("r3", "u2", variant="treatment", latency=50.0, cost=0.5),
+            exposure("r4", "u2", variant="treatment", latency=70.5, cost=0.125),
+            exposure("r5", "u3", variant="treatment", latency=20.0, cost=None),
+        ],
+        [],
+    )
+    assert await outcomes(store, "latency") == {
+        ("control", "u1"): (2, 400.0, 2),
+        ("treatment", "u2"): (2, 120.5, 2),
+        ("treatment", "u3"): (1, 20.0, 1),
+    }
+    assert await outcomes(store, "cost_per_task") == {
+        ("control", "u1"): (2, 0.25, 1),
+        ("treatment", "u2"): (2, 0.625, 2),
+        ("treatment", "u3"): (1, 0.0, 0),
+    }
+
+
+async def test_sums_keep_every_bit(store: Store) -> None:
+    """Sums read back as the doubles that adding the values in order gives, no rounding."""
+    values = [0.1, 0.2, 1e-7, 123456.789]
+    await store.record_outcomes(
+        [exposure(f"r{i}", latency=v, cost=v / 1000) for i, v in enumerate(values)], []
+    )
+    [(_, latency, _)] = (await outcomes(store, "latency")).values()
+    [(_, cost, _)] = (await outcomes(store, "cost_per_task")).values()
+    expected_latency = expected_cost = 0.0
+    for v in values:
+        expected_latency += v
+        expected_cost += v / 1000
+    assert (latency, cost) == (expected_latency, expected_cost)
+
+
+async def test_feedback_metrics_are_kept_apart(store: Store) -> None:
+    """Each feedback metric has its own sum; units without a value are listed with count 0."""
+    await store.record_outcomes(
+        [
+            exposure("r1", "u1"),
+            exposure("r2", "u1"),
+            exposure("r3", "u2", variant="treatment"),
+            exposure("r4", "u3", variant="treatment"),
+        ],
+        [
+            Feedback("r1", "user_satisfaction", 4.5),
+            Feedback("r2", "user_satisfaction", 3.0),
+            Feedback("r2", "task_completion", 1.0),
+            Feedback("r3", "task_completion", 0.0),
+        ],
+    )
+    assert await outcomes(store, "user_satisfaction") == {
+        ("control", "u1"): (2, 7.5, 2),
+        ("treatment", "u2"): (1, 0.0, 0),
+        ("treatment", "u3"): (1, 0.0, 0),
+    }
+    assert await outcomes(store, "task_completion") == {
+        ("control", "u1"): (2, 1.0, 1),
+        ("treatment", "u2"): (1, 0.0, 1),
+        ("treatment", "u3"): (1, 0.0, 0),
+    }
+
+
+async def test_units_belong_to_their_experiment_and_arm(store: Store) -> None:
+    """A unit is aggregated per (experiment, variant); another experiment's units never show."""
+    await store.record_outcomes(
+        [
+            exposure("r1", "u1", latency=10.0),
+            exposure("r2", "u1", variant="treatment", latency=20.0),
+            exposure("r3", "u1", experiment="exp-2", latency=40.0),
+        ],
+        [Feedback("r3", "task_completion", 1.0)],
+    )
+    assert await outcomes(store, "latency") == {
+        ("control", "u1"): (1, 10.0, 1),
+        ("treatment", "u1"): (1, 20.0, 1),
+    }
+    assert await outcomes(store, "task_completion", "exp-2") == {("control", "u1"): (1, 1.0, 1)}
+    assert await store.unit_outcomes("never-ran", "latency") == []
+
+
+async def test_units_come_back_as_recorded_whatever_they_hold(store: Store) -> None:
+    """A unit holding spaces, colons, bars, a newline or non-ASCII is listed exactly as recorded."""
+    odd = "req 1:2|3\nÄ"
+    await store.record_outcomes(
+        [exposure(odd, odd, variant="treatment")], [Feedback(odd, "user_satisfaction", 3.0)]
+    )
+    assert await outcomes(store, "user_satisfaction") == {("treatment", odd): (1, 3.0, 1)}
+    stored = await store.exposure(odd)
+    assert stored is not None and stored.unit == odd
+
+
+async def test_unknown_metric_is_refused(store: Store) -> None:
+    """unit_outcomes of a metric that experiments do not measure raises ValueError."""
+    with pytest.raises(ValueError, match="'accuracy'"):
+        await store.unit_outcomes("exp-1", "accuracy")
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        ([exposure("r1"), exposure("r2", latency=float("nan"))], []),
+        ([exposure("r1"), exposure("r2", cost=float("inf"))], []),
+        ([exposure("r1")], [Feedback("r1", "user_satisfaction", float("nan"))]),
+    ],
+)
+async def test_batch_with_a_non_finite_number_writes_nothing(
+    store: Store, batch: tuple[list[Exposure], list[Feedback]]
+) -> None:
+    """A batch holding NaN or infinity is refused with ValueError before anything is written."""
+    with pytest.raises(ValueError, match="finite"):
+        await store.record_outcomes(*batch)
+    assert await store.exposure("r1") is None
+    assert await store.unit_outcomes("exp-1", "latency") == []
+
+
+async def test_concurrent_writers_give_exact_totals(backend: Backend) -> None:
+    """Four stores writing the same calls at once, in other orders: each call counts once."""
+    ids = range(200)
+
+    def batches(offset: int) -> list[tuple[list[Exposure], list[Feedback]]]:
+        order = [*ids[offset:], *ids[:offset]]
+        return [
+            (
+                [exposure(f"r{i}", f"u{i % 20}", latency=float(i)) for i in chunk],
+                [Feedback(f"r{i}", "task_completion", float(i % 2)) for i in chunk],
+            )
+            for chunk in (order[start : start + 25] for start in range(0, 200, 25))
+        ]
+
+    async def write(store: Store, offset: int) -> list[Recorded]:
+        return [await store.record_outcomes(*batch) for batch in batches(offset)]
+
+    writers = [backend.open() for _ in range(4)]
+    results = await asyncio.gather(*(write(s, 50 * k) for k, s in enumerate(writers)))
+    recorded = [r for per_writer in results for r in per_writer]
+    assert sum(r.exposures for r in recorded) == 200
+    assert (sum(r.feedback for r in recorded), sum(r.orphans for r in recorded)) == (800, 0)
+    reader = writers[0]
+    units = {f"u{k}": [i for i in ids if i % 20 == k] for k in range(20)}
+    assert await outcomes(reader, "latency") == {
+        ("control", u): (10, float(sum(rs)), 10) for u, rs in units.items()
+    }
+    assert await outcomes(reader, "task_completion") == {
+        ("control", u): (10, float(sum(i % 2 for i in rs)), 10) for u, rs in units.items()
+    }
+    for s in writers:
+        await s.close()
+
+
+async def test_outcomes_of_an_unreachable_store_say_so(tmp_path: Path) -> None:
+    """Recording and reading outcomes of a store that does not answer raise StoreUnavailable."""
+    stores: list[Store] = [
+        RedisStore("redis://127.0.0.1:1/0"),
+        SQLiteStore(tmp_path / "missing-dir" / "gateway.db"),
+    ]
+    for store in stores:
+        with pytest.raises(StoreUnavailable):
+            await store.record_outcomes([exposure("r1")], [])
+        with pytest.raises(StoreUnavailable):
+            await store.exposure("r1")
+        with pytest.raises(StoreUnavailable):
+            await store.unit_outcomes("exp-1", "latency")
+        await store.close()
