@@ -54,8 +54,10 @@ CHAT = "/chat/completions"
 RESPONSES = "/responses"
 HOSTED_PROMPT_PREFIX = "pmpt_"
 _USAGE_SPLICE = b',"stream_options":{"include_usage":true}}'
-# Request headers the provider never sees: the connection's own, and the gateway's instructions.
-_DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id"}
+# Request headers the provider never sees: the connection's own, the gateway's instructions, and
+# Expect (the gateway has taken the body already, or streams it; a provider that never answers
+# 100-continue must not hold the upload).
+_DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id", b"expect"}
 _DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _WANTED = frozenset({b"x-user-id", b"traceparent", b"tracestate"})
@@ -108,19 +110,25 @@ class Call:
     client_headers: Mapping[bytes, str] = field(default_factory=dict)
     """The X-Prompt-*, X-User-Id and trace context headers, kept for the gateway itself."""
     content_type: str = ""
-    """The request's content-type, lower-cased ("" when absent)."""
+    """The request's content-type as sent ("" when absent): a multipart boundary is
+    case-sensitive (RFC 2046), so it is never lower-cased here."""
     content_length: int | None = None
     """The request's declared content-length (None when chunked or absent)."""
     finished: bool = False
     """The call's record was made; a call is recorded once."""
     outcome: Outcome | None = None
     """What a relayed answer said so far (for a call the client or the provider cut short)."""
+    status: int | None = None
+    """The status sent to the client, once the answer started."""
+    client_wait: float = 0.0
+    """Seconds spent waiting for the client's request body."""
     replaced_system: int | None = None
     """On managed calls: how many of the client's system/developer messages the prompt replaced."""
 
     def overhead_ms(self) -> float:
-        """Time spent in the gateway itself, excluding the wait for the provider."""
-        return (time.perf_counter() - self.started - self.upstream_wait) * 1000
+        """Time spent in the gateway itself, excluding the waits for the provider and for the
+        client's request body."""
+        return (time.perf_counter() - self.started - self.upstream_wait - self.client_wait) * 1000
 
 
 class GatewayService:
@@ -174,13 +182,13 @@ class GatewayService:
         for name, value in raw_headers:
             if name.startswith(b"x-prompt-") or name in _WANTED:
                 wanted[name] = value.decode("latin-1")
-            elif name not in drop:
+            elif name not in drop and not name.startswith(b"proxy-"):
                 text = value.decode("latin-1")
                 headers.append((name.decode("latin-1"), text))
                 if name == b"content-type":
-                    content_type = text.lower()
+                    content_type = text
             elif name == b"connection":
-                connection = value
+                connection = value if connection is None else connection + b"," + value
             elif name == b"content-length":
                 length = value
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
@@ -603,17 +611,21 @@ def _prompt_headers(wanted: Mapping[bytes, str]) -> PromptHeaders:
 
 def _without_usage(call: Call) -> bytes:
     """The call's body without the include_usage the gateway added (the client's bytes when
-    it was unmanaged and had no stream_options of its own)."""
+    it was unmanaged and had no stream_options field at all: then the field was spliced onto
+    its end, see _splice_usage)."""
     request = dict(call.request or {})
     options = request.get("stream_options")
-    if call.resolved is None and options is None:
+    if call.resolved is None and "stream_options" not in request:
         return cast(bytes, call.body)[: -len(_USAGE_SPLICE)] + b"}"
-    if isinstance(options, Mapping):
-        rest = {k: v for k, v in options.items() if k != "include_usage"}
-        if rest:
-            request["stream_options"] = rest
-        else:
-            del request["stream_options"]
+    rest = (
+        {k: v for k, v in options.items() if k != "include_usage"}
+        if isinstance(options, Mapping)
+        else None
+    )
+    if rest:
+        request["stream_options"] = rest
+    else:  # nothing of the client's own left (it may have sent null): the field goes
+        request.pop("stream_options", None)
     return orjson.dumps(request)
 
 

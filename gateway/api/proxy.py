@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from typing import Any
 
 import orjson
@@ -29,7 +28,7 @@ import orjson
 from gateway.api.errors import error_body
 from gateway.api.uploads import MODEL_FORMS, Upload
 from gateway.core.chat import wants_usage
-from gateway.core.encoding import Recoder, codec_of
+from gateway.core.encoding import DecodeError, Recoder, codec_of
 from gateway.core.multipart import form_boundary
 from gateway.core.sse import Outcome, SSETap, read_body
 from gateway.errors import ClientClosedRequest, GatewayError, PayloadTooLarge, UpstreamReset
@@ -136,7 +135,9 @@ class ProxyApp:
                     if _is_upload(call):
                         await self._prepare_upload(call, receive, hang_up)
                     else:
+                        waited = time.perf_counter()
                         body = await _read_body(receive, self._max_body, call.content_length)
+                        call.client_wait = time.perf_counter() - waited
                         hang_up.arm()
                         service.prepare(call, body)
                 finally:
@@ -175,20 +176,29 @@ class ProxyApp:
             )
         upload = Upload(receive, limit=self._max_upload, on_complete=hang_up.arm)
         model = None
-        boundary = form_boundary(call.content_type)
+        boundary = form_boundary(call.content_type)  # as sent: boundaries are case-sensitive
         if boundary is not None and call.route in MODEL_FORMS and self._service.routes_by_model:
+            waited = time.perf_counter()
             model = await upload.find_field(boundary, "model")
+            call.client_wait = time.perf_counter() - waited
         self._service.prepare_upload(call, upload.pieces(), model)
 
     def _closed_by_client(self, call: Call) -> None:
         call.disconnected = True
-        if not call.finished:
-            self._service.finish(
-                call,
-                status=ClientClosedRequest.status,
-                outcome=call.outcome,
-                error=ClientClosedRequest("The client closed the connection first."),
-            )
+        if call.finished:
+            return
+        outcome = call.outcome
+        if outcome is not None and outcome.complete and call.status is not None:
+            # The client had the whole answer and left before the provider closed the body
+            # (the SDKs stop reading at [DONE]): that is a complete call, not a hang-up.
+            self._service.finish(call, status=call.status, outcome=outcome)
+            return
+        self._service.finish(
+            call,
+            status=ClientClosedRequest.status,
+            outcome=outcome,
+            error=ClientClosedRequest("The client closed the connection first."),
+        )
 
     async def _pass_whole(
         self, call: Call, upstream: UpstreamResponse, send: Send, hang_up: HangUp
@@ -208,14 +218,11 @@ class ProxyApp:
         hang_up.disarm()
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        outcome = Outcome()
-        if upstream.status < 300 and call.genai_operation is not None:
-            with contextlib.suppress(orjson.JSONDecodeError, ValueError, zlib.error):
-                encoding = _header(upstream.headers, b"content-encoding")
-                if encoding:  # a provider that compressed anyway: read a decoded copy
-                    codec = codec_of(encoding)
-                    body = Recoder(codec).decode(body) if codec else body
-                read_body(orjson.loads(body), outcome, keep_text=True)
+        outcome = (
+            _json_outcome(upstream.headers, body)
+            if upstream.status < 300 and call.genai_operation is not None
+            else Outcome()
+        )
         self._service.finish(call, status=upstream.status, outcome=outcome)
 
     async def _relay(
@@ -235,6 +242,18 @@ class ProxyApp:
                 )
                 recoder = Recoder(codec) if codec else None
         call.outcome = tap.outcome if tap is not None else None
+        call.status = upstream.status
+        # A JSON answer without a length (chunked): relayed as it comes, a bounded copy kept to
+        # read its usage at the end.
+        copy: list[bytes] | None = (
+            []
+            if tap is None
+            and call.genai_operation is not None
+            and upstream.status < 300
+            and "json" in _header(upstream.headers, b"content-type")
+            else None
+        )
+        copied = 0
         await send(
             {
                 "type": "http.response.start",
@@ -254,6 +273,12 @@ class ProxyApp:
                     call.upstream_wait += time.perf_counter() - waited
                 if tap is None:
                     out = chunk
+                    if copy is not None:
+                        copied += len(chunk)
+                        if copied <= self._max_body:
+                            copy.append(chunk)
+                        else:
+                            copy = None
                 elif recoder is None:
                     out = tap.feed(chunk)
                 elif call.strip_usage:  # the gateway edits the stream: compress its edit again
@@ -265,7 +290,7 @@ class ProxyApp:
                     if call.first_chunk is None:
                         call.first_chunk = time.perf_counter()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-        except (GatewayError, zlib.error) as exc:
+        except (GatewayError, *DecodeError) as exc:
             error = exc if isinstance(exc, GatewayError) else _corrupt(call)
             log.warning(
                 "provider stream broke off: %s",
@@ -276,6 +301,7 @@ class ProxyApp:
             # answer must not look complete.
             self._service.finish(call, status=upstream.status, outcome=call.outcome, error=error)
             return
+        outcome = _json_outcome(upstream.headers, b"".join(copy)) if copy else call.outcome
         tail = b""
         if tap is not None:
             tail = tap.finish()
@@ -283,12 +309,12 @@ class ProxyApp:
                 tail = recoder.encode(tail) + recoder.finish() if call.strip_usage else b""
         hang_up.disarm()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-        self._service.finish(call, status=upstream.status, outcome=call.outcome)
+        self._service.finish(call, status=upstream.status, outcome=outcome)
 
 
 def _is_upload(call: Call) -> bool:
     """A body to stream, not to read: a non-JSON body on a path that is not chat or responses."""
-    content_type = call.content_type
+    content_type = call.content_type.lower()
     return (
         call.operation == "proxy"
         and call.method in _BODY_METHODS
@@ -316,6 +342,18 @@ def _estimates_usage(call: Call) -> bool:
         and not call.strip_usage
         and not (request is not None and wants_usage(request))
     )
+
+
+def _json_outcome(headers: Headers, body: bytes) -> Outcome:
+    """What a JSON answer says (usage, ids, text); read from a decoded copy when compressed."""
+    outcome = Outcome()
+    with contextlib.suppress(orjson.JSONDecodeError, ValueError, *DecodeError):
+        encoding = _header(headers, b"content-encoding")
+        if encoding:  # a provider that compressed anyway
+            codec = codec_of(encoding)
+            body = Recoder(codec).decode(body) if codec else body
+        read_body(orjson.loads(body), outcome, keep_text=True)
+    return outcome
 
 
 def _header(headers: Headers, name: bytes) -> str:

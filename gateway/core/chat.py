@@ -134,11 +134,14 @@ def inject_responses(
     `rendered` comes from `render_request(..., "responses")`, so its system/developer messages
     are text: they become `instructions`, joined by blank lines (OpenAI does not carry
     `instructions` over with `previous_response_id`, so they are sent every turn). The other
-    rendered messages are put before `input` only when the request has no
-    `previous_response_id`: a conversation sees them once. The request's own `instructions` and
-    system/developer input items are dropped (and counted), or with `client_system: keep` its
-    instructions follow the rendered ones and its items stay. An `input` left alone keeps its
-    shape; a string input becomes a user item only when items go before it.
+    rendered messages are put before `input` only when the request continues nothing (no
+    `previous_response_id`, no `conversation`): a chained conversation sees them once, and one
+    kept by OpenAI (`conversation`) never gets them, since the gateway cannot tell its first
+    turn; put such messages into the conversation when creating it. The request's own
+    `instructions` and system/developer input items are dropped (and counted), or with
+    `client_system: keep` its instructions follow the rendered ones and its items stay. An
+    `input` left alone keeps its shape; a string input becomes a user item only when items go
+    before it.
     """
     out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS}
     keep = version.client_system == "keep"
@@ -160,7 +163,7 @@ def inject_responses(
         replaced += 1
     if instructions:
         out["instructions"] = "\n\n".join(instructions)
-    if not out.get("previous_response_id"):
+    if not (out.get("previous_response_id") or out.get("conversation")):
         lead = [_message(m) for m in rendered if m.role not in SYSTEM_ROLES]
         if lead:
             tail = [{"role": "user", "content": own}] if isinstance(own, str) else own or []

@@ -22,9 +22,9 @@ _PLAIN = re.compile(r"(?:/[A-Za-z0-9_\-:]+)+")
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_DECODED = re.compile(r"[/\\%\x00-\x1f\x7f]")
 _DOT_SEGMENTS = frozenset({".", ".."})
-# Query parameters that carry a client's own provider key (OpenAI-compatible servers, Azure,
-# Google): dropped when the gateway sends its own key.
-KEY_PARAMETERS = frozenset({"api_key", "api-key", "key"})
+# Query parameters that carry a client's own provider key or token (OpenAI-compatible servers,
+# Azure, Google, OAuth-style access tokens): dropped when the gateway sends its own key.
+KEY_PARAMETERS = frozenset({"api_key", "api-key", "apikey", "key", "access_token"})
 
 
 def upstream_path(path: str) -> str:

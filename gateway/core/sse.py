@@ -53,6 +53,9 @@ class Outcome:
     """Text pieces, kept only when asked (for token estimates and content capture)."""
     content_chunks: int = 0
     """Streamed events that carried text: about one token each, for estimates."""
+    complete: bool = False
+    """The stream's last event was seen (`[DONE]`, or a Responses `response.completed`,
+    `.incomplete` or `.failed`): the client has the whole answer."""
 
 
 def usage_from(doc: Mapping[str, Any]) -> Usage | None:
@@ -155,7 +158,10 @@ class SSETap:
         if len(event) > _WHOLE_PROBE and not self._worth_reading(event):
             return True  # a huge event of no interest (an image's partial): never split or copied
         data = _data(event)
-        if data is None or data == b"[DONE]":
+        if data is None:
+            return True
+        if data == b"[DONE]":
+            self.outcome.complete = True
             return True
         first = self.events == 1
         # What an event is shows at its ends: the type or choices first, finish_reason and usage
@@ -234,6 +240,8 @@ class SSETap:
         if isinstance(response.get("model"), str):
             outcome.response_model = response["model"]
         if kind != "response.created":
+            if kind != "response.in_progress":
+                outcome.complete = True
             usage = usage_from(response)
             if usage is not None:
                 outcome.usage = usage

@@ -81,11 +81,35 @@ def _fmt(names: Sequence[str], values: Sequence[str]) -> str:
     return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
 
 
+_ROUTES: dict[str, str] = {}
+
+
+def route_label(route: str) -> str:
+    """The route as a metric label: segments that name an object (an id, a model name: they
+    hold a digit, `.` or `:`) become `{id}`, so `/files/file-abc12/content` is
+    `/files/{id}/content`. Label values stay few whatever paths clients send."""
+    found = _ROUTES.get(route)
+    if found is None:
+        found = "/".join(
+            "{id}" if any(c.isdigit() or c in ".:" for c in part) else part
+            for part in route.split("/")
+        )
+        if len(_ROUTES) < 4096:
+            _ROUTES[route] = found
+    return found
+
+
 class Metrics:
     """The gateway's metrics; an Observer of finished calls."""
 
-    def __init__(self, dropped_spans: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        dropped_spans: Callable[[], int] = lambda: 0,
+        *,
+        dropped_exposures: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._dropped_spans = dropped_spans
+        self._dropped_exposures = dropped_exposures
         self.requests = Counter(
             "gateway_requests_total",
             "Proxied calls.",
@@ -124,9 +148,10 @@ class Metrics:
     def call_finished(self, record: CallRecord) -> None:
         prompt = record.prompt
         model = record.response_model or record.request_model or ""
+        route = "invalid" if record.error_type == "invalid_path" else route_label(record.route)
         self.requests.inc(
             (
-                record.route,
+                route,
                 str(record.status),
                 record.provider,
                 model,
@@ -135,10 +160,10 @@ class Metrics:
                 prompt.variant if prompt else "",
             )
         )
-        self.duration.observe((record.route, record.provider), record.duration_s)
-        self.overhead.observe((record.route,), record.overhead_ms / 1000)
+        self.duration.observe((route, record.provider), record.duration_s)
+        self.overhead.observe((route,), record.overhead_ms / 1000)
         if record.time_to_first_chunk_s is not None:
-            self.first_chunk.observe((record.route, record.provider), record.time_to_first_chunk_s)
+            self.first_chunk.observe((route, record.provider), record.time_to_first_chunk_s)
         if record.input_tokens:
             self.tokens.inc(("input", record.provider, model), record.input_tokens)
         if record.output_tokens:
@@ -167,5 +192,8 @@ class Metrics:
             "# HELP gateway_spans_dropped_total Spans lost before export.",
             "# TYPE gateway_spans_dropped_total counter",
             f"gateway_spans_dropped_total {self._dropped_spans()}",
+            "# HELP gateway_exposures_dropped_total Experiment exposures lost before the store.",
+            "# TYPE gateway_exposures_dropped_total counter",
+            f"gateway_exposures_dropped_total {self._dropped_exposures()}",
         ]
         return "\n".join(lines) + "\n"

@@ -38,10 +38,10 @@ class HttpResponse:
         connection = None
         for name, value in response.raw_headers:
             lower = name.lower()
-            if lower not in HOP_BY_HOP:
+            if lower not in HOP_BY_HOP and not lower.startswith(b"proxy-"):
                 headers.append((lower, value))
             elif lower == b"connection":
-                connection = value
+                connection = value if connection is None else connection + b"," + value
         if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
             # Headers the provider's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
             named = connection_options([(b"connection", connection)])

@@ -10,6 +10,7 @@ fail them by timing out, not by a timing threshold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 import threading
@@ -18,10 +19,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import brotli
 import httpx
 import openai
 import orjson
 import pytest
+import zstandard
 from aiohttp import web
 
 from tests.api.conftest import MakeGateway
@@ -186,7 +189,35 @@ def test_a_transcription_stream_from_a_multipart_upload_is_live(
         response.close()
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+class Compressor:
+    """A provider's streaming compressor for one content coding, flushed after every piece."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        if coding == "br":
+            self._br = brotli.Compressor()
+        elif coding == "zstd":
+            self._zstd = zstandard.ZstdCompressor().compressobj()
+        else:
+            self._zlib = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+
+    def piece(self, data: bytes) -> bytes:
+        if self.coding == "br":
+            return bytes(self._br.process(data) + self._br.flush())
+        if self.coding == "zstd":
+            compressed = self._zstd.compress(data)
+            return bytes(compressed + self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+        return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+
+    def end(self) -> bytes:
+        if self.coding == "br":
+            return bytes(self._br.finish())
+        if self.coding == "zstd":
+            return bytes(self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        return self._zlib.flush()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
 def test_a_compressed_stream_stays_live_and_usage_is_still_read(
     relay: ServedGateway, scripted: ScriptedProvider, coding: str
 ) -> None:
@@ -201,13 +232,13 @@ def test_a_compressed_stream_stays_live_and_usage_is_still_read(
             headers={"content-type": "text/event-stream", "content-encoding": coding}
         )
         await response.prepare(request)
-        compressor = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+        compressor = Compressor(coding)
         events = chat_events(model, usage=True)
         for i, event in enumerate(events):
-            await response.write(compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH))
+            await response.write(compressor.piece(event))
             if i == 0:
                 await gate.wait()
-        await response.write(compressor.flush())
+        await response.write(compressor.end())
         await response.write_eof()
         return response
 
@@ -220,7 +251,7 @@ def test_a_compressed_stream_stays_live_and_usage_is_still_read(
         timeout=5,
     ) as response:
         assert response.headers["content-encoding"] == coding
-        decoded = response.iter_bytes()  # httpx decodes gzip and deflate
+        decoded = response.iter_bytes()  # httpx decodes every one of these codings
         assert b"Hel" in next(decoded)
         gate.open()
         text = b"".join(decoded)
@@ -718,3 +749,216 @@ def test_overhead_excludes_the_wait_for_the_provider(
     span = receiver.wait_for("paced-1")
     assert span.attributes["gateway.overhead_ms"] < 100
     assert metric(relay, "gateway_overhead_seconds_sum") < 0.1
+
+
+# ---- found by trying it as users would (second pass) -----------------------------------------
+
+
+def test_a_mixed_case_boundary_is_routed_by_its_model(
+    make_gateway: MakeGateway, scripted: ScriptedProvider
+) -> None:
+    """Browsers write boundaries like ----WebKitFormBoundaryAbC: case matters (RFC 2046)."""
+    other = ScriptedProvider()
+    try:
+        received: list[bytes] = []
+        other.handlers["/v1/audio/transcriptions"] = _recording(received)
+        gateway = make_gateway(
+            "providers:\n"
+            f"  a: {{base_url: '{scripted.url}', api_key: sk-key-a}}\n"
+            f"  b: {{base_url: '{other.url}', api_key: sk-key-b}}\n"
+            "routes:\n  - {model: 'whisper-*', provider: b}\n  - {model: '*', provider: a}\n",
+            GATEWAY_UPSTREAM_URL="",
+        )
+        boundary = "----WebKitFormBoundaryAbCxYz"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            f"Content-Type: audio/wav\r\n\r\nRIFF\r\n--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--{boundary}--\r\n'
+        ).encode()
+        response = httpx.post(
+            gateway.url + "/v1/audio/transcriptions",
+            content=body,
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert response.status_code == 200 and received == [body]
+    finally:
+        other.stop()
+
+
+def test_expect_100_continue_is_not_forwarded(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """The gateway answers Expect itself; a provider is never asked to send 100 Continue."""
+    body = orjson.dumps({"model": "m", "input": "x"})
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        interim = sock.recv(100)
+        assert interim.startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert "expect" not in scripted.last().headers
+
+
+def test_a_retry_without_stream_options_is_valid_json_whatever_the_body(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """ "stream_options": null before other fields: the retry is the body without the field."""
+    seen: list[dict[str, Any]] = []
+    scripted.handlers["/v1/chat/completions"] = _strict(seen, "strict-null")
+    body = b'{"model":"strict-null","stream_options":null,"stream":true,"messages":[]}'
+    with httpx.stream(
+        "POST",
+        relay.url + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+    ) as response:
+        assert response.status_code == 200
+        response.read()
+    assert len(seen) == 2 and seen[1] == {"model": "strict-null", "stream": True, "messages": []}
+
+
+def test_a_chunked_json_answer_still_records_its_usage(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """A non-streamed answer sent chunked (no content-length): relayed as it comes, usage read."""
+    answer = orjson.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "chunked-json",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "hi"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2000, "total_tokens": 2007},
+        }
+    )
+
+    async def handler(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(answer), 40):
+            await response.write(answer[i : i + 40])
+        await response.write_eof()
+        return response
+
+    scripted.handlers["/v1/chat/completions"] = handler
+    response = httpx.post(
+        relay.url + "/v1/chat/completions",
+        content=orjson.dumps({"model": "chunked-json", "messages": []}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.json()["usage"]["completion_tokens"] == 2000
+    assert metric(relay, "gateway_tokens_total", direction="output", model="chunked-json") == 2000
+
+
+def test_a_client_that_leaves_after_done_is_a_complete_call(
+    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
+) -> None:
+    """The SDKs stop reading at [DONE]; a provider that closes the body later is no hang-up."""
+    gate = Gate()
+
+    async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for event in chat_events("lingers", usage=True):
+            await response.write(event)
+        await gate.wait(3)  # keeps the body open after [DONE]
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    scripted.handlers["/v1/chat/completions"] = answer
+    with httpx.stream(
+        "POST",
+        relay.url + "/v1/chat/completions",
+        content=stream_body("lingers"),
+        headers={"content-type": "application/json", "x-request-id": "lingers-1"},
+    ) as response:
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                break
+    time.sleep(0.1)
+    gate.open()
+    span = receiver.wait_for("lingers-1")
+    assert span.attributes["http.response.status_code"] == 200
+    assert "error.type" not in span.attributes
+
+
+def test_several_connection_headers_all_count(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """Headers named by any of several Connection headers, and Proxy-*, are dropped both ways."""
+
+    async def answer(request: web.Request, body: bytes) -> web.Response:
+        response = web.json_response({"ok": True})
+        response.headers.add("Connection", "X-Named-A")
+        response.headers.add("Connection", "keep-alive")
+        response.headers["X-Named-A"] = "leak"
+        response.headers["Proxy-Authentication-Info"] = "leak"
+        return response
+
+    scripted.handlers["/v1/hop2"] = answer
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /v1/hop2 HTTP/1.1\r\nHost: x\r\nConnection: X-Internal\r\n"
+            b"Connection: keep-alive\r\nX-Internal: 1\r\nProxy-Foo: 1\r\n\r\n"
+        )
+        answer_bytes = b""
+        while b"\r\n\r\n" not in answer_bytes:
+            answer_bytes += sock.recv(4096)
+    head = answer_bytes.split(b"\r\n\r\n")[0].lower()
+    assert b"x-named-a" not in head and b"proxy-authentication-info" not in head
+    seen = scripted.last().headers
+    assert "x-internal" not in seen and "proxy-foo" not in seen
+
+
+def test_overhead_excludes_a_slow_clients_upload(
+    make_gateway: MakeGateway, scripted: ScriptedProvider
+) -> None:
+    """An upload routed by its model field and sent over 0.4 s: the wait is the client's."""
+    other = ScriptedProvider()
+    try:
+        other.handlers["/v1/audio/transcriptions"] = _recording([])
+        gateway = make_gateway(
+            f"providers:\n  a: {{base_url: '{scripted.url}'}}\n  b: {{base_url: '{other.url}'}}\n"
+            "routes:\n  - {model: 'whisper-*', provider: b}\n  - {model: '*', provider: a}\n",
+            GATEWAY_UPSTREAM_URL="",
+        )
+        boundary = "slowboundary"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+            + "x" * 40_000
+            + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+            f"whisper-1\r\n--{boundary}--\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary="
+                + boundary.encode()
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+            )
+            for i in range(0, len(body), 10_000):
+                sock.sendall(body[i : i + 10_000])
+                time.sleep(0.1)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(4096)
+        head = answer.split(b"\r\n\r\n")[0].decode().lower()
+        overhead = float(head.split("x-gateway-overhead-ms: ")[1].split("\r\n")[0])
+        assert overhead < 100
+    finally:
+        other.stop()

@@ -223,11 +223,16 @@ def test_responses_injection_puts_the_other_messages_before_the_first_turns_inpu
 
 
 @pytest.mark.parametrize("own", ["next question", [{"role": "user", "content": "next question"}]])
-def test_responses_injection_adds_no_items_to_a_continued_conversation(own: Any) -> None:
-    """With previous_response_id only instructions are set; the input is left as it was."""
-    out = inject_responses(
-        {"previous_response_id": "resp_1", "input": own}, RESPONSES_RENDERED, version()
-    ).body
+@pytest.mark.parametrize(
+    "continued",
+    [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"}, {"conversation": {"id": "c"}}],
+)
+def test_responses_injection_adds_no_items_to_a_continued_conversation(
+    own: Any, continued: dict[str, Any]
+) -> None:
+    """With previous_response_id or a conversation, only instructions are set; the input is
+    left as it was."""
+    out = inject_responses({**continued, "input": own}, RESPONSES_RENDERED, version()).body
     assert out["input"] == own
     assert out["instructions"] == "You help Acme.\n\nBe brief."
 

@@ -66,6 +66,7 @@ def test_paths_that_could_leave_the_base_path_are_refused(path: str) -> None:
         ("api%5Fkey=sk-1&order=asc", "order=asc"),
         ("api-key=sk-1&after=x", "after=x"),
         ("limit=2&keyword=x", "limit=2&keyword=x"),
+        ("apikey=sk-1&access_token=t&limit=1", "limit=1"),
     ],
 )
 def test_key_parameters_are_removed(query: str, kept: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.telemetry import metrics
-from gateway.telemetry.metrics import Counter, Histogram
+from gateway.telemetry.metrics import Counter, Histogram, route_label
 
 
 def test_histogram_buckets_are_cumulative() -> None:
@@ -37,3 +39,18 @@ def test_label_values_are_escaped() -> None:
     counter = Counter("c", "help", ("model",))
     counter.inc(('a"b\\c\nd',))
     assert 'c{model="a\\"b\\\\c\\nd"} 1' in counter.render()
+
+
+@pytest.mark.parametrize(
+    ("route", "label"),
+    [
+        ("/chat/completions", "/chat/completions"),
+        ("/files/file-abc123/content", "/files/{id}/content"),
+        ("/models/gpt-4o-mini", "/models/{id}"),
+        ("/models/ft:gpt-4o:org::x", "/models/{id}"),
+        ("/responses/resp_68ab/input_items", "/responses/{id}/input_items"),
+    ],
+)
+def test_route_labels_fold_object_ids(route: str, label: str) -> None:
+    """Ids and model names in paths become {id}, so clients cannot grow the label set."""
+    assert route_label(route) == label
