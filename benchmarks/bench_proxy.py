@@ -7,10 +7,13 @@ the gateway under `taskset -c 0` with a managed prompt injected on every request
 
 Run: python benchmarks/bench_proxy.py [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
+     python benchmarks/bench_proxy.py --experiment [--rounds 8] [--seconds 4]
 
 `--tracing` compares tracing off and on instead: two gateways (one exporting every span to nginx,
 which answers /v1/traces with an empty 200), loaded in turn for several rounds so that drift in
-the machine's speed falls on both alike; it prints every round and the medians.
+the machine's speed falls on both alike; it prints every round and the medians. `--experiment`
+does the same for a registry without and with an experiment running on the prompt (every call
+then an exposure, queued and written to SQLite in batches; no user key, so each call is a unit).
 """
 
 from __future__ import annotations
@@ -150,11 +153,20 @@ http {{
     return proc
 
 
-def start_gateway(work: Path, port: int, upstream: int, tracing: bool) -> subprocess.Popen[bytes]:
-    """A gateway on core 0 (the registry is set up on first use: shipped prompts, 1.1.0 active)."""
-    config = work / "gateway.yaml"
+def start_gateway(
+    work: Path,
+    port: int,
+    upstream: int,
+    tracing: bool = False,
+    *,
+    db: str = "gateway.db",
+    experiment: bool = False,
+) -> subprocess.Popen[bytes]:
+    """A gateway on core 0 (the registry is set up on first use: shipped prompts, 1.1.0 active;
+    with `experiment`, an experiment between 1.0.0 and 1.1.0 running on support-agent)."""
+    config = work / f"{db}.yaml"
     config.write_text(f"""
-store_url: sqlite:///{work}/gateway.db
+store_url: sqlite:///{work}/{db}
 providers:
   json: {{base_url: "http://127.0.0.1:{upstream}/v1"}}
   sse: {{base_url: "http://127.0.0.1:{upstream}/sse/v1"}}
@@ -167,11 +179,16 @@ routes:
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_ENV": "production"})
     if tracing:  # nginx doubles as the OTLP sink: it answers /v1/traces with an empty 200
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
-    if not (work / "gateway.db").exists():
-        for command in (
+    if not (work / db).exists():
+        commands = [
             ["prompts", "push", str(ROOT / "config/prompts")],
             ["prompts", "promote", "support-agent", "1.1.0", "--force"],
-        ):
+        ]
+        if experiment:
+            create = ["experiments", "create", "--id", "bench", "--prompt", "support-agent"]
+            arms = ["--control", "1.0.0", "--treatment", "1.1.0", "--split", "0.5"]
+            commands.append([*create, *arms, "--metric", "latency"])
+        for command in commands:
             subprocess.run([gateway, *command], env=env, check=True, stdout=subprocess.DEVNULL)
     proc = subprocess.Popen(
         ["taskset", "-c", "0", gateway, "serve", "--port", str(port)],
@@ -274,7 +291,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--tracing", action="store_true", help="compare tracing off and on")
-    parser.add_argument("--rounds", type=int, default=8, help="off/on rounds with --tracing")
+    parser.add_argument(
+        "--experiment",
+        action="store_true",
+        help="compare no experiment and a running one (every call recorded)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="rounds with --tracing or --experiment"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -284,11 +308,28 @@ def main() -> None:
     nginx = start_nginx(work, upstream_port)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        for name in ("off", "on") if args.tracing else ("off",):
+        names = (
+            ("off", "on")
+            if args.tracing
+            else ("plain", "experiment")
+            if args.experiment
+            else ("off",)
+        )
+        for name in names:
             port = free_port()
-            gateways[name] = (start_gateway(work, port, upstream_port, name == "on"), port)
-        if args.tracing:
-            compare_tracing(work, args.seconds, args.rounds, gateways)
+            gateways[name] = (
+                start_gateway(
+                    work,
+                    port,
+                    upstream_port,
+                    name == "on",
+                    db=f"{name}.db",
+                    experiment=name == "experiment",
+                ),
+                port,
+            )
+        if len(names) == 2:
+            compare(work, args.seconds, args.rounds, gateways, names)
         else:
             proc, port = gateways["off"]
             run(work, args.seconds, upstream_port, port, proc.pid)
@@ -302,15 +343,20 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compare_tracing(
-    work: Path, seconds: int, rounds: int, gateways: dict[str, tuple[subprocess.Popen[bytes], int]]
+def compare(
+    work: Path,
+    seconds: int,
+    rounds: int,
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]],
+    names: tuple[str, str],
 ) -> None:
-    """Tracing off and on, loaded in turn: requests/s and CPU per request at 64 connections,
-    latency p50 at one connection; every round, then the medians."""
+    """Two gateways (tracing off and on, or without and with an experiment) loaded in turn:
+    requests/s and CPU per request at 64 connections, latency p50 at one connection; every
+    round, then the medians."""
     for _, port in gateways.values():
         wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
-    print(f"{'round':>5} {'tracing':>8} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
+    print(f"{'round':>5} {'gateway':>10} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
     for number in range(1, rounds + 1):
         for name, (proc, port) in gateways.items():
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -320,18 +366,17 @@ def compare_tracing(
             single = wrk(work, url, PROMPT_BODY, 1, max(seconds // 2, 2))
             results[name].append((loaded["rps"], cpu_ms, single["p50"]))
             print(
-                f"{number:>5} {name:>8} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "
+                f"{number:>5} {name:>10} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "
                 f"{single['p50']:>16.2f}",
                 flush=True,
             )
             if loaded["errors"] or single["errors"]:
                 print(f"      non-2xx: {loaded['errors'] + single['errors']}")
     off, on = (
-        [statistics.median(row[i] for row in results[name]) for i in range(3)]
-        for name in ("off", "on")
+        [statistics.median(row[i] for row in results[name]) for i in range(3)] for name in names
     )
-    # each round's on/off ratio pairs runs made within seconds of each other
-    rounds_paired = zip(results["off"], results["on"], strict=True)
+    # each round's ratio pairs runs made within seconds of each other
+    rounds_paired = zip(results[names[0]], results[names[1]], strict=True)
     paired = statistics.median(b[0] / a[0] - 1 for a, b in rounds_paired)
     print(
         f"\nmedians: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "

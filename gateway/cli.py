@@ -21,12 +21,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway import experiments as experiments_usecases
 from gateway import settings as settings_module
 from gateway.core.diffing import diff_versions
 from gateway.core.model import ENVIRONMENTS, Environment, PromptState
 from gateway.core.registry import require_version
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import resolve
+from gateway.core.stats import ExperimentResults
 from gateway.errors import GatewayError, InvalidPromptVariables, InvalidRequest, PromptNotFound
 from gateway.files import ExperimentSpec, load_experiment_file, load_prompt_files, parse_time
 from gateway.prompts import PromptRegistry, utc_now
@@ -629,6 +631,127 @@ def stop_experiment(id: str, as_json: JsonFlag = False) -> None:
         emit(codec.experiment_to_dict(stopped))
         return
     out.print(f"{id}: stopped", markup=False)
+
+
+@experiments_app.command("results")
+def experiment_results(id: str, as_json: JsonFlag = False) -> None:
+    """Compare the arms of an experiment: means, intervals, p-value, and what to do."""
+    with _failures():
+        results = runtime.run(
+            lambda store, _: experiments_usecases.experiment_results(
+                store, id, runtime.settings.experiments
+            )
+        )
+    if as_json:
+        emit(results.to_json())
+        return
+    out.print(results_table(results))
+    out.print(results_chart(results), markup=False)
+    out.print(f"{results.recommendation}: {results.reason}", markup=False)
+
+
+@experiments_app.command("conclude")
+def conclude_experiment(
+    id: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote the treatment even under the test gate.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop an experiment; promote its treatment when the results recommend it."""
+    settings = runtime.settings
+    with _failures():
+        conclusion = runtime.run(
+            lambda store, _: experiments_usecases.conclude_experiment(
+                store,
+                id,
+                settings=settings.experiments,
+                threshold=settings.promotion.threshold,
+                force=force,
+                actor=runtime.actor,
+                clock=utc_now,
+            )
+        )
+    results = conclusion.results
+    if as_json:
+        emit(
+            {
+                "experiment": codec.experiment_to_dict(conclusion.experiment),
+                "promoted": conclusion.promoted,
+                "results": results.to_json(),
+            }
+        )
+        return
+    promoted = (
+        f"; {conclusion.experiment.prompt_name} {conclusion.experiment.treatment_version} "
+        "is now active"
+        if conclusion.promoted
+        else "; nothing promoted"
+    )
+    out.print(f"{id}: stopped{promoted}", markup=False)
+    out.print(f"{results.recommendation}: {results.reason}", markup=False)
+
+
+def results_table(results: ExperimentResults) -> Table:
+    """Both arms side by side, and the difference."""
+    table = Table("", "version", "users", "requests", "with value", "mean", "95% interval")
+    for name, arm in (("control", results.control), ("treatment", results.treatment)):
+        table.add_row(
+            name,
+            arm.version,
+            str(arm.users),
+            str(arm.requests),
+            str(arm.with_value),
+            _figure(arm.mean),
+            _interval(arm.ci95),
+        )
+    diff = results.difference
+    relative = f" ({diff.relative:+.1%})" if diff.relative is not None else ""
+    table.add_row(
+        "difference", "", "", "", "", _figure(diff.absolute) + relative, _interval(diff.ci95)
+    )
+    table.caption = (
+        f"{results.metric} ({results.direction.replace('_', ' ')}), {results.test}, "
+        f"p = {_figure(results.p_value)}, alpha {results.alpha:g}; sample ratio p = "
+        f"{_figure(results.srm.p_value)}{' MISMATCH' if results.srm.mismatch else ''}"
+    )
+    return table
+
+
+def results_chart(results: ExperimentResults, width: int = 48) -> str:
+    """Each arm's mean (●) and 95% interval (├─┤) on one shared scale, as text."""
+    arms = [("control", results.control), ("treatment", results.treatment)]
+    bounds = [b for _, arm in arms if arm.ci95 is not None for b in arm.ci95]
+    bounds += [arm.mean for _, arm in arms if arm.mean is not None]
+    if not bounds:
+        return "(no values yet)"
+    low, high = min(bounds), max(bounds)
+    span = (high - low) or 1.0
+
+    def col(value: float) -> int:
+        return round((value - low) / span * (width - 1))
+
+    lines = []
+    for name, arm in arms:
+        row = [" "] * width
+        if arm.ci95 is not None:
+            a, b = col(arm.ci95[0]), col(arm.ci95[1])
+            for i in range(a, b + 1):
+                row[i] = "─"
+            row[a], row[b] = "├", "┤"
+        if arm.mean is not None:
+            row[col(arm.mean)] = "●"
+        lines.append(f"{name:>9} {''.join(row)}")
+    lines.append(f"{'':>9} {_figure(low):<{width // 2}}{_figure(high):>{width - width // 2}}")
+    return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.4g}, {interval[1]:.4g}]"
 
 
 # ---- audit -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Every error the gateway raises on purpose, each with its HTTP status and OpenAI error shape.
 
 The tree, with each class's HTTP status and OpenAI error code (4xx have the OpenAI type
-`invalid_request_error`, 5xx `server_error`)::
+`invalid_request_error`, 5xx `server_error`; 401 `authentication_error`, 403 `permission_error`)::
 
     GatewayError                      500 internal_error
     ├── InvalidRequest                400 invalid_request
@@ -9,24 +9,31 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── InvalidPromptVariables    400 invalid_prompt_variables
     │   ├── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
     │   ├── InvalidBody               400 invalid_json     (a body that is not a JSON object)
-    │   └── InvalidPath               400 invalid_path     (a path that could leave the base URL)
+    │   ├── InvalidPath               400 invalid_path     (a path that could leave the base URL)
+    │   ├── InvalidFeedback           400 invalid_feedback (a feedback metric or value out of range)
+    │   └── MetricNotMeasured         400 metric_not_measured (feedback for another metric)
+    ├── InvalidAdminToken             401 invalid_admin_token (type authentication_error)
+    ├── InsufficientRole              403 insufficient_role  (type permission_error)
     ├── PayloadTooLarge               413 request_too_large
     ├── NotFound                      404 not_found
     │   ├── PromptNotFound            404 prompt_not_found
     │   ├── NoServableVersion         404 no_servable_version
     │   ├── VersionNotFound           404 version_not_found
     │   ├── ExperimentNotFound        404 experiment_not_found
+    │   ├── RequestNotFound           404 request_not_found (no experiment call with that id)
     │   └── ModelNotRouted            404 model_not_found  (no route matches the model)
     ├── Conflict                      409 conflict
     │   ├── VersionConflict           409 version_conflict   (same version, other content)
     │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
     │   ├── NothingToRollBack         409 nothing_to_roll_back
-    │   └── ExperimentConflict        409 experiment_conflict
+    │   ├── ExperimentConflict        409 experiment_conflict
+    │   └── ExperimentStopped         409 experiment_stopped (feedback after the experiment)
     ├── ClientClosedRequest           499 client_closed_request (recorded, never sent: nginx's 499)
     ├── UpstreamUnreachable           502 upstream_unreachable
     ├── UpstreamReset                 502 upstream_reset     (the provider dropped the answer)
     ├── UpstreamTimeout               504 upstream_timeout
     ├── StoreUnavailable              503 store_unavailable
+    ├── RecordingBacklog              503 recording_backlog (the outcome queue is full)
     └── ConfigError                   500 config_error       (stops start-up; names the key)
 
 Messages say what happened, with the values, and what to do next.
@@ -87,6 +94,26 @@ class InvalidPath(InvalidRequest):
     code = "invalid_path"
 
 
+class InvalidFeedback(InvalidRequest):
+    code = "invalid_feedback"
+
+
+class MetricNotMeasured(InvalidRequest):
+    code = "metric_not_measured"
+
+
+class InvalidAdminToken(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_token"
+
+
+class InsufficientRole(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_role"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -115,6 +142,10 @@ class ExperimentNotFound(NotFound):
     code = "experiment_not_found"
 
 
+class RequestNotFound(NotFound):
+    code = "request_not_found"
+
+
 class ModelNotRouted(NotFound):
     code = "model_not_found"
 
@@ -139,6 +170,10 @@ class NothingToRollBack(Conflict):
 
 class ExperimentConflict(Conflict):
     code = "experiment_conflict"
+
+
+class ExperimentStopped(Conflict):
+    code = "experiment_stopped"
 
 
 class UpstreamUnreachable(GatewayError):
@@ -166,6 +201,11 @@ class StoreUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "store_unavailable"
+
+
+class RecordingBacklog(GatewayError):
+    status = 503
+    code = "recording_backlog"
 
 
 class ConfigError(GatewayError):

@@ -7,12 +7,13 @@ with a ConfigError that names the file, the key and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -97,6 +98,38 @@ class TelemetrySettings:
     """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: record messages and variables."""
 
 
+Role = Literal["viewer", "editor", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
+"""Admin roles, each including the ones before it (PRODUCT §6.1)."""
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """One bearer token of the admin API. Only its SHA-256 is kept, never the token itself."""
+
+    name: str
+    """Who the token belongs to: the actor of every write made with it."""
+    role: Role
+    """viewer, editor or admin."""
+    token_sha256: bytes = field(repr=False)
+    """The token's SHA-256 digest (32 bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSettings:
+    """How experiments are recorded and judged (PRODUCT §11)."""
+
+    alpha: float = 0.05
+    """Significance level: a difference counts when its p-value is below it."""
+    min_users_per_variant: int = 100
+    """Units with a value each arm needs before a recommendation other than keep_running."""
+    queue_size: int = 100_000
+    """Exposures and feedback waiting to be written, at most; more are dropped and counted."""
+    flush_interval: float = 0.2
+    """Seconds a recorded exposure may wait before its batch is written."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server and the command line read from config and environment."""
@@ -105,12 +138,14 @@ class Settings:
     """Which environment this process serves: development, staging or production."""
     store_url: str = "sqlite:///gateway.db"
     """Registry store: `sqlite:///path.db` (embedded) or `redis://host:port/db` (shared)."""
-    admin_tokens: tuple[str, ...] = ()
-    """Bearer tokens accepted on /admin. Empty means the admin API refuses everyone."""
+    admin_tokens: tuple[AdminToken, ...] = ()
+    """Bearer tokens accepted on /admin, with their roles. Empty: the admin API refuses everyone."""
     prompts_dir: str = "config/prompts"
     """Folder that `gateway prompts push` reads when given no path."""
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
     """Promotion gate."""
+    experiments: ExperimentSettings = field(default_factory=ExperimentSettings)
+    """Experiment recording and statistics."""
     overrides: Overrides = field(default_factory=lambda: Overrides({}, {}))
     """Version overrides: PROMPT_OVERRIDES for this process, then environments.<env>.overrides."""
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -192,6 +227,7 @@ _KEYS = {
     "routes",
     "prices_file",
     "model_quirks",
+    "experiments",
 }
 
 
@@ -207,15 +243,7 @@ def _build(
         "store_url",
         where,
     )
-    if "GATEWAY_ADMIN_TOKENS" in environ:
-        tokens = tuple(t.strip() for t in environ["GATEWAY_ADMIN_TOKENS"].split(",") if t.strip())
-    else:
-        tokens = tuple(
-            _string(t, "admin_tokens[]", where)
-            for t in _list(raw.get("admin_tokens", []), "admin_tokens", where)
-        )
-    if any(not t for t in tokens):
-        raise ConfigError(f"{where}: admin_tokens must not contain an empty token.")
+    tokens = _admin_tokens(raw, environ, where)
     prompts_dir = _string(raw.get("prompts_dir", "config/prompts"), "prompts_dir", where)
 
     promotion_raw = _mapping(raw.get("promotion", {}), "promotion", where)
@@ -279,6 +307,7 @@ def _build(
         read_timeout=upstream_number("read_timeout", "GATEWAY_READ_TIMEOUT", 600.0, 86400),
         pool_size=int(upstream_number("pool_size", None, 512, 100_000, low=1)),
     )
+    experiments = _experiments(raw, environ, where)
     routes = _routes(raw, environ, where)
     prices = _prices(environ.get("GATEWAY_PRICES_FILE", raw.get("prices_file")), where)
     telemetry = _telemetry(environ)
@@ -289,6 +318,7 @@ def _build(
         admin_tokens=tokens,
         prompts_dir=prompts_dir,
         promotion=PromotionSettings(threshold=threshold),
+        experiments=experiments,
         overrides=Overrides(process, by_env),
         server=server,
         upstream=upstream,
@@ -351,6 +381,96 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
             )
         routes.append(Route(pattern, providers[provider]))
     return tuple(routes)
+
+
+def _admin_tokens(
+    raw: Mapping[str, Any], environ: Mapping[str, str], where: str
+) -> tuple[AdminToken, ...]:
+    """`admin_tokens: [{name, role, token | token_sha256}]`, or GATEWAY_ADMIN_TOKENS
+    (`name:role:token,...`), which wins. Errors name the entry, never the token."""
+    entries: list[tuple[str, object, object, object]] = []
+    if "GATEWAY_ADMIN_TOKENS" in environ:
+        source = "GATEWAY_ADMIN_TOKENS"
+        for i, item in enumerate(t.strip() for t in environ[source].split(",")):
+            if not item:
+                continue
+            parts = item.split(":", 2)
+            if len(parts) != 3:
+                raise ConfigError(
+                    f"{source}: entry {i + 1} must be name:role:token (the token is not shown)."
+                )
+            entries.append((f"{source} entry {i + 1}", parts[0], parts[1], parts[2]))
+        items: list[tuple[str, object, object, object, object]] = [
+            (key, name, role, token, None) for key, name, role, token in entries
+        ]
+    else:
+        items = []
+        for i, item in enumerate(_list(raw.get("admin_tokens", []), "admin_tokens", where)):
+            key = f"{where}: admin_tokens[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(f"{key} must be a mapping with name, role and token.")
+            _no_unknown(item, {"name", "role", "token", "token_sha256"}, "", key)
+            items.append(
+                (
+                    key,
+                    item.get("name"),
+                    item.get("role"),
+                    item.get("token"),
+                    item.get("token_sha256"),
+                )
+            )
+    tokens: list[AdminToken] = []
+    for key, name, role, token, digest in items:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key}: name must be a non-empty string.")
+        if role not in ROLES:
+            raise ConfigError(
+                f"{key} ({name}): role must be one of {', '.join(ROLES)}, not {role!r}."
+            )
+        if (token is None) == (digest is None):
+            raise ConfigError(f"{key} ({name}): give exactly one of token and token_sha256.")
+        if token is not None:
+            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+                raise ConfigError(
+                    f"{key} ({name}): the token is shorter than {MIN_TOKEN_LENGTH} characters; "
+                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'"
+                )
+            sha = hashlib.sha256(token.encode()).digest()
+        else:
+            if not isinstance(digest, str) or re.fullmatch(r"[0-9a-fA-F]{64}", digest) is None:
+                raise ConfigError(f"{key} ({name}): token_sha256 must be 64 hex digits.")
+            sha = bytes.fromhex(digest)
+        if any(t.name == name for t in tokens):
+            raise ConfigError(f"{key}: the name {name!r} is used twice; names are audit actors.")
+        tokens.append(AdminToken(name, role, sha))
+    return tuple(tokens)
+
+
+def _experiments(
+    raw: Mapping[str, Any], environ: Mapping[str, str], where: str
+) -> ExperimentSettings:
+    section = _mapping(raw.get("experiments", {}), "experiments", where)
+    _no_unknown(
+        section,
+        {"alpha", "min_users_per_variant", "queue_size", "flush_interval"},
+        "experiments.",
+        where,
+    )
+
+    def value(key: str, env: str, default: float, low: float, high: float) -> float:
+        chosen = environ.get(env, section.get(key, default))
+        return _number(chosen, f"experiments.{key}", where, low=low, high=high)
+
+    return ExperimentSettings(
+        alpha=value("alpha", "GATEWAY_EXPERIMENTS_ALPHA", 0.05, 1e-6, 0.5),
+        min_users_per_variant=int(
+            value("min_users_per_variant", "GATEWAY_EXPERIMENTS_MIN_USERS", 100, 2, 1e9)
+        ),
+        queue_size=int(value("queue_size", "GATEWAY_EXPERIMENTS_QUEUE_SIZE", 100_000, 1, 1e8)),
+        flush_interval=value(
+            "flush_interval", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL", 0.2, 0.001, 60
+        ),
+    )
 
 
 def _reasoning_globs(value: object, key: str, where: str) -> tuple[str, ...]:

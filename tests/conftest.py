@@ -7,10 +7,15 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 # The encodings shipped beside the checkout; CI sets the same. Nothing is ever downloaded.
@@ -81,3 +86,34 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+Gateway = Callable[..., Any]
+"""Runs `gateway ARGS...` in-process (see the `gateway` fixture)."""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped config/ in a fresh folder, as a new user's checkout would have it."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
+    for name in ("GATEWAY_CONFIG", "GATEWAY_STORE_URL", "GATEWAY_ENV", "PROMPT_OVERRIDES"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def gateway(project: Path) -> Gateway:
+    """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result."""
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> Any:
+        result = runner.invoke(app, ["--actor", "tester", *args], env=env)
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code == 1, result.output
+            return result
+        return orjson.loads(result.stdout) if "--json" in args else result
+
+    return run

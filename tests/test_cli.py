@@ -4,54 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 from openai import OpenAI
-from typer.testing import CliRunner
 
-from gateway.cli import app
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.redis import RedisStore
-from tests.conftest import ROOT, free_port
+from tests.conftest import Gateway, free_port
 from tests.servers import OtlpReceiver
-
-Gateway = Callable[..., Any]
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the shipped config/ in a fresh folder, as a new user's checkout would have it."""
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    monkeypatch.chdir(tmp_path)
-    for name in ("GATEWAY_CONFIG", "GATEWAY_STORE_URL", "GATEWAY_ENV", "PROMPT_OVERRIDES"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def gateway(project: Path) -> Gateway:
-    """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result."""
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> Any:
-        result = runner.invoke(app, ["--actor", "tester", *args], env=env)
-        if ok:
-            assert result.exit_code == 0, result.output
-        else:
-            assert result.exit_code == 1, result.output
-            return result
-        return orjson.loads(result.stdout) if "--json" in args else result
-
-    return run
 
 
 def test_push_is_idempotent(gateway: Gateway) -> None:

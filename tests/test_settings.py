@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,17 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         {
             "GATEWAY_ENV": "development",
             "GATEWAY_STORE_URL": "redis://127.0.0.1:6379/0",
-            "GATEWAY_ADMIN_TOKENS": "t1, t2",
+            "GATEWAY_ADMIN_TOKENS": (
+                "ci:editor:tok-ci-0123456789abcdef, ops:admin:tok-ops-0123456789abcd"
+            ),
             "GATEWAY_PROMOTION_THRESHOLD": "0.75",
             "PROMPT_OVERRIDES": '{"support-agent": "1.0.0"}',
         },
     )
     assert settings.env == "development"
     assert settings.store_url == "redis://127.0.0.1:6379/0"
-    assert settings.admin_tokens == ("t1", "t2")
+    assert [(t.name, t.role) for t in settings.admin_tokens] == [("ci", "editor"), ("ops", "admin")]
+    assert settings.admin_tokens[0].token_sha256 == sha256(b"tok-ci-0123456789abcdef").digest()
     assert settings.promotion.threshold == 0.75
     assert settings.overrides.lookup("support-agent", "staging") == ("1.0.0", "PROMPT_OVERRIDES")
 
@@ -63,8 +67,13 @@ def test_gateway_config_variable_names_the_file(tmp_path: Path) -> None:
 
 def test_variables_expand_in_values_only(tmp_path: Path) -> None:
     """${VAR} in a value expands from the environment; in a comment it is left alone."""
-    path = write(tmp_path, "# ${NOT_SET_ANYWHERE}\nadmin_tokens: ['${TOKEN}']\n")
-    assert load(path, {"TOKEN": "s3cret"}).admin_tokens == ("s3cret",)
+    path = write(
+        tmp_path,
+        "# ${NOT_SET_ANYWHERE}\nadmin_tokens: [{name: ci, role: viewer, token: '${TOKEN}'}]\n",
+    )
+    token = "s3cret-s3cret-s3cret"
+    loaded = load(path, {"TOKEN": token}).admin_tokens
+    assert loaded[0].token_sha256 == sha256(token.encode()).digest()
 
 
 def test_config_overrides_per_environment(tmp_path: Path) -> None:
@@ -84,7 +93,11 @@ def test_config_overrides_per_environment(tmp_path: Path) -> None:
         ("promotion: {minimum: 2}\n", {}, "unknown key promotion.minimum"),
         ("environments: {qa: {}}\n", {}, "environments.qa must be one of"),
         ("environments: {staging: {overrides: {p: 1}}}\n", {}, "environments.staging.overrides.p"),
-        ("admin_tokens: ['${MISSING}']\n", {}, "${MISSING} is used but that variable is unset"),
+        (
+            "admin_tokens: [{name: a, role: admin, token: '${MISSING}'}]\n",
+            {},
+            "${MISSING} is used but that variable is unset",
+        ),
         ("env: [\n", {}, "is not valid YAML"),
         ("- a\n", {}, "the top level must be a mapping"),
         ("", {"PROMPT_OVERRIDES": "{nope"}, "PROMPT_OVERRIDES is not valid JSON"),
@@ -148,3 +161,54 @@ def test_stream_usage_must_be_a_boolean(tmp_path: Path) -> None:
     path = write(tmp_path, "providers:\n  local: {base_url: 'http://x/v1', stream_usage: 'no'}\n")
     with pytest.raises(ConfigError, match=r"providers\.local\.stream_usage"):
         load(path, {})
+
+
+SECRET = "a-secret-token-that-is-long"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        ("admin_tokens: [{name: ci, role: root, token: " + SECRET + "}]\n", {}, "role must be one"),
+        ("admin_tokens: [{name: ci, role: admin, token: short}]\n", {}, "shorter than 16"),
+        ("admin_tokens: [{name: ci, role: admin}]\n", {}, "exactly one of token"),
+        ("admin_tokens: [{name: ci, role: admin, token_sha256: abc}]\n", {}, "64 hex digits"),
+        (
+            "admin_tokens: [{name: ci, role: admin, token: " + SECRET + "},"
+            " {name: ci, role: viewer, token: " + SECRET + "x}]\n",
+            {},
+            "used twice",
+        ),
+        ("", {"GATEWAY_ADMIN_TOKENS": "ci:admin"}, "name:role:token"),
+        ("", {"GATEWAY_ADMIN_TOKENS": "ci:boss:" + SECRET}, "role must be one"),
+        ("", {"GATEWAY_ADMIN_TOKENS": "ci:admin:tiny"}, "shorter than 16"),
+    ],
+)
+def test_bad_admin_tokens_stop_start_up_naming_the_entry(
+    tmp_path: Path, text: str, environ: dict[str, str], expected: str
+) -> None:
+    """An unknown role, a short token or a malformed entry is refused, and no token is shown."""
+    with pytest.raises(ConfigError, match=expected) as caught:
+        load(write(tmp_path, text), environ)
+    assert SECRET not in str(caught.value) and "tiny" not in str(caught.value)
+
+
+def test_token_sha256_is_accepted(tmp_path: Path) -> None:
+    """A token may be configured by its SHA-256 only, so the file never holds the secret."""
+    digest = sha256(SECRET.encode()).hexdigest()
+    path = write(tmp_path, f"admin_tokens: [{{name: ops, role: admin, token_sha256: {digest}}}]\n")
+    assert load(path, {}).admin_tokens[0].token_sha256 == bytes.fromhex(digest)
+
+
+def test_experiment_settings_and_their_environment_overrides(tmp_path: Path) -> None:
+    """experiments.alpha and min_users_per_variant have defaults, file values and env overrides."""
+    assert (load(None, {}).experiments.alpha, load(None, {}).experiments.min_users_per_variant) == (
+        0.05,
+        100,
+    )
+    path = write(tmp_path, "experiments: {alpha: 0.01, min_users_per_variant: 500}\n")
+    assert load(path, {}).experiments.alpha == 0.01
+    chosen = load(path, {"GATEWAY_EXPERIMENTS_ALPHA": "0.1", "GATEWAY_EXPERIMENTS_MIN_USERS": "50"})
+    assert (chosen.experiments.alpha, chosen.experiments.min_users_per_variant) == (0.1, 50)
+    with pytest.raises(ConfigError, match=r"experiments\.alpha"):
+        load(write(tmp_path, "experiments: {alpha: 2}\n"), {})

@@ -11,9 +11,19 @@ import os
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
+from litestar.openapi import OpenAPIConfig
 
+from gateway import __version__
+from gateway.api.admin import admin_controllers
+from gateway.api.auth import Authenticator
+from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
+from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
+from gateway.errors import GatewayError
+from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import GatewayService, new_request_id
 from gateway.settings import Settings, load
 from gateway.stores.base import Store
@@ -43,11 +53,24 @@ def create_app(
     if tracer is None and settings.telemetry.tracing:
         tracer = _exporter(settings)
     cache = SnapshotCache(store)
-    metrics = Metrics(tracer.dropped_spans if tracer is not None else lambda: 0)
+    recorder = OutcomeRecorder(
+        store,
+        queue_size=settings.experiments.queue_size,
+        flush_interval=settings.experiments.flush_interval,
+    )
+    metrics = Metrics(
+        tracer.dropped_spans if tracer is not None else lambda: 0,
+        dropped_exposures=lambda: recorder.dropped_exposures,
+    )
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
     access_log = AccessLog()
     service = GatewayService(
-        settings, cache, upstream, tracer=tracer, observers=(metrics, access_log), tokens=tokens
+        settings,
+        cache,
+        upstream,
+        tracer=tracer,
+        observers=(metrics, access_log, recorder),
+        tokens=tokens,
     )
     proxy = ProxyApp(
         service,
@@ -85,6 +108,7 @@ def create_app(
 
     async def start() -> None:
         access_log.start()
+        recorder.start()
         tokens.warm_up()
         await cache.start()
         log.info(
@@ -95,6 +119,7 @@ def create_app(
         )
 
     async def stop() -> None:
+        await recorder.stop()
         await cache.stop()
         await upstream.close()
         await store.close()
@@ -102,11 +127,28 @@ def create_app(
             tracer.shutdown()
         access_log.stop()
 
+    feedback = feedback_route(
+        recorder, store, cache, flush_interval=settings.experiments.flush_interval
+    )
     return Litestar(
-        route_handlers=[openai_api, healthz, readyz, prometheus],
+        route_handlers=[
+            openai_api,
+            feedback,
+            healthz,
+            readyz,
+            prometheus,
+            *admin_controllers(store, settings.experiments),
+        ],
         on_startup=[start],
         on_shutdown=[stop],
         after_request=_with_request_id,
+        state=State({"authenticator": Authenticator(settings.admin_tokens)}),
+        exception_handlers={
+            GatewayError: gateway_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        openapi_config=OpenAPIConfig(title="Prompt Gateway", version=__version__),
     )
 
 

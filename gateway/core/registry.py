@@ -376,6 +376,61 @@ def plan_stop_experiment(
     return Change(experiments=(stopped,), audit=(entry,))
 
 
+def plan_conclude_experiment(
+    state: PromptState,
+    experiment_id: str,
+    *,
+    promote: bool,
+    reason: str,
+    threshold: float,
+    force: bool,
+    actor: str,
+    now: datetime,
+) -> Change:
+    """Stop an experiment and, when `promote`, make its treatment active: one audited change.
+
+    The promotion goes through the gate of `plan_promote` (refused under the threshold unless
+    `force`); when it is refused nothing is written, the experiment included. `reason` (the
+    results' reason) is kept in the audit entry.
+    """
+    experiment = next((e for e in state.experiments if e.id == experiment_id), None)
+    if experiment is None:
+        raise ExperimentNotFound(f"Experiment {experiment_id!r} does not exist.", param="id")
+    stopped = experiment
+    if experiment.status == "running":
+        stopped = replace(experiment, status="stopped", stopped_at=now)
+    promotion = Change()
+    if promote:
+        promotion = plan_promote(
+            state,
+            experiment.treatment_version,
+            threshold=threshold,
+            force=force,
+            actor=actor,
+            now=now,
+        )
+    active = promotion.active if promotion.activation_changed else state.active
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        action="experiment.conclude",
+        prompt_name=state.name,
+        version=experiment.treatment_version if promotion.activation_changed else None,
+        experiment_id=experiment_id,
+        before={"status": experiment.status, "active": state.active},
+        after={"status": "stopped", "active": active},
+        forced=force and promotion.activation_changed,
+        detail=reason,
+    )
+    return Change(
+        active=promotion.active,
+        history=promotion.history,
+        activation_changed=promotion.activation_changed,
+        experiments=(stopped,) if stopped is not experiment else (),
+        audit=(entry,),
+    )
+
+
 def _overlaps(running: Experiment, new: Experiment, now: datetime) -> bool:
     """Two experiments overlap when their [start, end) windows intersect; no end is open-ended."""
     running_ended = running.end is not None and running.end <= now

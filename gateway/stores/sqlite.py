@@ -69,23 +69,12 @@ CREATE TABLE IF NOT EXISTS unit_feedback (
 # batch of any size needs no chunking under SQLite's limit on bound variables.
 _IN_BATCH = "request_id IN (SELECT value FROM json_each(?))"
 
-_INSERT_EXPOSURES = """
-INSERT INTO exposures (request_id, experiment_id, variant, version, unit, at, latency_ms,
-                       input_tokens, output_tokens, cost_usd, status)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
-FROM json_each(?) WHERE true
-ON CONFLICT (request_id) DO NOTHING
-"""
-# A request id already stored, or repeated within the batch, is not inserted, hence not added.
-
-_ADD_EXPOSURES = """
+_ADD_EXPOSURE = """
 INSERT INTO unit_totals (experiment_id, variant, unit, requests, latency_total, cost_total,
                          cost_count)
-SELECT experiment_id, variant, unit, count(*), sum(latency_ms), total(cost_usd), count(cost_usd)
-FROM exposures WHERE rowid > ? GROUP BY experiment_id, variant, unit
+VALUES (?, ?, ?, 1, ?, ?, ?)
 ON CONFLICT (experiment_id, variant, unit) DO UPDATE SET
-    requests = requests + excluded.requests,
+    requests = requests + 1,
     latency_total = latency_total + excluded.latency_total,
     cost_total = cost_total + excluded.cost_total,
     cost_count = cost_count + excluded.cost_count
@@ -376,16 +365,20 @@ def _prepare(conn: sqlite3.Connection) -> None:
 
 
 def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) -> int:
-    """Insert the exposures whose request id is new and add them to their units; how many.
-
-    The batch travels as one JSON array and each step is one SQL statement over it: SQLite does
-    the per-row work in C, with the GIL released once per statement rather than once per row
-    (a thread that takes the GIL per row slows the serving thread far more than its own CPU).
-    New rows are told from stored ones by their rowid: exposures are only ever appended.
-    """
-    if not exposures:
-        return 0
-    rows = orjson.dumps(
+    """Insert the exposures whose request id is new and add them to their units; how many."""
+    ids = orjson.dumps([e.request_id for e in exposures]).decode()
+    stored = {
+        r for (r,) in conn.execute(f"SELECT request_id FROM exposures WHERE {_IN_BATCH}", (ids,))
+    }
+    new: list[Exposure] = []
+    for e in exposures:
+        if e.request_id not in stored:  # also drops a request id repeated within the batch
+            stored.add(e.request_id)
+            new.append(e)
+    conn.executemany(
+        "INSERT INTO exposures (request_id, experiment_id, variant, version, unit, at, "
+        "latency_ms, input_tokens, output_tokens, cost_usd, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 e.request_id,
@@ -400,15 +393,24 @@ def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) ->
                 e.cost_usd,
                 e.status,
             )
-            for e in exposures
-        ]
+            for e in new
+        ],
     )
-    before = conn.execute("SELECT coalesce(max(rowid), 0) FROM exposures").fetchone()[0]
-    conn.execute(_INSERT_EXPOSURES, (rows,))
-    conn.execute(_ADD_EXPOSURES, (before,))
-    return int(
-        conn.execute("SELECT count(*) FROM exposures WHERE rowid > ?", (before,)).fetchone()[0]
+    conn.executemany(
+        _ADD_EXPOSURE,
+        [
+            (
+                e.experiment_id,
+                e.variant,
+                e.unit,
+                e.latency_ms,
+                e.cost_usd or 0.0,
+                int(e.cost_usd is not None),
+            )
+            for e in new
+        ],
     )
+    return len(new)
 
 
 def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> tuple[int, int]:

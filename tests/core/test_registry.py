@@ -226,3 +226,85 @@ def test_invalid_experiments_are_refused(exp: object, error: type[Exception], me
     """Each invalid experiment is refused with a message naming the problem."""
     with pytest.raises(error, match=message):
         plans.plan_create_experiment(TESTED, exp, taken_ids={"taken"}, now=T0)  # type: ignore[arg-type]
+
+
+def _running(treatment: str) -> PromptState:
+    state = PromptState(
+        TESTED.name,
+        TESTED.versions,
+        "1.0.0",
+        (),
+        (experiment(control="1.0.0", treatment=treatment),),
+    )
+    return state
+
+
+def test_concluding_with_a_winner_stops_and_promotes_in_one_audited_change() -> None:
+    """promote: the experiment stops and the treatment becomes active; one entry says both."""
+    state = _running("1.1.0")
+    change = plans.plan_conclude_experiment(
+        state,
+        "exp-1",
+        promote=True,
+        reason="lifts it",
+        threshold=0.8,
+        force=False,
+        actor="ops",
+        now=T0,
+    )
+    after = apply(state, change)
+    assert after.active == "1.1.0" and after.history == ("1.0.0",)
+    assert after.experiments[0].status == "stopped"
+    (entry,) = change.audit
+    assert (entry.action, entry.experiment_id, entry.version, entry.detail) == (
+        "experiment.conclude",
+        "exp-1",
+        "1.1.0",
+        "lifts it",
+    )
+    assert entry.before == {"status": "running", "active": "1.0.0"}
+    assert entry.after == {"status": "stopped", "active": "1.1.0"}
+
+
+def test_concluding_without_a_winner_only_stops() -> None:
+    """keep_control or keep_running: stopped, nothing promoted."""
+    state = _running("1.1.0")
+    change = plans.plan_conclude_experiment(
+        state,
+        "exp-1",
+        promote=False,
+        reason="no difference",
+        threshold=0.9,
+        force=False,
+        actor="ops",
+        now=T0,
+    )
+    after = apply(state, change)
+    assert after.active == "1.0.0" and after.experiments[0].status == "stopped"
+    assert change.audit[0].after == {"status": "stopped", "active": "1.0.0"}
+
+
+def test_concluding_is_refused_whole_under_the_gate() -> None:
+    """An untested treatment is not promoted, and the experiment is not stopped either."""
+    with pytest.raises(PromotionRefused, match="no test run"):
+        plans.plan_conclude_experiment(
+            _running("1.2.0"),
+            "exp-1",
+            promote=True,
+            reason="r",
+            threshold=0.9,
+            force=False,
+            actor="ops",
+            now=T0,
+        )
+    forced = plans.plan_conclude_experiment(
+        _running("1.2.0"),
+        "exp-1",
+        promote=True,
+        reason="r",
+        threshold=0.9,
+        force=True,
+        actor="ops",
+        now=T0,
+    )
+    assert forced.active == "1.2.0" and forced.audit[0].forced is True

@@ -1,0 +1,88 @@
+"""The experiments' use cases: results and conclusion, shared by the command line and the API.
+
+Results read the experiment and its per-unit aggregates from the store and hand them to the pure
+statistics (`core/stats.py`); concluding stops the experiment and, when the results recommend the
+treatment, promotes it through the normal gate, as one audited change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.core import registry as plans
+from gateway.core.model import Experiment
+from gateway.core.stats import ExperimentResults, analyze
+from gateway.errors import ExperimentNotFound
+from gateway.settings import ExperimentSettings
+from gateway.stores.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Conclusion:
+    """What concluding did: the results it acted on, and whether the treatment became active."""
+
+    experiment: Experiment
+    results: ExperimentResults
+    promoted: bool
+
+
+async def experiment_results(
+    store: Store, experiment_id: str, settings: ExperimentSettings
+) -> ExperimentResults:
+    """The §11 results of one experiment. Raises ExperimentNotFound, StoreUnavailable."""
+    experiment = await store.find_experiment(experiment_id)
+    if experiment is None:
+        raise ExperimentNotFound(
+            f"Experiment {experiment_id!r} does not exist; list them with: "
+            "gateway experiments list",
+            param="id",
+        )
+    units = await store.unit_outcomes(experiment_id, experiment.metric)
+    # CPU work on every unit: off the event loop's thread, so a server keeps serving meanwhile.
+    return await asyncio.to_thread(
+        analyze,
+        experiment,
+        units,
+        alpha=settings.alpha,
+        min_units=settings.min_users_per_variant,
+    )
+
+
+async def conclude_experiment(
+    store: Store,
+    experiment_id: str,
+    *,
+    settings: ExperimentSettings,
+    threshold: float,
+    force: bool,
+    actor: str,
+    clock: Callable[[], datetime],
+) -> Conclusion:
+    """Stop the experiment; promote its treatment when the results say `promote_treatment`.
+
+    The promotion passes the gate (PromotionRefused under the threshold unless `force`); when it
+    is refused, nothing changes, the experiment keeps its status.
+    """
+    results = await experiment_results(store, experiment_id, settings)
+    promote = results.recommendation == "promote_treatment"
+    found = await store.find_experiment(experiment_id)
+    assert found is not None  # experiments are never deleted
+    change = await store.apply(
+        found.prompt_name,
+        lambda state, _: plans.plan_conclude_experiment(
+            state,
+            experiment_id,
+            promote=promote,
+            reason=results.reason,
+            threshold=threshold,
+            force=force,
+            actor=actor,
+            now=clock(),
+        ),
+    )
+    concluded = await store.find_experiment(experiment_id)
+    assert concluded is not None
+    return Conclusion(concluded, results, change.activation_changed)

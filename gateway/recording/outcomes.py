@@ -1,0 +1,171 @@
+"""Experiment exposures and feedback, queued by the request path and written in batches.
+
+`OutcomeRecorder.call_finished` (an Observer of finished calls) turns every call served in an
+experiment into an `Exposure`; `POST /v1/feedback` adds `Feedback`. Both go into one bounded
+queue, in arrival order, which a background task drains into `store.record_outcomes` every
+`flush_interval` seconds or as soon as a batch is full. The call never waits: a full queue drops
+the exposure and counts it (`gateway_exposures_dropped_total`). While the store is down, the batch
+being written is retried and the queue keeps filling up to its bound, so an outage loses at most
+what does not fit, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, deque
+from datetime import UTC, datetime
+
+from gateway.core.outcomes import Exposure, Feedback
+from gateway.errors import StoreUnavailable
+from gateway.stores.base import OutcomeStore
+from gateway.telemetry.events import CallRecord
+
+log = logging.getLogger("gateway.recording")
+
+BATCH_SIZE = 5000
+RECENT = 100_000
+"""Exposures remembered in memory, so feedback posted right after a call is checked at once."""
+MAX_BACKOFF = 5.0
+
+
+class OutcomeRecorder:
+    """Queues exposures and feedback; a background task writes them in batches."""
+
+    def __init__(self, store: OutcomeStore, *, queue_size: int, flush_interval: float) -> None:
+        self._store = store
+        self._queue: deque[Exposure | Feedback] = deque()
+        self._queue_size = queue_size
+        self._flush_interval = flush_interval
+        self._recent: OrderedDict[str, Exposure] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: list[Exposure | Feedback] = []
+        self.dropped_exposures = 0
+        """Exposures lost: the queue was full, or the store never took them before shutdown."""
+        self.orphans = 0
+        """Feedback the store ignored because no exposure was stored for its request."""
+
+    # ---- the request path: enqueue only ----------------------------------------------------------
+
+    def call_finished(self, record: CallRecord) -> None:
+        """Queue the exposure of a call served in an experiment (others are not recorded)."""
+        prompt = record.prompt
+        if prompt is None or prompt.experiment_id is None:
+            return
+        unit = record.user_hash if prompt.assignment == "user" and record.user_hash else None
+        exposure = Exposure(
+            request_id=record.request_id,
+            experiment_id=prompt.experiment_id,
+            variant="treatment" if prompt.variant == "treatment" else "control",
+            version=prompt.version,
+            unit=unit or record.request_id,
+            at=datetime.fromtimestamp(record.start_ns / 1e9, UTC),
+            latency_ms=record.duration_s * 1000,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+            status=record.status,
+        )
+        if not self._put(exposure):
+            self.dropped_exposures += 1
+            return
+        recent = self._recent
+        recent[exposure.request_id] = exposure
+        if len(recent) > RECENT:
+            recent.popitem(last=False)
+
+    def feedback(self, feedback: Feedback) -> bool:
+        """Queue a feedback value; False when the queue is full (the caller answers 503)."""
+        return self._put(feedback)
+
+    def recent(self, request_id: str) -> Exposure | None:
+        """An exposure this process queued lately, written or not."""
+        return self._recent.get(request_id)
+
+    def _put(self, item: Exposure | Feedback) -> bool:
+        if len(self._queue) + len(self._pending) >= self._queue_size:
+            return False
+        self._queue.append(item)
+        if len(self._queue) >= BATCH_SIZE:
+            self._wake.set()
+        return True
+
+    # ---- the writer ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background writer (in the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Write what is queued (one try), then stop. What the store refuses is counted lost."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending or self._queue:
+            if not self._pending:
+                self._take()
+            try:
+                await self._write()
+            except StoreUnavailable as exc:
+                lost = sum(isinstance(i, Exposure) for i in (*self._pending, *self._queue))
+                self.dropped_exposures += lost
+                log.error("stopping with %d exposures unwritten: %s", lost, exc.message)
+                self._pending.clear()
+                self._queue.clear()
+
+    async def flush(self) -> None:
+        """Write everything queued now (tests and shutdown); raises StoreUnavailable."""
+        while self._pending or self._queue:
+            if not self._pending:
+                self._take()
+            await self._write()
+
+    async def _run(self) -> None:
+        backoff = self._flush_interval
+        down = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            try:
+                # One batch per tick (more only while full batches wait): a write takes time,
+                # and what arrives meanwhile waits for the next tick, so batches stay large and
+                # the cost of a write (a transaction, a thread hand-off) is shared by many.
+                if not self._pending:
+                    self._take()
+                if self._pending:
+                    await self._write()
+                if len(self._queue) >= BATCH_SIZE:
+                    self._wake.set()
+            except StoreUnavailable as exc:
+                if not down:
+                    log.error("cannot write experiment outcomes, retrying: %s", exc.message)
+                down = True
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            except Exception:  # a bug must not end recording for the life of the process
+                log.exception("writing experiment outcomes failed; the batch is dropped")
+                self.dropped_exposures += sum(isinstance(i, Exposure) for i in self._pending)
+                self._pending.clear()
+                continue
+            if down:
+                log.info("experiment outcomes are written again")
+            down = False
+            backoff = self._flush_interval
+
+    def _take(self) -> None:
+        queue = self._queue
+        self._pending = [queue.popleft() for _ in range(min(BATCH_SIZE, len(queue)))]
+
+    async def _write(self) -> None:
+        batch = self._pending
+        exposures = [i for i in batch if isinstance(i, Exposure)]
+        feedback = [i for i in batch if isinstance(i, Feedback)]
+        recorded = await self._store.record_outcomes(exposures, feedback)
+        self.orphans += recorded.orphans
+        self._pending = []

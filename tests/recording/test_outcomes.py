@@ -1,0 +1,94 @@
+"""The outcome recorder: what it queues, its bound, and how it rides out a store outage.
+
+The store is a real SQLite file; the outage is a store whose folder does not exist yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+from gateway.core.outcomes import Feedback
+from gateway.recording.outcomes import OutcomeRecorder
+from gateway.stores.sqlite import SQLiteStore
+from gateway.telemetry.attributes import hash_user
+from tests.telemetry.test_attributes import PROMPT, RECORD
+
+
+def record(request_id: str, *, user: str | None = "alice", experiment: str | None = "exp-1"):  # type: ignore[no-untyped-def]
+    prompt = dataclasses.replace(
+        PROMPT, experiment_id=experiment, assignment="user" if user else "random"
+    )
+    return dataclasses.replace(
+        RECORD,
+        request_id=request_id,
+        prompt=prompt,
+        user_hash=hash_user(user) if user else None,
+        start_ns=1_764_000_000_000_000_000,
+        duration_s=0.25,
+    )
+
+
+async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> None:
+    """A call in an experiment is written with its unit; one outside any is not recorded."""
+    store = SQLiteStore(tmp_path / "g.db")
+    recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
+    recorder.call_finished(record("req_user"))
+    recorder.call_finished(record("req_random", user=None))
+    recorder.call_finished(record("req_outside", experiment=None))
+    recorder.call_finished(dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None))
+    await recorder.flush()
+    user = await store.exposure("req_user")
+    assert user is not None and user.unit == hash_user("alice")
+    assert (user.variant, user.version, user.latency_ms, user.cost_usd) == (
+        "treatment",
+        "1.2.0",
+        250.0,
+        RECORD.cost_usd,
+    )
+    random = await store.exposure("req_random")
+    assert random is not None and random.unit == "req_random"
+    assert await store.exposure("req_outside") is None
+    assert await store.exposure("req_unmanaged") is None
+    assert recorder.recent("req_user") == user
+
+
+async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    """Past the queue's bound exposures are dropped and counted; feedback is refused (503)."""
+    recorder = OutcomeRecorder(SQLiteStore(tmp_path / "g.db"), queue_size=3, flush_interval=1)
+    for i in range(5):
+        recorder.call_finished(record(f"req_{i}"))
+    assert recorder.dropped_exposures == 2
+    assert recorder.feedback(Feedback("req_0", "user_satisfaction", 3)) is False
+
+
+async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> None:
+    """While the store is down the batch is retried; once it is back everything is written."""
+    folder = tmp_path / "later"
+    store = SQLiteStore(folder / "g.db")
+    recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
+    recorder.start()
+    try:
+        for i in range(10):
+            recorder.call_finished(record(f"req_{i}", user=f"u{i}"))
+        recorder.feedback(Feedback("req_3", "user_satisfaction", 5))
+        await asyncio.sleep(0.1)  # several failed writes
+        folder.mkdir()
+        deadline = time.monotonic() + 10
+        while await _exposed(store) < 10:
+            assert time.monotonic() < deadline, "the queued exposures were never written"
+            await asyncio.sleep(0.05)
+    finally:
+        await recorder.stop()
+    assert recorder.dropped_exposures == 0
+    units = await store.unit_outcomes("exp-1", "user_satisfaction")
+    assert sum(u.count for u in units) == 1 and sum(u.requests for u in units) == 10
+
+
+async def _exposed(store: SQLiteStore) -> int:
+    try:
+        return sum(u.requests for u in await store.unit_outcomes("exp-1", "latency"))
+    except Exception:
+        return 0
