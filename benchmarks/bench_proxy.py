@@ -7,7 +7,7 @@ the gateway under `taskset -c 0` with a managed prompt injected on every request
 
 Run: python benchmarks/bench_proxy.py [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
-     python benchmarks/bench_proxy.py --experiment [--rounds 8] [--seconds 4]
+     python benchmarks/bench_proxy.py --experiment [--redis] [--rounds 8] [--seconds 4]
 
 `--tracing` compares tracing off and on instead: two gateways (one exporting every span to nginx,
 which answers /v1/traces with an empty 200), loaded in turn for several rounds so that drift in
@@ -299,6 +299,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=8, help="rounds with --tracing or --experiment"
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="keep the registry (and experiment outcomes) in a redis-server of the run's own",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -307,6 +312,15 @@ def main() -> None:
     upstream_port = free_port()
     nginx = start_nginx(work, upstream_port)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    redis = None
+    if args.redis:  # on core 1 with nginx and wrk; each gateway gets a database of its own
+        redis_port = free_port()
+        server = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+        redis = subprocess.Popen(
+            ["taskset", "-c", "1", *server, "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(redis_port)
     try:
         names = (
             ("off", "on")
@@ -315,7 +329,9 @@ def main() -> None:
             if args.experiment
             else ("off",)
         )
-        for name in names:
+        for number, name in enumerate(names, start=1):
+            if redis is not None:
+                os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
             gateways[name] = (
                 start_gateway(
@@ -340,6 +356,9 @@ def main() -> None:
         for proc, _ in gateways.values():
             proc.wait(15)
         nginx.wait(15)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(15)
         shutil.rmtree(work, ignore_errors=True)
 
 

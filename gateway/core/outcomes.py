@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Variant = Literal["control", "treatment"]
 FeedbackMetric = Literal["user_satisfaction", "task_completion"]
@@ -34,9 +34,12 @@ SATISFACTION_RANGE = (0.0, 5.0)
 """`user_satisfaction` values: a rating from 0 to 5 (thumbs down/up as 0/1 fit too)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Exposure:
-    """One call served while an experiment ran."""
+class Exposure(NamedTuple):
+    """One call served while an experiment ran.
+
+    A NamedTuple, not a frozen dataclass: one is made for every call served in an experiment,
+    and a tuple is built in C, about four times faster.
+    """
 
     request_id: str
     experiment_id: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from datetime import UTC, datetime
 
 from gateway.core.outcomes import Exposure, Feedback
@@ -25,8 +25,10 @@ from gateway.telemetry.events import CallRecord
 log = logging.getLogger("gateway.recording")
 
 BATCH_SIZE = 5000
-RECENT = 100_000
-"""Exposures remembered in memory, so feedback posted right after a call is checked at once."""
+RECENT = 10_000
+"""Exposures remembered in memory, so feedback posted right after a call (before its batch is
+written) is checked at once. A few flush intervals' worth: later ones are found in the store,
+and a larger index only costs memory and cache on every call."""
 MAX_BACKOFF = 5.0
 
 
@@ -38,7 +40,8 @@ class OutcomeRecorder:
         self._queue: deque[Exposure | Feedback] = deque()
         self._queue_size = queue_size
         self._flush_interval = flush_interval
-        self._recent: OrderedDict[str, Exposure] = OrderedDict()
+        self._recent: dict[str, Exposure] = {}
+        """Oldest first (dicts keep insertion order), at most RECENT."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: list[Exposure | Feedback] = []
@@ -74,7 +77,7 @@ class OutcomeRecorder:
         recent = self._recent
         recent[exposure.request_id] = exposure
         if len(recent) > RECENT:
-            recent.popitem(last=False)
+            del recent[next(iter(recent))]
 
     def feedback(self, feedback: Feedback) -> bool:
         """Queue a feedback value; False when the queue is full (the caller answers 503)."""

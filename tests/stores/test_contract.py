@@ -373,8 +373,7 @@ async def outcomes(
 async def test_exposure_round_trips(store: Store) -> None:
     """A stored exposure comes back with every field, its time in UTC; an unknown id gives None."""
     plus_two = timezone(timedelta(hours=2))
-    bare = replace(
-        exposure("r1"),
+    bare = exposure("r1")._replace(
         at=datetime(2026, 11, 1, 13, 30, 15, 123456, tzinfo=plus_two),
         latency_ms=1234.5678,
         input_tokens=None,
@@ -382,7 +381,7 @@ async def test_exposure_round_trips(store: Store) -> None:
         cost_usd=None,
         status=499,
     )
-    full = replace(exposure("r2", "7f3a" * 16, variant="treatment"), cost_usd=0.000123)
+    full = exposure("r2", "7f3a" * 16, variant="treatment")._replace(cost_usd=0.000123)
     await store.record_outcomes([bare, full], [])
     stored = await store.exposure("r1")
     assert stored == bare
