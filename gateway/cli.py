@@ -7,24 +7,27 @@ Every command reads the same config and store as the server, prints tables for p
 from __future__ import annotations
 
 import asyncio
+import difflib
 import getpass
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from gateway import __version__
 from gateway import experiments as experiments_usecases
 from gateway import settings as settings_module
 from gateway.core.diffing import diff_versions
-from gateway.core.model import ENVIRONMENTS, Environment, PromptState
+from gateway.core.model import ENVIRONMENTS, AuditEntry, Environment, PromptState
 from gateway.core.registry import require_version
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import resolve
@@ -91,6 +94,12 @@ class Runtime:
 runtime = Runtime()
 
 
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"gateway {__version__}", markup=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     config: Annotated[
@@ -102,6 +111,12 @@ def _root(
     actor: Annotated[
         str | None, typer.Option("--actor", help="Who to record in the audit log (default: you).")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_version
+        ),
+    ] = False,
 ) -> None:
     runtime.config = config
     runtime.actor = actor or _whoami()
@@ -121,11 +136,16 @@ def emit(data: Any) -> None:
 
 
 @contextmanager
-def _failures() -> Iterator[None]:
+def _failures(as_json: bool = False) -> Iterator[None]:
+    """Exit 1 with a one-line reason on stderr, or with `{"error": {"message", "code"}}` on
+    stdout when the command was asked for JSON."""
     try:
         yield
     except GatewayError as exc:
-        err.print(f"error: {exc.message}", markup=False)
+        if as_json:
+            emit({"error": {"message": exc.message, "code": exc.code}})
+        else:
+            err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(1) from None
 
 
@@ -139,9 +159,10 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8080).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run the gateway: the OpenAI-compatible proxy on /v1, plus /healthz and /readyz."""
-    with _failures():
+    with _failures(as_json):
         settings = runtime.settings  # validate the config before any worker starts
     server = settings.server
     chosen_host, chosen_port = host or server.host, port or server.port
@@ -192,7 +213,7 @@ def push(
     as_json: JsonFlag = False,
 ) -> None:
     """Create the versions that the files describe; unchanged ones are left alone."""
-    with _failures():
+    with _failures(as_json):
         files = load_prompt_files(paths or [runtime.settings.prompts_dir])
         results = runtime.run(lambda _, registry: registry.push(files, actor=runtime.actor))
     if as_json:
@@ -214,7 +235,7 @@ def push(
 @prompts_app.command("list")
 def list_prompts(as_json: JsonFlag = False) -> None:
     """List prompts with their newest and active versions."""
-    with _failures():
+    with _failures(as_json):
         snap = runtime.run(lambda store, _: store.snapshot())
     rows = []
     for name in sorted(snap.prompts):
@@ -247,7 +268,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a prompt's versions, or one version in full."""
-    with _failures():
+    with _failures(as_json):
         state = _existing(runtime.run(lambda store, _: store.prompt(name)), name)
         chosen = [require_version(state, version)] if version else list(state.versions)
     if as_json:
@@ -302,7 +323,7 @@ def render_prompt(
     as_json: JsonFlag = False,
 ) -> None:
     """Print the messages a prompt renders to with the given variables."""
-    with _failures():
+    with _failures(as_json):
         values = coerce_variables(_parse_vars(var or []))
         snap = runtime.run(lambda store, _: store.snapshot())
         chosen = resolve(
@@ -340,7 +361,7 @@ def resolve_prompt(
     as_json: JsonFlag = False,
 ) -> None:
     """Say which version and variant would serve this user in this environment."""
-    with _failures():
+    with _failures(as_json):
         snap = runtime.run(lambda store, _: store.snapshot())
         got = resolve(
             snap,
@@ -384,9 +405,12 @@ def test_prompt(
     from gateway.upstream.client import HttpUpstream
 
     settings = runtime.settings
-    with _failures():
-        files = [f for f in load_prompt_files(path or [settings.prompts_dir]) if f.name == name]
+    with _failures(as_json):
+        every = load_prompt_files(path or [settings.prompts_dir])
+        files = [f for f in every if f.name == name]
         tests = [t for f in files for t in f.tests]
+        if not files and not runtime.run(lambda store, _: store.prompt(name)).versions:
+            raise _unknown_prompt(name, also=(f.name for f in every))
         if not tests:
             raise PromptNotFound(
                 f"No tests for prompt {name!r} in {', '.join(path or [settings.prompts_dir])}; "
@@ -463,19 +487,12 @@ def promote(
     as_json: JsonFlag = False,
 ) -> None:
     """Make a version the production version, if its last test run reached the threshold."""
-    with _failures():
+    with _failures(as_json):
         entry = runtime.run(
             lambda _, registry: registry.promote(name, version, actor=runtime.actor, force=force)
         )
     if as_json:
-        emit(
-            {
-                "name": name,
-                "active": version,
-                "changed": entry is not None,
-                "audit": codec.audit_to_dict(entry) if entry else None,
-            }
-        )
+        emit(_activation(name, version, entry))
         return
     if entry is None:
         out.print(f"{name}@{version} is already active", markup=False)
@@ -487,19 +504,31 @@ def promote(
 @prompts_app.command("rollback")
 def rollback(name: str, as_json: JsonFlag = False) -> None:
     """Re-activate the version that was active before the current one."""
-    with _failures():
+    with _failures(as_json):
         entry = runtime.run(lambda _, registry: registry.rollback(name, actor=runtime.actor))
     if as_json:
-        emit(codec.audit_to_dict(entry))
+        emit(_activation(name, entry.version, entry))
         return
     before = (entry.before or {}).get("active")
     out.print(f"{name}: active {before} -> {entry.version} (rolled back)", markup=False)
 
 
+def _activation(name: str, active: str | None, entry: AuditEntry | None) -> dict[str, Any]:
+    """The --json result of promote and rollback: one shape for both."""
+    return {
+        "name": name,
+        "active": active,
+        "previous": (entry.before or {}).get("active") if entry else active,
+        "changed": entry is not None,
+        "forced": bool(entry and entry.forced),
+        "audit": codec.audit_to_dict(entry) if entry else None,
+    }
+
+
 @prompts_app.command("diff")
 def diff(name: str, old: str, new: str, as_json: JsonFlag = False) -> None:
     """Show a unified diff of two versions' templates and parameters."""
-    with _failures():
+    with _failures(as_json):
         state = _existing(runtime.run(lambda store, _: store.prompt(name)), name)
         text = diff_versions(require_version(state, old), require_version(state, new))
     if as_json:
@@ -531,7 +560,7 @@ def create_experiment(
     as_json: JsonFlag = False,
 ) -> None:
     """Start an A/B experiment between two versions of a prompt (or every one in --file)."""
-    with _failures():
+    with _failures(as_json):
         if file is not None:
             specs = load_experiment_file(file)
         else:
@@ -550,6 +579,12 @@ def create_experiment(
                 err.print(f"error: missing {', '.join(missing)} (or give --file)")
                 raise typer.Exit(1)
             assert id and prompt and control and treatment and split is not None
+            if not 0 <= split <= 1:
+                raise InvalidRequest(
+                    f"--split {split:g} is out of range: give the share of users sent to the "
+                    "treatment, between 0 and 1 (0.3 sends 30%).",
+                    param="split",
+                )
             specs = [
                 ExperimentSpec(
                     id,
@@ -583,7 +618,7 @@ def create_experiment(
 @experiments_app.command("list")
 def list_experiments(as_json: JsonFlag = False) -> None:
     """List experiments, running ones first."""
-    with _failures():
+    with _failures(as_json):
         snap = runtime.run(lambda store, _: store.snapshot())
     now = utc_now()
     experiments = [e for s in snap.prompts.values() for e in s.experiments]
@@ -625,7 +660,7 @@ def list_experiments(as_json: JsonFlag = False) -> None:
 @experiments_app.command("stop")
 def stop_experiment(id: str, as_json: JsonFlag = False) -> None:
     """Stop an experiment; its prompt goes back to environment resolution."""
-    with _failures():
+    with _failures(as_json):
         stopped = runtime.run(lambda _, registry: registry.stop_experiment(id, actor=runtime.actor))
     if as_json:
         emit(codec.experiment_to_dict(stopped))
@@ -636,7 +671,7 @@ def stop_experiment(id: str, as_json: JsonFlag = False) -> None:
 @experiments_app.command("results")
 def experiment_results(id: str, as_json: JsonFlag = False) -> None:
     """Compare the arms of an experiment: means, intervals, p-value, and what to do."""
-    with _failures():
+    with _failures(as_json):
         results = runtime.run(
             lambda store, _: experiments_usecases.experiment_results(
                 store, id, runtime.settings.experiments
@@ -660,7 +695,7 @@ def conclude_experiment(
 ) -> None:
     """Stop an experiment; promote its treatment when the results recommend it."""
     settings = runtime.settings
-    with _failures():
+    with _failures(as_json):
         conclusion = runtime.run(
             lambda store, _: experiments_usecases.conclude_experiment(
                 store,
@@ -702,13 +737,19 @@ def results_table(results: ExperimentResults) -> Table:
             str(arm.users),
             str(arm.requests),
             str(arm.with_value),
-            _figure(arm.mean),
-            _interval(arm.ci95),
+            _figure(arm.mean, results.metric),
+            _interval(arm.ci95, results.metric),
         )
     diff = results.difference
     relative = f" ({diff.relative:+.1%})" if diff.relative is not None else ""
     table.add_row(
-        "difference", "", "", "", "", _figure(diff.absolute) + relative, _interval(diff.ci95)
+        "difference",
+        "",
+        "",
+        "",
+        "",
+        _figure(diff.absolute, results.metric) + relative,
+        _interval(diff.ci95, results.metric),
     )
     table.caption = (
         f"{results.metric} ({results.direction.replace('_', ' ')}), {results.test}, "
@@ -742,16 +783,23 @@ def results_chart(results: ExperimentResults, width: int = 48) -> str:
         if arm.mean is not None:
             row[col(arm.mean)] = "●"
         lines.append(f"{name:>9} {''.join(row)}")
-    lines.append(f"{'':>9} {_figure(low):<{width // 2}}{_figure(high):>{width - width // 2}}")
+    left, right = _figure(low, results.metric), _figure(high, results.metric)
+    lines.append(f"{'':>9} {left:<{width // 2}}{right:>{width - width // 2}}")
     return "\n".join(lines)
 
 
-def _figure(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _figure(value: float | None, metric: str = "") -> str:
+    if value is None:
+        return "-"
+    if metric == "cost_per_task":  # USD: fixed decimals, never 1.2e-05
+        return f"${value:,.6f}" if abs(value) < 1 else f"${value:,.2f}"
+    return f"{value:.4g}"
 
 
-def _interval(interval: tuple[float, float] | None) -> str:
-    return "-" if interval is None else f"[{interval[0]:.4g}, {interval[1]:.4g}]"
+def _interval(interval: tuple[float, float] | None, metric: str = "") -> str:
+    if interval is None:
+        return "-"
+    return f"[{_figure(interval[0], metric)}, {_figure(interval[1], metric)}]"
 
 
 # ---- audit -----------------------------------------------------------------------------------
@@ -764,33 +812,43 @@ def audit(
     as_json: JsonFlag = False,
 ) -> None:
     """Show who changed what: creates, test runs, promotions, rollbacks, experiments."""
-    with _failures():
+    with _failures(as_json):
         entries = runtime.run(lambda store, _: store.audit(prompt_name=prompt, limit=limit))
     if as_json:
         emit([codec.audit_to_dict(e) for e in entries])
         return
-    table = Table("at", "actor", "action", "prompt", "target", "before", "after", "forced")
+    # Fits 100 columns: the full before/after documents are in --json.
+    table = Table("at (UTC)", "actor", "action", "prompt", "target", "change", box=box.SIMPLE)
     for e in entries:
         table.add_row(
-            e.at.strftime("%Y-%m-%d %H:%M:%S"),
-            e.actor,
-            e.action,
-            e.prompt_name,
-            e.version or e.experiment_id or "-",
-            _brief(e.before),
-            _brief(e.after),
-            "yes" if e.forced else "",
+            e.at.strftime("%m-%d %H:%M:%S"),
+            _clip(e.actor, 12),
+            e.action.replace("version.", "").replace("experiment.", "exp."),
+            _clip(e.prompt_name, 18),
+            _clip(e.version or e.experiment_id or "-", 14),
+            _change(e) + (" (forced)" if e.forced else ""),
         )
-    out.print(table)
+    out.print(table, width=min(out.width, 100))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _brief(value: Any) -> str:
-    if not value:
-        return "-"
-    return ", ".join(f"{k}={v}" for k, v in dict(value).items())
+def _change(entry: AuditEntry) -> str:
+    """What an audit entry changed, in a few words: `active 1.0.0 -> 1.1.0`."""
+    before, after = dict(entry.before or {}), dict(entry.after or {})
+    changed = [
+        f"{key} {before.get(key, '-')} -> {after[key]}"
+        for key in after
+        if key in before and before[key] != after[key]
+    ]
+    if not changed and after:
+        changed = [f"{key}={value}" for key, value in after.items() if key != "id"]
+    return _clip("; ".join(changed) or "-", 28)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, object]:
@@ -814,8 +872,23 @@ def _environment(env: str | None) -> Environment:
 
 def _existing(state: PromptState, name: str) -> PromptState:
     if not state.versions:
-        raise PromptNotFound(f"Prompt {name!r} does not exist.")
+        raise _unknown_prompt(name)
     return state
+
+
+def _unknown_prompt(name: str, also: Iterable[str] = ()) -> PromptNotFound:
+    """`Prompt 'x' does not exist`, with the closest known names (the store's, and `also`)."""
+    try:
+        known = set(runtime.run(lambda store, _: store.snapshot()).prompts) | set(also)
+    except GatewayError:
+        known = set(also)
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    hint = (
+        f" Did you mean: {', '.join(close)}?"
+        if close
+        else (f" Known prompts: {', '.join(sorted(known)[:10])}." if known else "")
+    )
+    return PromptNotFound(f"Prompt {name!r} does not exist.{hint}")
 
 
 def main() -> None:

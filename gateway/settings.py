@@ -236,12 +236,10 @@ def _build(
 ) -> Settings:
     _no_unknown(raw, _KEYS, "", where)
     env = _choice(
-        environ.get("GATEWAY_ENV", raw.get("env", "production")), ENVIRONMENTS, "env", where
+        *_pick(environ, "GATEWAY_ENV", raw, "env", "production", where, allowed=ENVIRONMENTS)
     )
-    store_url = _string(
-        environ.get("GATEWAY_STORE_URL", raw.get("store_url", "sqlite:///gateway.db")),
-        "store_url",
-        where,
+    store_url = _store_url(
+        *_pick(environ, "GATEWAY_STORE_URL", raw, "store_url", "sqlite:///gateway.db", where)
     )
     tokens = _admin_tokens(raw, environ, where)
     prompts_dir = _string(raw.get("prompts_dir", "config/prompts"), "prompts_dir", where)
@@ -249,9 +247,15 @@ def _build(
     promotion_raw = _mapping(raw.get("promotion", {}), "promotion", where)
     _no_unknown(promotion_raw, {"threshold"}, "promotion.", where)
     threshold = _number(
-        environ.get("GATEWAY_PROMOTION_THRESHOLD", promotion_raw.get("threshold", 0.9)),
-        "promotion.threshold",
-        where,
+        *_pick(
+            environ,
+            "GATEWAY_PROMOTION_THRESHOLD",
+            promotion_raw,
+            "threshold",
+            0.9,
+            where,
+            prefix="promotion.",
+        ),
         low=0.0,
         high=1.0,
     )
@@ -275,12 +279,14 @@ def _build(
     )
 
     def server_int(key: str, env: str, default: int, high: int) -> int:
-        value = environ.get(env, server_raw.get(key, default))
-        return int(_number(value, f"server.{key}", where, low=1, high=high))
+        picked = _pick(environ, env, server_raw, key, default, where, prefix="server.")
+        return int(_number(*picked, low=1, high=high))
 
     server = ServerSettings(
         host=_string(
-            environ.get("GATEWAY_HOST", server_raw.get("host", "127.0.0.1")), "server.host", where
+            *_pick(
+                environ, "GATEWAY_HOST", server_raw, "host", "127.0.0.1", where, prefix="server."
+            )
         ),
         port=server_int("port", "GATEWAY_PORT", 8080, 65535),
         workers=server_int("workers", "GATEWAY_WORKERS", 1, 256),
@@ -295,12 +301,8 @@ def _build(
     def upstream_number(
         key: str, env: str | None, default: float, high: float, low: float = 0.001
     ) -> float:
-        value = (
-            environ.get(env, upstream_raw.get(key, default))
-            if env
-            else upstream_raw.get(key, default)
-        )
-        return _number(value, f"upstream.{key}", where, low=low, high=high)
+        picked = _pick(environ, env, upstream_raw, key, default, where, prefix="upstream.")
+        return _number(*picked, low=low, high=high)
 
     upstream = UpstreamSettings(
         connect_timeout=upstream_number("connect_timeout", "GATEWAY_CONNECT_TIMEOUT", 10.0, 3600),
@@ -458,8 +460,8 @@ def _experiments(
     )
 
     def value(key: str, env: str, default: float, low: float, high: float) -> float:
-        chosen = environ.get(env, section.get(key, default))
-        return _number(chosen, f"experiments.{key}", where, low=low, high=high)
+        picked = _pick(environ, env, section, key, default, where, prefix="experiments.")
+        return _number(*picked, low=low, high=high)
 
     return ExperimentSettings(
         alpha=value("alpha", "GATEWAY_EXPERIMENTS_ALPHA", 0.05, 1e-6, 0.5),
@@ -635,6 +637,41 @@ def _list(value: object, key: str, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise ConfigError(f"{where}: {key} must be a list, not {type(value).__name__}.")
     return value
+
+
+def _pick(
+    environ: Mapping[str, str],
+    env: str | None,
+    section: Mapping[str, Any],
+    key: str,
+    default: object,
+    where: str,
+    *,
+    prefix: str = "",
+    allowed: tuple[str, ...] | None = None,
+) -> Any:
+    """A key's value and what an error about it names: the environment variable when it is
+    set (it wins), else the file's key. Returns (value, [allowed,] label, where)."""
+    if env is not None and env in environ:
+        found: tuple[Any, ...] = (environ[env], env, "environment")
+    else:
+        found = (section.get(key, default), prefix + key, where)
+    return found if allowed is None else (found[0], allowed, *found[1:])
+
+
+def _store_url(value: object, key: str, where: str) -> str:
+    url = _string(value, key, where)
+    if url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        raise ConfigError(
+            f"{where}: {key} {url!r} has two slashes; a SQLite URL has three before its path: "
+            f"sqlite:///{url.removeprefix('sqlite://')} (or sqlite:////absolute/path.db)."
+        )
+    if not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{where}: {key} must be sqlite:///path/to/gateway.db or redis://host:port/db, "
+            f"not {url.split('://')[0]!r}://..."
+        )
+    return url
 
 
 def _string(value: object, key: str, where: str) -> str:

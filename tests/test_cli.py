@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from openai import OpenAI
 
@@ -385,3 +386,88 @@ def test_serve_as_the_readme_runs_it(gateway: Gateway, project: Path) -> None:
         _, stderr = server.communicate(timeout=15)
         receiver.stop()
     assert server.returncode == 0, stderr
+
+
+def test_version(gateway: Gateway) -> None:
+    """gateway --version prints the installed version."""
+    assert gateway("--version").stdout.startswith("gateway ")
+
+
+def test_json_failures_are_json_on_stdout(gateway: Gateway) -> None:
+    """With --json a failure is {"error": {"message", "code"}} on stdout, exit 1."""
+    gateway("prompts", "push")
+    failed = gateway("prompts", "show", "nope", "--json", ok=False)
+    error = orjson.loads(failed.stdout)["error"]
+    assert error["code"] == "prompt_not_found" and "nope" in error["message"]
+
+
+def test_promote_and_rollback_answer_one_json_shape(gateway: Gateway) -> None:
+    """Both give {name, active, previous, changed, forced, audit}."""
+    gateway("prompts", "push")
+    gateway("prompts", "promote", "support-agent", "1.0.0", "--force")
+    promoted = gateway("prompts", "promote", "support-agent", "1.1.0", "--force", "--json")
+    rolled = gateway("prompts", "rollback", "support-agent", "--json")
+    assert (
+        set(promoted)
+        == set(rolled)
+        == {
+            "name",
+            "active",
+            "previous",
+            "changed",
+            "forced",
+            "audit",
+        }
+    )
+    assert (promoted["previous"], promoted["active"], promoted["forced"]) == (
+        "1.0.0",
+        "1.1.0",
+        True,
+    )
+    assert (rolled["previous"], rolled["active"], rolled["forced"]) == ("1.1.0", "1.0.0", False)
+
+
+@pytest.mark.parametrize("command", ["show", "test"])
+def test_an_unknown_prompt_suggests_the_closest_names(gateway: Gateway, command: str) -> None:
+    """A misspelt name says it does not exist and names the prompt that was meant."""
+    gateway("prompts", "push")
+    failed = gateway("prompts", command, "suport-agent", ok=False)
+    assert "does not exist" in failed.output and "Did you mean: support-agent" in failed.output
+
+
+def test_a_split_out_of_range_names_the_flag(gateway: Gateway) -> None:
+    """--split 30 (a percentage) is refused naming the flag and the range."""
+    gateway("prompts", "push")
+    failed = gateway(
+        "experiments",
+        "create",
+        "--id",
+        "x",
+        "--prompt",
+        "support-agent",
+        "--control",
+        "1.0.0",
+        "--treatment",
+        "1.1.0",
+        "--split",
+        "30",
+        ok=False,
+    )
+    assert "--split 30" in failed.output and "between 0 and 1" in failed.output
+
+
+def test_the_audit_table_fits_100_columns(gateway: Gateway) -> None:
+    """Audit rows stay within 100 columns; --json has the full documents."""
+    gateway("prompts", "push")
+    gateway("prompts", "promote", "support-agent", "1.1.0", "--force")
+    text = gateway("audit").stdout
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
+    assert "active None -> 1.1.0 (forced)" in text
+
+
+def test_costs_are_printed_rounded() -> None:
+    """A cost figure is dollars with fixed decimals, never in scientific notation."""
+    from gateway.cli import _figure
+
+    assert _figure(0.0000123, "cost_per_task") == "$0.000012"
+    assert _figure(12.345, "cost_per_task") == "$12.35"

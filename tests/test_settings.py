@@ -101,7 +101,11 @@ def test_config_overrides_per_environment(tmp_path: Path) -> None:
         ("env: [\n", {}, "is not valid YAML"),
         ("- a\n", {}, "the top level must be a mapping"),
         ("", {"PROMPT_OVERRIDES": "{nope"}, "PROMPT_OVERRIDES is not valid JSON"),
-        ("", {"GATEWAY_ENV": "qa"}, "env must be one of"),
+        ("", {"GATEWAY_ENV": "qa"}, "environment: GATEWAY_ENV must be one of"),
+        ("", {"GATEWAY_PORT": "x"}, "environment: GATEWAY_PORT must be a number"),
+        ("", {"GATEWAY_STORE_URL": "sqlite://g.db"}, "three before its path: sqlite:///g.db"),
+        ("store_url: sqlite://g.db\n", {}, "store_url 'sqlite://g.db' has two slashes"),
+        ("", {"GATEWAY_STORE_URL": "postgres://x"}, "GATEWAY_STORE_URL must be sqlite:///"),
     ],
 )
 def test_invalid_config_names_the_key(
