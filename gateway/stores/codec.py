@@ -262,21 +262,24 @@ def dump_exposure(exposure: Exposure) -> bytes:
 
 def load_exposure(request_id: str, raw: bytes | str) -> Exposure:
     """Inverse of dump_exposure."""
-    experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = (
-        orjson.loads(raw)
-    )
+    return exposure_from_fields(request_id, *orjson.loads(raw))
+
+
+def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
+    """An Exposure from its stored fields in dump_exposure's order (`at` as ISO 8601 text)."""
+    experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = fields
     return Exposure(
-        request_id=request_id,
-        experiment_id=experiment_id,
-        variant=variant,
-        version=version,
-        unit=unit,
-        at=datetime.fromisoformat(at),
-        latency_ms=latency,
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        cost_usd=cost,
-        status=status,
+        request_id,
+        experiment_id,
+        variant,
+        version,
+        unit,
+        datetime.fromisoformat(at),
+        latency,
+        tokens_in,
+        tokens_out,
+        cost,
+        status,
     )
 
 

@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -281,22 +280,7 @@ class SQLiteStore:
             ).fetchone()
         if row is None:
             return None
-        rid, experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, st = (
-            row
-        )
-        return Exposure(
-            request_id=rid,
-            experiment_id=experiment_id,
-            variant=variant,
-            version=version,
-            unit=unit,
-            at=datetime.fromisoformat(at),
-            latency_ms=latency,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost_usd=cost,
-            status=st,
-        )
+        return codec.exposure_from_fields(*row)
 
     async def unit_outcomes(self, experiment_id: str, metric: str) -> list[UnitOutcome]:
         codec.check_metric(metric)

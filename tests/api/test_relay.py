@@ -116,6 +116,24 @@ def stream_body(model: str, **extra: Any) -> bytes:
     return orjson.dumps({"model": model, "messages": messages, "stream": True, **extra})
 
 
+@pytest.fixture
+def whisper_b(make_gateway: MakeGateway, scripted: ScriptedProvider) -> Iterator[Any]:
+    """Provider B for `whisper-*` models (key sk-key-b), the scripted provider A (sk-key-a) for
+    the rest: yields (gateway, B)."""
+    other = ScriptedProvider()
+    try:
+        gateway = make_gateway(
+            "providers:\n"
+            f"  a: {{base_url: '{scripted.url}', api_key: sk-key-a}}\n"
+            f"  b: {{base_url: '{other.url}', api_key: sk-key-b}}\n"
+            "routes:\n  - {model: 'whisper-*', provider: b}\n  - {model: '*', provider: a}\n",
+            GATEWAY_UPSTREAM_URL="",
+        )
+        yield gateway, other
+    finally:
+        other.stop()
+
+
 # ---- 2. Stream by what the provider sends --------------------------------------------------------
 
 
@@ -530,47 +548,35 @@ def test_json_bodies_keep_their_limit(
 
 @pytest.mark.parametrize("model_first", [True, False], ids=["python-order", "node-order"])
 def test_a_multipart_upload_is_routed_by_its_model_field(
-    make_gateway: MakeGateway, scripted: ScriptedProvider, model_first: bool
+    whisper_b: tuple[ServedGateway, ScriptedProvider], model_first: bool
 ) -> None:
     """model=whisper-1 with a route whisper-* -> B goes to B with B's key, in either field order."""
-    other = ScriptedProvider()
-    try:
-        received: list[bytes] = []
-        other.handlers["/v1/audio/transcriptions"] = _recording(received)
-        gateway = make_gateway(
-            "providers:\n"
-            f"  a: {{base_url: '{scripted.url}', api_key: sk-key-a}}\n"
-            f"  b: {{base_url: '{other.url}', api_key: sk-key-b}}\n"
-            "routes:\n"
-            "  - {model: 'whisper-*', provider: b}\n"
-            "  - {model: '*', provider: a}\n",
-            GATEWAY_UPSTREAM_URL="",
-        )
-        boundary = "----gw-test-boundary"
-        audio = b"ID3" + b"\xff" * 300_000
-        model_part = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+    gateway, other = whisper_b
+    received: list[bytes] = []
+    other.handlers["/v1/audio/transcriptions"] = _recording(received)
+    boundary = "----gw-test-boundary"
+    audio = b"ID3" + b"\xff" * 300_000
+    model_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+    ).encode()
+    file_part = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp3"\r\n'
+            "Content-Type: audio/mpeg\r\n\r\n"
         ).encode()
-        file_part = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp3"\r\n'
-                "Content-Type: audio/mpeg\r\n\r\n"
-            ).encode()
-            + audio
-            + b"\r\n"
-        )
-        parts = model_part + file_part if model_first else file_part + model_part
-        body = parts + f"--{boundary}--\r\n".encode()
-        response = httpx.post(
-            gateway.url + "/v1/audio/transcriptions",
-            content=body,
-            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
-        )
-        assert response.status_code == 200
-        assert received == [body]
-        assert other.last().headers["authorization"] == "Bearer sk-key-b"
-    finally:
-        other.stop()
+        + audio
+        + b"\r\n"
+    )
+    parts = model_part + file_part if model_first else file_part + model_part
+    body = parts + f"--{boundary}--\r\n".encode()
+    response = httpx.post(
+        gateway.url + "/v1/audio/transcriptions",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 200
+    assert received == [body]
+    assert other.last().headers["authorization"] == "Bearer sk-key-b"
 
 
 @pytest.mark.parametrize(
@@ -755,34 +761,24 @@ def test_overhead_excludes_the_wait_for_the_provider(
 
 
 def test_a_mixed_case_boundary_is_routed_by_its_model(
-    make_gateway: MakeGateway, scripted: ScriptedProvider
+    whisper_b: tuple[ServedGateway, ScriptedProvider],
 ) -> None:
     """Browsers write boundaries like ----WebKitFormBoundaryAbC: case matters (RFC 2046)."""
-    other = ScriptedProvider()
-    try:
-        received: list[bytes] = []
-        other.handlers["/v1/audio/transcriptions"] = _recording(received)
-        gateway = make_gateway(
-            "providers:\n"
-            f"  a: {{base_url: '{scripted.url}', api_key: sk-key-a}}\n"
-            f"  b: {{base_url: '{other.url}', api_key: sk-key-b}}\n"
-            "routes:\n  - {model: 'whisper-*', provider: b}\n  - {model: '*', provider: a}\n",
-            GATEWAY_UPSTREAM_URL="",
-        )
-        boundary = "----WebKitFormBoundaryAbCxYz"
-        body = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-            f"Content-Type: audio/wav\r\n\r\nRIFF\r\n--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--{boundary}--\r\n'
-        ).encode()
-        response = httpx.post(
-            gateway.url + "/v1/audio/transcriptions",
-            content=body,
-            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
-        )
-        assert response.status_code == 200 and received == [body]
-    finally:
-        other.stop()
+    gateway, other = whisper_b
+    received: list[bytes] = []
+    other.handlers["/v1/audio/transcriptions"] = _recording(received)
+    boundary = "----WebKitFormBoundaryAbCxYz"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\nRIFF\r\n--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--{boundary}--\r\n'
+    ).encode()
+    response = httpx.post(
+        gateway.url + "/v1/audio/transcriptions",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 200 and received == [body]
 
 
 def test_expect_100_continue_is_not_forwarded(
@@ -924,41 +920,33 @@ def test_several_connection_headers_all_count(
 
 
 def test_overhead_excludes_a_slow_clients_upload(
-    make_gateway: MakeGateway, scripted: ScriptedProvider
+    whisper_b: tuple[ServedGateway, ScriptedProvider],
 ) -> None:
     """An upload routed by its model field and sent over 0.4 s: the wait is the client's."""
-    other = ScriptedProvider()
-    try:
-        other.handlers["/v1/audio/transcriptions"] = _recording([])
-        gateway = make_gateway(
-            f"providers:\n  a: {{base_url: '{scripted.url}'}}\n  b: {{base_url: '{other.url}'}}\n"
-            "routes:\n  - {model: 'whisper-*', provider: b}\n  - {model: '*', provider: a}\n",
-            GATEWAY_UPSTREAM_URL="",
+    gateway, other = whisper_b
+    other.handlers["/v1/audio/transcriptions"] = _recording([])
+    boundary = "slowboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        + "x" * 40_000
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+        f"whisper-1\r\n--{boundary}--\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary="
+            + boundary.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
         )
-        boundary = "slowboundary"
-        body = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
-            + "x" * 40_000
-            + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
-            f"whisper-1\r\n--{boundary}--\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: multipart/form-data; boundary="
-                + boundary.encode()
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-            )
-            for i in range(0, len(body), 10_000):
-                sock.sendall(body[i : i + 10_000])
-                time.sleep(0.1)
-            answer = b""
-            while b"\r\n\r\n" not in answer:
-                answer += sock.recv(4096)
-        head = answer.split(b"\r\n\r\n")[0].decode().lower()
-        overhead = float(head.split("x-gateway-overhead-ms: ")[1].split("\r\n")[0])
-        assert overhead < 100
-    finally:
-        other.stop()
+        for i in range(0, len(body), 10_000):
+            sock.sendall(body[i : i + 10_000])
+            time.sleep(0.1)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+    head = answer.split(b"\r\n\r\n")[0].decode().lower()
+    overhead = float(head.split("x-gateway-overhead-ms: ")[1].split("\r\n")[0])
+    assert overhead < 100
