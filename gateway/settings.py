@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +92,7 @@ class TelemetrySettings:
     export_timeout: float = 10.0
     """OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT, in seconds as the Python SDK reads it."""
     tiktoken_cache: str | None = None
-    """TIKTOKEN_CACHE_DIR (else tiktoken's default): where encodings are read, never fetched."""
+    """TIKTOKEN_CACHE_DIR: a folder of tiktoken encodings to use before the packaged ones."""
     capture_content: bool = False
     """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: record messages and variables."""
 
@@ -500,11 +499,7 @@ def _telemetry(environ: Mapping[str, str]) -> TelemetrySettings:
     resource["service.name"] = environ.get("OTEL_SERVICE_NAME") or resource.get(
         "service.name", "prompt-gateway"
     )
-    cache = (
-        environ.get("TIKTOKEN_CACHE_DIR")
-        or environ.get("DATA_GYM_CACHE_DIR")
-        or str(Path(tempfile.gettempdir()) / "data-gym-cache")
-    )
+    cache = environ.get("TIKTOKEN_CACHE_DIR") or environ.get("DATA_GYM_CACHE_DIR") or None
     capture = environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
     timeout = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get(
         "OTEL_EXPORTER_OTLP_TIMEOUT"

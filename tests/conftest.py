@@ -18,9 +18,6 @@ from typer.testing import CliRunner
 from gateway.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-# The encodings shipped beside the checkout; CI sets the same. Nothing is ever downloaded.
-if (ROOT.parent / "shared" / "tiktoken").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken"))
 
 
 def free_port() -> int:

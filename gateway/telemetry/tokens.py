@@ -1,14 +1,17 @@
 """Token estimates for providers that report no usage: tiktoken when its encoding is loaded.
 
 Encodings are loaded in a background thread at start-up, never on the request path (loading reads
-a file of several MB, and without a cache tiktoken would try to download it). Until an encoding is
-ready, or when it cannot be had at all, the count falls back to about four characters a token.
-Either way the span says gateway.usage.estimated = true; a request never fails over this.
+a file of several MB). They ship with the package (`encodings/`, sha256-checked by tiktoken), so
+counting needs no network and no folder outside the package; a `TIKTOKEN_CACHE_DIR` that holds
+them is used first. Until an encoding is ready, or when it cannot be had at all, the count falls
+back to about four characters a token. Either way the span says gateway.usage.estimated = true;
+a request never fails over this.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +19,9 @@ from typing import Any
 
 log = logging.getLogger("gateway.tokens")
 # tiktoken's cache file names (sha1 of each encoding's download URL). Only cached files are
-# loaded: the gateway never downloads at run time (the Docker image bakes them in).
+# loaded: the gateway never downloads at run time.
+PACKAGED = Path(__file__).resolve().parent / "encodings"
+"""The encodings shipped with the package, named as tiktoken's cache names them."""
 CACHE_KEYS = {
     "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",
     "cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
@@ -51,14 +56,19 @@ class TokenCounter:
             log.warning("tiktoken is not installed; token counts will be estimated by length")
             return
         for name, key in CACHE_KEYS.items():
-            if self._cache_dir is None or not (self._cache_dir / key).is_file():
+            folder = self._cache_dir
+            if folder is None or not (folder / key).is_file():
+                folder = PACKAGED
+            if not (folder / key).is_file():
                 log.warning(
-                    "tiktoken encoding %s is not in the cache (TIKTOKEN_CACHE_DIR=%s); "
-                    "token estimates will use text length",
+                    "tiktoken encoding %s is missing from %s; token estimates will use text length",
                     name,
-                    self._cache_dir,
+                    PACKAGED,
                 )
                 continue
+            # tiktoken finds its files through this variable (its documented cache setting);
+            # pointing it at a folder that holds them means nothing is ever downloaded.
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
             try:
                 self._encodings[name] = tiktoken.get_encoding(name)
             except Exception as exc:

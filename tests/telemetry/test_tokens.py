@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,18 +29,43 @@ def test_encoding_by_model(model: str | None, encoding: str) -> None:
     assert encoding_name(model) == encoding
 
 
-def test_counts_with_the_cached_encoding() -> None:
-    """With the shipped cache the count is tiktoken's own."""
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
-    assert cache and Path(cache).is_dir(), "TIKTOKEN_CACHE_DIR must point at the shared cache"
-    counter = TokenCounter(cache)
+COUNT_OFFLINE = """
+import os, socket
+os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+os.environ.pop("DATA_GYM_CACHE_DIR", None)
+def refuse(*args, **kwargs):
+    raise OSError("no network in this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from gateway.telemetry.tokens import TokenCounter
+counter = TokenCounter(None)
+counter.warm_up().join(60)
+print(counter.count("gpt-4o", ["Hello world"]), counter.count("gpt-4", ["Hello world"]))
+"""
+
+
+def test_the_packaged_encodings_count_with_no_cache_and_no_network() -> None:
+    """With TIKTOKEN_CACHE_DIR unset and every connection refused, tiktoken counts exactly."""
+    environ = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_OFFLINE],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["2", "2"], done.stderr
+
+
+def test_an_empty_cache_folder_falls_back_to_the_packaged_encodings(tmp_path: Path) -> None:
+    """A TIKTOKEN_CACHE_DIR without the files is passed over; nothing is written into it."""
+    counter = TokenCounter(str(tmp_path))
     counter.warm_up().join(30)
     assert counter.count("gpt-4o", ["Hello world"]) == 2
-
-
-def test_missing_cache_estimates_and_never_downloads(tmp_path: Path) -> None:
-    """Without the cache files nothing is fetched; counts fall back to about 4 chars a token."""
-    counter = TokenCounter(str(tmp_path))
-    counter.warm_up().join(5)
-    assert counter.count("gpt-4o", ["x" * 40]) == 10
     assert list(tmp_path.iterdir()) == []
+
+
+def test_counts_are_estimated_until_the_encodings_are_loaded() -> None:
+    """Before warm-up finishes, a count is about four characters a token, never a failure."""
+    assert TokenCounter(None).count("gpt-4o", ["x" * 40]) == 10
