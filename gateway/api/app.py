@@ -17,12 +17,14 @@ from litestar.handlers import asgi
 from litestar.openapi import OpenAPIConfig
 
 from gateway import __version__
-from gateway.api.admin import admin_controllers
+from gateway.api.admin import SECURITY, admin_controllers
+from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
 from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
 from gateway.errors import GatewayError
+from gateway.prompts import PromptRegistry
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import GatewayService, new_request_id
 from gateway.settings import Settings, load
@@ -130,6 +132,12 @@ def create_app(
     feedback = feedback_route(
         recorder, store, cache, flush_interval=settings.experiments.flush_interval
     )
+    admin = AdminContext(
+        store=store,
+        registry=PromptRegistry(store, threshold=settings.promotion.threshold),
+        settings=settings,
+        upstream=upstream,
+    )
     return Litestar(
         route_handlers=[
             openai_api,
@@ -137,7 +145,7 @@ def create_app(
             healthz,
             readyz,
             prometheus,
-            *admin_controllers(store, settings.experiments),
+            *admin_controllers(admin),
         ],
         on_startup=[start],
         on_shutdown=[stop],
@@ -148,7 +156,12 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="Prompt Gateway", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="Prompt Gateway",
+            version=__version__,
+            components=SECURITY,
+            use_handler_docstrings=True,
+        ),
     )
 
 

@@ -28,9 +28,28 @@ from gateway.settings import ROLES, AdminToken, Role
 log = logging.getLogger("gateway.auth")
 
 ROUTE_ROLES: dict[tuple[str, str], Role] = {
-    ("GET", "/admin/experiments/{experiment_id}/results"): "viewer",
+    ("GET", "/admin/prompts"): "viewer",
+    ("POST", "/admin/prompts"): "editor",
+    ("GET", "/admin/prompts/{name}"): "viewer",
+    ("GET", "/admin/prompts/{name}/versions/{version}"): "viewer",
+    ("POST", "/admin/prompts/{name}/versions/{version}/render"): "viewer",
+    ("POST", "/admin/prompts/{name}/versions/{version}/test"): "editor",
+    ("GET", "/admin/prompts/{name}/resolve"): "viewer",
+    ("GET", "/admin/prompts/{name}/diff"): "viewer",
+    ("POST", "/admin/prompts/{name}/promote"): "editor",
+    ("POST", "/admin/prompts/{name}/rollback"): "editor",
+    ("GET", "/admin/experiments"): "viewer",
+    ("POST", "/admin/experiments"): "editor",
+    ("GET", "/admin/experiments/{id}"): "viewer",
+    ("POST", "/admin/experiments/{id}/stop"): "editor",
+    ("GET", "/admin/experiments/{id}/results"): "viewer",
+    ("POST", "/admin/experiments/{id}/conclude"): "admin",
+    ("GET", "/admin/audit"): "viewer",
 }
 """(method, route path template as in the OpenAPI schema) -> the lowest role allowed."""
+
+FORCE_ROLE: Role = "admin"
+"""The role a forced promotion needs (`force` in the body of an editor's promote route)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +106,17 @@ def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     authenticator: Authenticator = connection.app.state.authenticator
     principal = authenticator.authenticate(connection.headers.get("authorization"))
     template = str(connection.scope.get("path_template", ""))
-    needed = role_for(str(getattr(connection, "method", "GET")), template)
+    method = str(getattr(connection, "method", "GET"))
+    require(principal, role_for(method, template), f"{method} {template}")
+    connection.state.principal = principal
+
+
+def require(principal: Principal, needed: Role, what: str) -> None:
+    """InsufficientRole (403), naming the role needed, unless `principal` has it."""
     if not principal.allows(needed):
         raise InsufficientRole(
-            f"This needs the {needed} role; the token {principal.name!r} has {principal.role}."
+            f"{what} needs the {needed} role; the token {principal.name!r} has {principal.role}."
         )
-    connection.state.principal = principal
 
 
 def role_for(method: str, path_template: str) -> Role:
