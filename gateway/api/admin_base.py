@@ -100,6 +100,7 @@ class AdminController(Controller):
     security = [{"adminToken": []}]  # noqa: RUF012
 
 
+@dataclass
 class OptionalBody(Operation):
     """An operation whose request body may be left out (Litestar marks every body required)."""
 
