@@ -111,7 +111,6 @@ def create_app(
     async def start() -> None:
         access_log.start()
         recorder.start()
-        tokens.warm_up()
         await cache.start()
         log.info(
             "gateway ready: environment %s, %d prompts, providers %s",

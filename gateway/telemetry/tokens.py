@@ -1,11 +1,12 @@
 """Token estimates for providers that report no usage: tiktoken when its encoding is loaded.
 
-Encodings are loaded in a background thread at start-up, never on the request path (loading reads
-a file of several MB). They ship with the package (`encodings/`, sha256-checked by tiktoken), so
-counting needs no network and no folder outside the package; a `TIKTOKEN_CACHE_DIR` that holds
-them is used first. Until an encoding is ready, or when it cannot be had at all, the count falls
-back to about four characters a token. Either way the span says gateway.usage.estimated = true;
-a request never fails over this.
+An encoding is loaded in a background thread the first time a count needs it, never on the request
+path (loading reads a file of several MB), and only then: the two take about 120 MB of memory, and
+most providers report usage, so most gateways never load one. They ship with the package
+(`encodings/`, sha256-checked by tiktoken), so counting needs no network and no folder outside
+the package; a `TIKTOKEN_CACHE_DIR` that holds them is used first. Until an encoding is ready, or
+when it cannot be had at all, the count falls back to about four characters a token. Either way
+the span says gateway.usage.estimated = true; a request never fails over this.
 """
 
 from __future__ import annotations
@@ -42,20 +43,26 @@ class TokenCounter:
     def __init__(self, cache_dir: str | None = None) -> None:
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._encodings: dict[str, Any] = {}
+        self._asked: set[str] = set()
 
-    def warm_up(self) -> threading.Thread:
-        """Load the encodings in a daemon thread; failures are logged once and tolerated."""
-        thread = threading.Thread(target=self._load, name="tiktoken-warm-up", daemon=True)
+    def warm_up(self, *names: str) -> threading.Thread:
+        """Load encodings (default: all) in a daemon thread; failures are logged and tolerated."""
+        chosen = names or tuple(CACHE_KEYS)
+        self._asked.update(chosen)
+        thread = threading.Thread(
+            target=self._load, args=(chosen,), name="tiktoken-load", daemon=True
+        )
         thread.start()
         return thread
 
-    def _load(self) -> None:
+    def _load(self, names: Iterable[str]) -> None:
         try:
             import tiktoken
         except ImportError:  # pragma: no cover - a dependency, but never fatal
             log.warning("tiktoken is not installed; token counts will be estimated by length")
             return
-        for name, key in CACHE_KEYS.items():
+        for name in names:
+            key = CACHE_KEYS[name]
             folder = self._cache_dir
             if folder is None or not (folder / key).is_file():
                 folder = PACKAGED
@@ -79,8 +86,12 @@ class TokenCounter:
                 )
 
     def count(self, model: str | None, texts: Iterable[str]) -> int:
-        """Tokens in the texts for the model's encoding (about len/4 when it is not loaded)."""
-        encoding = self._encodings.get(encoding_name(model))
+        """Tokens in the texts for the model's encoding (about len/4 until it is loaded; the
+        first such count starts loading it)."""
+        name = encoding_name(model)
+        encoding = self._encodings.get(name)
         if encoding is None:
+            if name not in self._asked:
+                self.warm_up(name)
             return sum((len(t) + 3) // 4 for t in texts)
         return sum(len(encoding.encode_ordinary(t)) for t in texts)
