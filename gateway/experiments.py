@@ -8,7 +8,7 @@ treatment, promotes it through the normal gate, as one audited change.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,8 +16,19 @@ from gateway.core import registry as plans
 from gateway.core.model import Experiment
 from gateway.core.stats import ExperimentResults, analyze
 from gateway.errors import ExperimentNotFound
+from gateway.prompts import did_you_mean
 from gateway.settings import ExperimentSettings
 from gateway.stores.base import Store
+
+
+def unknown_experiment(experiment_id: str, known: Iterable[str]) -> ExperimentNotFound:
+    """`Experiment 'x' does not exist`, with the closest of the `known` ids."""
+    return ExperimentNotFound(
+        f"Experiment {experiment_id!r} does not exist.{did_you_mean(experiment_id, known)} "
+        "List them with: "
+        "gateway experiments list",
+        param="id",
+    )
 
 
 @dataclass(frozen=True, slots=True)

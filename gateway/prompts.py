@@ -6,17 +6,32 @@ and id source passed in so tests can fix them.
 
 from __future__ import annotations
 
+import difflib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.core import registry as plans
-from gateway.core.model import AuditEntry, Experiment, PromptDraft, TestResults
+from gateway.core.model import (
+    AuditEntry,
+    Experiment,
+    PromptDraft,
+    PromptState,
+    PromptVersion,
+    TestResults,
+)
 from gateway.core.promptfile import PromptFile
-from gateway.errors import ExperimentConflict, ExperimentNotFound, VersionConflict
+from gateway.errors import (
+    ExperimentConflict,
+    ExperimentNotFound,
+    PromptNotFound,
+    VersionConflict,
+    VersionNotFound,
+)
 from gateway.files import ExperimentSpec
+from gateway.stores import codec
 from gateway.stores.base import Store
 
 Clock = Callable[[], datetime]
@@ -184,3 +199,42 @@ class PromptRegistry:
         stopped = await self.store.find_experiment(experiment_id)
         assert stopped is not None  # experiments are never deleted
         return stopped
+
+
+def activation_result(name: str, active: str | None, entry: AuditEntry | None) -> dict[str, Any]:
+    """What a promotion or rollback did, as JSON: one shape for both, the CLI's and the API's.
+
+    `entry` is the change's audit entry, None when nothing changed (the version was active).
+    """
+    return {
+        "name": name,
+        "active": active,
+        "previous": (entry.before or {}).get("active") if entry else active,
+        "changed": entry is not None,
+        "forced": bool(entry and entry.forced),
+        "audit": codec.audit_to_dict(entry) if entry else None,
+    }
+
+
+def did_you_mean(wanted: str, known: Iterable[str]) -> str:
+    """` Did you mean: a, b?` with the closest of `known`, or nothing when none is close."""
+    close = difflib.get_close_matches(wanted, sorted(set(known)), n=3, cutoff=0.6)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def unknown_prompt(name: str, known: Iterable[str]) -> PromptNotFound:
+    """`Prompt 'x' does not exist`, with the closest of the `known` names (or the first few)."""
+    names = sorted(set(known))
+    hint = did_you_mean(name, names) or (
+        f" Known prompts: {', '.join(names[:10])}." if names else ""
+    )
+    return PromptNotFound(f"Prompt {name!r} does not exist.{hint}", param="name")
+
+
+def existing_version(state: PromptState, version: str) -> PromptVersion:
+    """The stored version; else VersionNotFound naming the known versions and the closest."""
+    try:
+        return plans.require_version(state, version)
+    except VersionNotFound as exc:
+        hint = did_you_mean(version, state.by_version)
+        raise VersionNotFound(f"{exc.message}{hint}", param=exc.param) from None

@@ -3,15 +3,13 @@
 `AdminController` is the base of the /admin controllers: `auth.require_role` guards each route
 (the table in `auth.ROUTE_ROLES`), bodies are capped at `MAX_ADMIN_BODY_BYTES` (413), and
 Litestar's own 400s (malformed JSON, a field of the wrong type) come out in OpenAI's shape with
-the field named. Lookups of a prompt, version or experiment that does not exist raise a 404
-naming it and suggesting the closest names.
+the field named.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,9 +24,7 @@ from litestar.typing import FieldDefinition
 from gateway.api.admin_models import ErrorBody, PromptFile
 from gateway.api.auth import Principal, require_role
 from gateway.api.errors import openai_error
-from gateway.core.model import Experiment, PromptState, PromptVersion
-from gateway.core.registry import require_version
-from gateway.errors import ExperimentNotFound, InvalidBody, PromptNotFound, VersionNotFound
+from gateway.errors import InvalidBody
 from gateway.prompts import PromptRegistry
 from gateway.settings import Settings
 from gateway.stores.base import Store
@@ -171,45 +167,3 @@ class PromptFileDTO(AbstractDTO[PromptFileBody]):
 
     def decode_builtins(self, value: Any) -> PromptFileBody:
         return PromptFileBody(value)
-
-
-# ---- lookups with suggestions ------------------------------------------------------------------
-
-
-def did_you_mean(wanted: str, known: Iterable[str]) -> str:
-    """` Did you mean 'a' or 'b'?` for the closest of `known`, or nothing."""
-    close = difflib.get_close_matches(wanted.lower(), sorted(set(known)), n=3, cutoff=0.6)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def existing_prompt(state: PromptState, known: Iterable[str]) -> PromptState:
-    """`state` when the prompt has versions; else a 404 suggesting names from `known`."""
-    if not state.versions:
-        raise PromptNotFound(
-            f"Prompt {state.name!r} does not exist.{did_you_mean(state.name, known)} "
-            "List prompts with GET /admin/prompts.",
-            param="name",
-        )
-    return state
-
-
-def existing_version(state: PromptState, version: str) -> PromptVersion:
-    """The stored version; else a 404 naming the known versions and the closest one."""
-    try:
-        return require_version(state, version)
-    except VersionNotFound as exc:
-        hint = did_you_mean(version, state.by_version)
-        raise VersionNotFound(f"{exc.message}{hint}", param=exc.param) from None
-
-
-def existing_experiment(
-    found: Experiment | None, experiment_id: str, known: Iterable[str]
-) -> Experiment:
-    """`found`; else a 404 suggesting experiment ids from `known`."""
-    if found is None:
-        raise ExperimentNotFound(
-            f"Experiment {experiment_id!r} does not exist.{did_you_mean(experiment_id, known)} "
-            "List experiments with GET /admin/experiments.",
-            param="id",
-        )
-    return found

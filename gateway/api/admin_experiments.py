@@ -18,8 +18,6 @@ from gateway.api.admin_base import (
     OptionalBody,
     audited,
     documented,
-    existing_experiment,
-    existing_prompt,
 )
 from gateway.api.admin_models import (
     ConcludeIn,
@@ -32,9 +30,9 @@ from gateway.api.admin_models import (
     shaped,
 )
 from gateway.core.model import Experiment
-from gateway.experiments import conclude_experiment, experiment_results
+from gateway.experiments import conclude_experiment, experiment_results, unknown_experiment
 from gateway.files import ExperimentSpec, parse_time
-from gateway.prompts import utc_now
+from gateway.prompts import unknown_prompt, utc_now
 from gateway.stores import codec
 
 
@@ -54,7 +52,7 @@ def experiment_controller(ctx: AdminContext) -> type[AdminController]:
             return found
         snapshot = await store.snapshot()
         known = (e.id for state in snapshot.prompts.values() for e in state.experiments)
-        return existing_experiment(found, experiment_id, known)
+        raise unknown_experiment(experiment_id, known)
 
     class ExperimentController(AdminController):
         """A/B experiments between two versions of a prompt."""
@@ -101,7 +99,7 @@ def experiment_controller(ctx: AdminContext) -> type[AdminController]:
             )
             state = await store.prompt(data.prompt_name)
             if not state.versions:
-                existing_prompt(state, (await store.snapshot()).prompts)
+                raise unknown_prompt(data.prompt_name, (await store.snapshot()).prompts)
             actor = audited(request, "create experiment", data.id)
             experiment, result = await registry.ensure_experiment(spec, actor=actor)
             body = shaped(

@@ -209,12 +209,15 @@ class AuditOut(Struct):
 
 
 class ActivationOut(Struct):
-    """What a promotion or a rollback did: the active version after it, and its audit entry."""
+    """What a promotion or a rollback did: the active version before and after, and its audit
+    entry (`gateway prompts promote/rollback --json` print the same)."""
 
     name: str
     active: str | None
+    previous: str | None
     changed: bool
     """False when the version was already active (nothing written, nothing audited)."""
+    forced: bool
     audit: AuditOut | None
 
 

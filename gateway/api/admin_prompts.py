@@ -23,13 +23,10 @@ from gateway.api.admin_base import (
     PromptFileDTO,
     audited,
     documented,
-    existing_prompt,
-    existing_version,
     principal,
 )
 from gateway.api.admin_models import (
     ActivationOut,
-    AuditOut,
     DiffOut,
     PromoteIn,
     PromptDetail,
@@ -50,7 +47,7 @@ from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import resolve
 from gateway.errors import InvalidPrompt, InvalidRequest
 from gateway.files import load_prompt_files
-from gateway.prompts import utc_now
+from gateway.prompts import activation_result, existing_version, unknown_prompt, utc_now
 from gateway.stores import codec
 from gateway.testing import TestRunner
 
@@ -75,10 +72,9 @@ def summary(state: PromptState) -> PromptSummary:
     )
 
 
-def activation(name: str, entry: AuditEntry | None, version: str | None) -> ActivationOut:
-    """A promotion's or rollback's result; `entry` None means nothing changed."""
-    audit = None if entry is None else shaped(codec.audit_to_dict(entry), AuditOut)
-    return ActivationOut(name=name, active=version, changed=entry is not None, audit=audit)
+def activation(name: str, active: str | None, entry: AuditEntry | None) -> ActivationOut:
+    """A promotion's or rollback's result, as `gateway prompts promote --json` prints it."""
+    return shaped(activation_result(name, active, entry), ActivationOut)
 
 
 def prompt_controller(ctx: AdminContext) -> type[AdminController]:
@@ -89,8 +85,7 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
         state = await store.prompt(name)
         if state.versions:
             return state
-        snapshot = await store.snapshot()
-        return existing_prompt(state, snapshot.prompts)
+        raise unknown_prompt(name, (await store.snapshot()).prompts)
 
     class PromptController(AdminController):
         """Prompts and their versions."""
@@ -302,7 +297,7 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             await stored(name)
             actor = audited(request, "promote", f"{name}@{data.version}")
             entry = await registry.promote(name, data.version, actor=actor, force=data.force)
-            return activation(name, entry, data.version)
+            return activation(name, data.version, entry)
 
         @post(
             "/{name:str}/rollback",
@@ -317,6 +312,6 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             is none)."""
             await stored(name)
             entry = await registry.rollback(name, actor=audited(request, "rollback", name))
-            return activation(name, entry, entry.version)
+            return activation(name, entry.version, entry)
 
     return PromptController

@@ -390,7 +390,14 @@ def test_a_test_run_gates_promotion_and_force_needs_admin(served: Served) -> Non
     gate = api("POST", "/admin/prompts/gated/promote", EDITOR, json={"version": "1.0.0"})
     assert gate.status_code == 200 and gate.json()["audit"]["actor"] == "eddie"
     same = api("POST", "/admin/prompts/gated/promote", EDITOR, json={"version": "1.0.0"})
-    assert same.json() == {"name": "gated", "active": "1.0.0", "changed": False, "audit": None}
+    assert same.json() == {
+        "name": "gated",
+        "active": "1.0.0",
+        "previous": "1.0.0",
+        "changed": False,
+        "forced": False,
+        "audit": None,
+    }
 
     back = api("POST", "/admin/prompts/gated/rollback", EDITOR)
     assert back.status_code == 200, back.text
@@ -469,6 +476,15 @@ def test_render_answers_what_the_cli_prints(served: Served, cli: Callable[..., A
         VIEWER,
         json={"variables": {"company": "Acme"}},
     )
+    assert answered.json() == printed
+
+
+def test_promote_answers_what_the_cli_prints(served: Served, cli: Callable[..., Any]) -> None:
+    """Promoting the active version (no change) answers the JSON of `gateway prompts promote`."""
+    active = served.api("GET", "/admin/prompts/fixture-ab", VIEWER).json()["active"]
+    printed = cli("prompts", "promote", "fixture-ab", active)
+    body = {"version": active}
+    answered = served.api("POST", "/admin/prompts/fixture-ab/promote", EDITOR, json=body)
     assert answered.json() == printed
 
 
@@ -600,14 +616,14 @@ OVERLAP = {
         ),
         ("POST", "/admin/prompts", {"json": [1, 2]}, 400, "invalid_prompt", "must be a mapping"),
         ("POST", "/admin/prompts", {"content": BIG}, 413, "request_too_large", "limit"),
-        ("GET", "/admin/prompts/wakl", {}, 404, "prompt_not_found", "Did you mean 'walk'?"),
+        ("GET", "/admin/prompts/wakl", {}, 404, "prompt_not_found", "Did you mean: walk?"),
         (
             "GET",
             "/admin/prompts/walk/versions/1.0.1",
             {},
             404,
             "version_not_found",
-            "no version '1.0.1'",
+            "no version '1.0.1'. Known versions: 1.0.0, 2.0.0. Did you mean: 1.0.0",
         ),
         (
             "POST",
@@ -639,7 +655,7 @@ OVERLAP = {
             {},
             404,
             "prompt_not_found",
-            "Did you mean 'walk'?",
+            "Did you mean: walk?",
         ),
         (
             "GET",
@@ -656,7 +672,7 @@ OVERLAP = {
             {},
             404,
             "experiment_not_found",
-            "Did you mean 'fixed-exp'?",
+            "Did you mean: fixed-exp?",
         ),
         (
             "POST",
@@ -688,7 +704,7 @@ OVERLAP = {
             {"json": OVERLAP | {"prompt_name": "fixture-ba"}},
             404,
             "prompt_not_found",
-            "Did you mean 'fixture-ab'?",
+            "Did you mean: fixture-ab?",
         ),
         (
             "POST",
