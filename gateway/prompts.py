@@ -201,6 +201,18 @@ class PromptRegistry:
         return stopped
 
 
+def prompt_summary(state: PromptState) -> dict[str, Any]:
+    """A prompt's row as `gateway prompts list --json` and `GET /admin/prompts` show it."""
+    return {
+        "name": state.name,
+        "versions": len(state.versions),
+        "newest": state.newest.version if state.newest else None,
+        "newest_tested": state.newest_tested.version if state.newest_tested else None,
+        "active": state.active,
+        "experiment": next((e.id for e in state.experiments if e.status == "running"), None),
+    }
+
+
 def activation_result(name: str, active: str | None, entry: AuditEntry | None) -> dict[str, Any]:
     """What a promotion or rollback did, as JSON: one shape for both, the CLI's and the API's.
 

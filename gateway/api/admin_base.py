@@ -1,4 +1,4 @@
-"""What every admin controller shares: the guard, the body limit, error shapes, lookups.
+"""What every admin controller shares: the guard, the body limit, error shapes, the file body.
 
 `AdminController` is the base of the /admin controllers: `auth.require_role` guards each route
 (the table in `auth.ROUTE_ROLES`), bodies are capped at `MAX_ADMIN_BODY_BYTES` (413), and

@@ -47,7 +47,13 @@ from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import resolve
 from gateway.errors import InvalidPrompt, InvalidRequest
 from gateway.files import load_prompt_files
-from gateway.prompts import activation_result, existing_version, unknown_prompt, utc_now
+from gateway.prompts import (
+    activation_result,
+    existing_version,
+    prompt_summary,
+    unknown_prompt,
+    utc_now,
+)
 from gateway.stores import codec
 from gateway.testing import TestRunner
 
@@ -57,19 +63,6 @@ Source = Annotated[
         description="What to call the file in messages and results, e.g. its path on the client"
     ),
 ]
-
-
-def summary(state: PromptState) -> PromptSummary:
-    """A prompt's row in `GET /admin/prompts` and `gateway prompts list`."""
-    running = next((e.id for e in state.experiments if e.status == "running"), None)
-    return PromptSummary(
-        name=state.name,
-        versions=len(state.versions),
-        newest=state.newest.version if state.newest else None,
-        newest_tested=state.newest_tested.version if state.newest_tested else None,
-        active=state.active,
-        experiment=running,
-    )
 
 
 def activation(name: str, active: str | None, entry: AuditEntry | None) -> ActivationOut:
@@ -98,7 +91,10 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             """Every prompt with its version count, newest, newest tested and active versions,
             and the experiment running on it."""
             snapshot = await store.snapshot()
-            return [summary(snapshot.prompts[name]) for name in sorted(snapshot.prompts)]
+            prompts = snapshot.prompts
+            return [
+                shaped(prompt_summary(prompts[name]), PromptSummary) for name in sorted(prompts)
+            ]
 
         @post(
             "/",
