@@ -31,6 +31,17 @@ def unknown_experiment(experiment_id: str, known: Iterable[str]) -> ExperimentNo
     )
 
 
+async def stored_experiment(store: Store, experiment_id: str) -> Experiment:
+    """The experiment; ExperimentNotFound with the closest stored ids when there is none."""
+    found = await store.find_experiment(experiment_id)
+    if found is not None:
+        return found
+    snapshot = await store.snapshot()
+    raise unknown_experiment(
+        experiment_id, (e.id for state in snapshot.prompts.values() for e in state.experiments)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Conclusion:
     """What concluding did: the results it acted on, and whether the treatment became active."""

@@ -85,15 +85,7 @@ class PromptRegistry:
         half-pushed; then each version is created in its own atomic write.
         """
         for file in files:
-            state = await self.store.prompt(file.name)
-            for draft in file.drafts:
-                existing = state.by_version.get(draft.version)
-                if existing is not None and existing.content() != draft:
-                    raise VersionConflict(
-                        f"{file.source}: {draft.name}@{draft.version} is already released with "
-                        "different content; a released version never changes. "
-                        "Bump its version in the file to release the change."
-                    )
+            check_push(file, await self.store.prompt(file.name))
         results = []
         for file in files:
             for draft in file.drafts:
@@ -199,6 +191,31 @@ class PromptRegistry:
         stopped = await self.store.find_experiment(experiment_id)
         assert stopped is not None  # experiments are never deleted
         return stopped
+
+
+def check_push(file: PromptFile, state: PromptState) -> None:
+    """VersionConflict, naming the file, when pushing `file` would change a version `state`
+    holds; versions stored with the same content, and new ones, pass.
+
+    `PromptRegistry.push` checks every file with it before writing; the remote command line
+    checks the server's state with it before sending any file, for the same all-or-nothing push.
+    """
+    for draft in file.drafts:
+        existing = state.by_version.get(draft.version)
+        if existing is not None and existing.content() != draft:
+            raise VersionConflict(
+                f"{file.source}: {draft.name}@{draft.version} is already released with "
+                "different content; a released version never changes. "
+                "Bump its version in the file to release the change."
+            )
+
+
+async def stored_prompt(store: Store, name: str) -> PromptState:
+    """The prompt's state; PromptNotFound with the closest stored names when it has no version."""
+    state = await store.prompt(name)
+    if state.versions:
+        return state
+    raise unknown_prompt(name, (await store.snapshot()).prompts)
 
 
 def prompt_summary(state: PromptState) -> dict[str, Any]:
