@@ -467,7 +467,7 @@ def test_the_audit_table_fits_100_columns(gateway: Gateway) -> None:
 
 def test_costs_are_printed_rounded() -> None:
     """A cost figure is dollars with fixed decimals, never in scientific notation."""
-    from gateway.cli import _figure
+    from gateway.cli.render import figure
 
-    assert _figure(0.0000123, "cost_per_task") == "$0.000012"
-    assert _figure(12.345, "cost_per_task") == "$12.35"
+    assert figure(0.0000123, "cost_per_task") == "$0.000012"
+    assert figure(12.345, "cost_per_task") == "$12.35"

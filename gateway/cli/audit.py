@@ -1,0 +1,24 @@
+"""`gateway audit`: who changed what, with the state before and after."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gateway.cli import render as draw
+from gateway.cli.runtime import JsonFlag, emit, failures, out, runtime
+
+
+def audit(
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Only this prompt.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many entries, newest.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show who changed what: creates, test runs, promotions, rollbacks, experiments."""
+    with failures(as_json):
+        entries = runtime.call(lambda backend: backend.audit(prompt, limit))
+    if as_json:
+        emit(entries)
+        return
+    out.print(draw.audit_table(entries), width=min(out.width, 100))

@@ -1,0 +1,129 @@
+"""What every command shares: the runtime (settings, the backend to use), output and failures.
+
+A command asks `runtime.call` to run some work on a `Backend`: the local store when no gateway URL
+is given, the admin API of the gateway at `--url` / `GATEWAY_URL` otherwise. Commands print only
+what the backend answers, so their output is the same whichever backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+
+from gateway import settings as settings_module
+from gateway.cli.backend import Backend
+from gateway.errors import GatewayError, InvalidAdminToken, InvalidRequest
+from gateway.settings import Settings
+
+T = TypeVar("T")
+
+# Piped output is not squeezed to 80 columns: scripts use --json, people reading logs want it all.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@dataclass
+class Runtime:
+    """What every command needs: settings, loaded once, and where the registry is.
+
+    `url` set: commands are clients of that gateway's /admin API with `token`; otherwise they
+    open the store the settings name and audit writes as `actor`.
+    """
+
+    config: str | None = None
+    actor: str | None = None
+    """--actor as given (None: the user's login name, locally)."""
+    url: str | None = None
+    token: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def reset(
+        self, *, config: str | None, actor: str | None, url: str | None, token: str | None
+    ) -> None:
+        """Take the root options of one invocation."""
+        self.config, self.actor, self.url, self.token = config, actor, url or None, token or None
+        self._settings = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = settings_module.load(self.config, os.environ)
+        return self._settings
+
+    @property
+    def remote(self) -> bool:
+        """Whether commands go to a gateway's admin API rather than the store."""
+        return self.url is not None
+
+    def call(self, work: Callable[[Backend], Awaitable[T]]) -> T:
+        """Open the backend, run `work` with it, and close it."""
+
+        async def main() -> T:
+            backend = await self._open()
+            try:
+                return await work(backend)
+            finally:
+                await backend.close()
+
+        return asyncio.run(main())
+
+    async def _open(self) -> Backend:
+        if self.url is None:
+            from gateway.cli.local import LocalBackend
+
+            return await LocalBackend.open(self.settings, actor=self.actor or _whoami())
+        if self.actor is not None:
+            raise InvalidRequest(
+                "--actor applies to the local store only: through the admin API "
+                f"({self.url}) every write is audited under the admin token's name.",
+                param="actor",
+            )
+        if self.token is None:
+            raise InvalidAdminToken(
+                f"The gateway URL is set ({self.url}) but no admin token: set "
+                "GATEWAY_ADMIN_TOKEN (or give --token before the command)."
+            )
+        from gateway.cli.remote import RemoteBackend
+
+        return RemoteBackend(self.url, self.token)
+
+
+runtime = Runtime()
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return "cli"
+
+
+def emit(data: Any) -> None:
+    """Print `data` as JSON on stdout."""
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@contextmanager
+def failures(as_json: bool = False) -> Iterator[None]:
+    """Exit 1 with a one-line reason on stderr, or with `{"error": {"message", "code"}}` on
+    stdout when the command was asked for JSON."""
+    try:
+        yield
+    except GatewayError as exc:
+        if as_json:
+            emit({"error": {"message": exc.message, "code": exc.code}})
+        else:
+            err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
