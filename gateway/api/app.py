@@ -63,6 +63,7 @@ def create_app(
     metrics = Metrics(
         tracer.dropped_spans if tracer is not None else lambda: 0,
         dropped_exposures=lambda: recorder.dropped_exposures,
+        registry_stale=lambda: cache.stale,
     )
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
     access_log = AccessLog()
@@ -92,16 +93,21 @@ def create_app(
 
     @get("/readyz", media_type=MediaType.JSON, include_in_schema=False)
     async def readyz() -> Response[dict[str, Any]]:
-        """The store answered and a registry snapshot is loaded."""
-        ready = cache.healthy
+        """200 whenever a snapshot serves (`degraded` while the store is unreachable or holds
+        older data); 503 only before the first snapshot (PRODUCT §6). A store outage must not
+        take every replica out of a load balancer."""
+        current = cache.current
+        ready = cache.healthy and not cache.stale
         body = {
-            "status": "ready" if ready else "unavailable",
-            "store": "reachable" if ready else "unreachable",
-            "revision": cache.current.revision,
-            "prompts": len(cache.current.prompts),
+            "status": "ready" if ready else "degraded",
+            "store": "ok" if cache.healthy else "unreachable",
+            "revision": int(current.revision) if current.revision.isdigit() else 0,
+            "prompts": len(current.prompts),
             "environment": settings.env,
         }
-        return Response(body, status_code=200 if ready else 503)
+        if cache.stale:
+            body["stale"] = True
+        return Response(body, status_code=200 if cache.loaded else 503)
 
     @get("/metrics", include_in_schema=False)
     async def prometheus() -> Response[str]:

@@ -19,6 +19,11 @@ class SnapshotCache:
     `current` is a plain attribute read: serving never waits on the store. While the store is
     unreachable the last good snapshot keeps serving; the outage and the recovery are each logged
     once, and the watcher retries with a capped backoff.
+
+    A snapshot never goes backwards silently (PRODUCT §15): when the store answers with an older
+    revision than the one served, or with no prompts where some are served (a Redis restarted
+    without its data), the cache keeps what it has, logs an error once and sets `stale`, until
+    the store holds newer data again (`gateway store restore` refills it).
     """
 
     def __init__(self, reader: PromptReader, *, max_backoff: float = 5.0) -> None:
@@ -28,6 +33,10 @@ class SnapshotCache:
         self._attempted = asyncio.Event()
         self.current = RegistrySnapshot()
         self.healthy = False
+        self.loaded = False
+        """A snapshot was loaded at least once (until then /readyz says 503)."""
+        self.stale = False
+        """The store holds older data than the snapshot served (gateway_registry_stale)."""
         self._outage_logged = False
         self._stopping = False
 
@@ -55,7 +64,7 @@ class SnapshotCache:
                 async for _ in self._reader.changes():
                     if self._stopping:
                         return
-                    self.current = await self._reader.snapshot()
+                    self._offer(await self._reader.snapshot())
                     self._attempted.set()
                     backoff = 0.1
                     if not self.healthy:
@@ -72,6 +81,34 @@ class SnapshotCache:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
+    def _offer(self, snapshot: RegistrySnapshot) -> None:
+        """Serve `snapshot`, unless it would take the registry backwards."""
+        served = self.current
+        emptied = not snapshot.prompts and bool(served.prompts)
+        # Older, and missing prompts this gateway serves: a store that lost data. (A store
+        # refilled by pushing everything again counts from a lower revision; it is taken.)
+        older = _revision(snapshot.revision) < _revision(served.revision) and not (
+            served.prompts.keys() <= snapshot.prompts.keys()
+        )
+        if self.loaded and (older or emptied):
+            if not self.stale:
+                log.error(
+                    "the registry store holds older data (revision %s, %d prompts) than this "
+                    "gateway serves (revision %s, %d prompts); still serving what it has. Refill "
+                    "the store: gateway store restore FILE, or push and promote again",
+                    snapshot.revision or "0",
+                    len(snapshot.prompts),
+                    served.revision,
+                    len(served.prompts),
+                )
+            self.stale = True
+            return
+        if self.stale:
+            log.info("the registry store holds current data again: revision %s", snapshot.revision)
+        self.stale = False
+        self.current = snapshot
+        self.loaded = True
+
     def _mark_down(self, exc: Exception) -> None:
         # Logged once per outage, not on every retry.
         if not self._outage_logged:
@@ -83,3 +120,8 @@ class SnapshotCache:
             )
         self._outage_logged = True
         self.healthy = False
+
+
+def _revision(text: str) -> int:
+    """A snapshot's revision as a number (stores count writes); 0 when it has none."""
+    return int(text) if text.isdigit() else 0

@@ -107,9 +107,11 @@ class Metrics:
         dropped_spans: Callable[[], int] = lambda: 0,
         *,
         dropped_exposures: Callable[[], int] = lambda: 0,
+        registry_stale: Callable[[], bool] = lambda: False,
     ) -> None:
         self._dropped_spans = dropped_spans
         self._dropped_exposures = dropped_exposures
+        self._registry_stale = registry_stale
         self.requests = Counter(
             "gateway_requests_total",
             "Proxied calls.",
@@ -195,5 +197,8 @@ class Metrics:
             "# HELP gateway_exposures_dropped_total Experiment exposures lost before the store.",
             "# TYPE gateway_exposures_dropped_total counter",
             f"gateway_exposures_dropped_total {self._dropped_exposures()}",
+            "# HELP gateway_registry_stale 1 while the store holds older data than is served.",
+            "# TYPE gateway_registry_stale gauge",
+            f"gateway_registry_stale {int(self._registry_stale())}",
         ]
         return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -12,9 +14,13 @@ import pytest
 
 from gateway.api.app import create_app
 from gateway.core.experiments import in_treatment
+from gateway.core.registry import make_draft
+from gateway.core.rendering import Message
+from gateway.prompts import PromptRegistry
 from gateway.settings import load
 from gateway.stores.redis import RedisStore
 from tests.api.conftest import MakeGateway
+from tests.conftest import RedisServer
 from tests.servers import FakeProvider, ServedGateway
 
 KEY = "sk-test-client-key-1234"
@@ -417,3 +423,46 @@ def test_readyz_is_503_while_the_store_is_unreachable(provider: FakeProvider) ->
         assert plain.status_code == 200
     finally:
         served.stop()
+
+
+def test_readyz_is_degraded_not_503_when_the_store_goes_away(provider: FakeProvider) -> None:
+    """Once a snapshot serves, a store outage makes /readyz 200 degraded (PRODUCT §6), and
+    managed calls keep being served from the snapshot."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    server = RedisServer(binary)
+    asyncio.run(_push_greeter(server.url))
+    settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
+    served = ServedGateway(create_app(settings, store=RedisStore(server.url)))
+    try:
+        assert httpx.get(served.url + "/readyz").json()["status"] == "ready"
+        server.stop()
+        deadline = time.monotonic() + 10
+        while (body := httpx.get(served.url + "/readyz")).json()["store"] != "unreachable":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert body.status_code == 200 and body.json()["status"] == "degraded"
+        assert isinstance(body.json()["revision"], int) and body.json()["revision"] > 0
+        managed = httpx.post(
+            served.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [], "prompt": {"id": "greeter"}},
+        )
+        assert managed.status_code == 200 and managed.headers["x-prompt-name"] == "greeter"
+    finally:
+        served.stop()
+
+
+async def _push_greeter(url: str) -> None:
+    store = RedisStore(url)
+    registry = PromptRegistry(store, threshold=0.9)
+    await registry.create_version(
+        make_draft(
+            name="greeter",
+            version="1.0.0",
+            messages=[Message("system", "Hi.")],
+            model="gpt-4o-mini",
+        ),
+        actor="t",
+    )
+    await registry.promote("greeter", "1.0.0", actor="t", force=True)
+    await store.close()

@@ -91,3 +91,28 @@ async def test_outage_serves_the_last_snapshot_and_logs_once(
         await store.close()
         await writer.close()
         revived.stop()
+
+
+async def test_a_store_that_lost_its_data_does_not_empty_the_gateway(tmp_path: Path) -> None:
+    """Redis restarted empty: the cache keeps serving what it had and says it is stale, until
+    the prompts are pushed again."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    server = RedisServer(binary)
+    store = RedisStore(server.url, poll_interval=0.05)
+    cache = SnapshotCache(store)
+    try:
+        registry = PromptRegistry(store, threshold=0.9)
+        await registry.create_version(draft("1.0.0"), actor="t")
+        await cache.start()
+        await eventually(lambda: "greeter" in cache.current.prompts, within=2)
+        await store._client.flushall()  # what a restart without persistence leaves
+        await eventually(lambda: cache.stale, within=2)
+        assert "greeter" in cache.current.prompts and cache.loaded
+        await registry.create_version(draft("1.0.0"), actor="t")  # pushed again
+        await eventually(lambda: not cache.stale, within=2)
+        assert "greeter" in cache.current.prompts
+    finally:
+        await cache.stop()
+        await store.close()
+        server.stop()
