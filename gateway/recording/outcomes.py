@@ -41,7 +41,9 @@ class OutcomeRecorder:
         self._queue_size = queue_size
         self._flush_interval = flush_interval
         self._recent: dict[str, Exposure] = {}
-        """Oldest first (dicts keep insertion order), at most RECENT."""
+        self._recent_order: deque[str] = deque()
+        """The recent index's keys, oldest first: deleting a dict's first key again and again
+        leaves holes its iteration must skip, so the order is kept here."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: list[Exposure | Feedback] = []
@@ -75,9 +77,11 @@ class OutcomeRecorder:
             self.dropped_exposures += 1
             return
         recent = self._recent
+        order = self._recent_order
         recent[exposure.request_id] = exposure
-        if len(recent) > RECENT:
-            del recent[next(iter(recent))]
+        order.append(exposure.request_id)
+        if len(order) > RECENT:
+            recent.pop(order.popleft(), None)
 
     def feedback(self, feedback: Feedback) -> bool:
         """Queue a feedback value; False when the queue is full (the caller answers 503)."""
