@@ -140,13 +140,19 @@ def test_promote_gate_force_and_rollback(gateway: Gateway) -> None:
     assert [e["forced"] for e in promotions] == [True, True]
 
 
-def test_resolve_by_environment_and_override(gateway: Gateway) -> None:
-    """--env picks the environment rule; PROMPT_OVERRIDES wins over it."""
+def test_resolve_by_environment(gateway: Gateway) -> None:
+    """--env picks the environment rule; an environment with nothing to serve says so."""
     gateway("prompts", "push")
     dev = gateway("prompts", "resolve", "support-agent", "--env", "development", "--json")
     assert (dev["version"], dev["resolution"]) == ("1.1.0", "environment")
     missing = gateway("prompts", "resolve", "support-agent", "--env", "staging", ok=False)
     assert "no version to serve in staging" in missing.stderr
+
+
+@pytest.mark.local_only  # PROMPT_OVERRIDES is the serving process's setting: remotely, the server's
+def test_resolve_follows_the_override_of_the_environment(gateway: Gateway) -> None:
+    """PROMPT_OVERRIDES wins over the environment rule."""
+    gateway("prompts", "push")
     pinned = gateway(
         "prompts",
         "resolve",
@@ -266,6 +272,7 @@ def test_failures_exit_1_with_one_line(gateway: Gateway, args: tuple[str, ...]) 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.local_only  # the local config file: remotely, the server read its own at start
 def test_bad_config_names_the_key(gateway: Gateway, project: Path) -> None:
     """An invalid config file stops the command with the file and key named."""
     config = project / "config/gateway.yaml"
@@ -274,6 +281,7 @@ def test_bad_config_names_the_key(gateway: Gateway, project: Path) -> None:
     assert "config/gateway.yaml: promotion.threshold must be a number" in result.stderr
 
 
+@pytest.mark.local_only  # the store's own URL: remotely, the server's
 def test_unreachable_redis_is_one_clear_line(gateway: Gateway) -> None:
     """A Redis URL that does not answer fails fast with the URL (password hidden)."""
     result = gateway(
@@ -341,6 +349,7 @@ def test_test_run_gates_promotion_offline(gateway: Gateway, project: Path) -> No
     assert "pass rate 50%" in refused.stderr
 
 
+@pytest.mark.local_only  # serve runs locally, whatever GATEWAY_URL says
 def test_serve_as_the_readme_runs_it(gateway: Gateway, project: Path) -> None:
     """`gateway serve` with the mock answers the quickstart's SDK call and exports its span."""
     gateway("prompts", "push")
