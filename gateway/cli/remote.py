@@ -143,7 +143,10 @@ class RemoteBackend:
         elif response.status_code == 403:
             message += " Use a token with that role (GATEWAY_ADMIN_TOKEN or --token)."
         elif code == "not_found":  # no such route (prompts and experiments have codes of their own)
-            message += f" Is {self.url} the gateway's base URL, as in http://host:8080?"
+            message = (
+                f"{self.url} has no admin API at {response.request.url.path} ({message}); give "
+                "the gateway's base URL, as in http://host:8080."
+            )
         return error_class(code, response.status_code)(message, param=param)
 
     async def _state(self, name: str) -> PromptState:
