@@ -110,13 +110,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test using the `gateway` fixture runs once per backend (local_only ones: local)."""
-    if "backend" in metafunc.fixturenames:
+    if "cli_backend" in metafunc.fixturenames:
         local_only = metafunc.definition.get_closest_marker("local_only") is not None
-        metafunc.parametrize("backend", ["local"] if local_only else BACKENDS, indirect=True)
+        metafunc.parametrize("cli_backend", ["local"] if local_only else BACKENDS, indirect=True)
 
 
 @pytest.fixture
-def backend(request: pytest.FixtureRequest) -> str:
+def cli_backend(request: pytest.FixtureRequest) -> str:
     """`local` (the store) or `remote` (a served gateway through GATEWAY_URL)."""
     return str(getattr(request, "param", "local"))
 
@@ -159,7 +159,7 @@ def serve_project(project: Path) -> Any:
 
 
 @pytest.fixture
-def gateway(project: Path, backend: str) -> Iterator[Gateway]:
+def gateway(project: Path, cli_backend: str) -> Iterator[Gateway]:
     """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result.
 
     With the `remote` backend, every command goes through GATEWAY_URL and GATEWAY_ADMIN_TOKEN to
@@ -167,7 +167,7 @@ def gateway(project: Path, backend: str) -> Iterator[Gateway]:
     only reaches the command line, not that server.
     """
     runner = CliRunner()
-    served = serve_project(project) if backend == "remote" else None
+    served = serve_project(project) if cli_backend == "remote" else None
 
     def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> Any:
         if served is None:
