@@ -17,7 +17,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -339,22 +339,35 @@ class SQLiteStore:
         # then is the registry's revision read: experiment outcomes are written many times a
         # second and must not make every gateway reload its snapshot.
         conn = await asyncio.to_thread(self._watch_connection)
+        # A cancelled watcher leaves its worker thread running the query it started: the
+        # connection is closed by a thread that waits for the lock, never under a query (closing
+        # it mid-query crashed the interpreter).
+        busy = threading.Lock()
+
+        def poll(query: Callable[[sqlite3.Connection], int]) -> int:
+            with busy:
+                return query(conn)
+
+        def close() -> None:
+            with busy:
+                conn.close()
+
         try:
-            seen = await asyncio.to_thread(_data_version, conn)
-            revision = await asyncio.to_thread(_revision, conn)
+            seen = await asyncio.to_thread(poll, _data_version)
+            revision = await asyncio.to_thread(poll, _revision)
             yield None
             while True:
                 await asyncio.sleep(self.poll_interval)
-                current = await asyncio.to_thread(_data_version, conn)
+                current = await asyncio.to_thread(poll, _data_version)
                 if current == seen:
                     continue
                 seen = current
-                latest = await asyncio.to_thread(_revision, conn)
+                latest = await asyncio.to_thread(poll, _revision)
                 if latest != revision:
                     revision = latest
                     yield None
         finally:
-            conn.close()
+            threading.Thread(target=close, name="sqlite-watch-close", daemon=True).start()
 
     def _watch_connection(self) -> sqlite3.Connection:
         with self._connect():  # creates the schema on first use

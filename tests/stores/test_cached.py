@@ -116,3 +116,16 @@ async def test_a_store_that_lost_its_data_does_not_empty_the_gateway(tmp_path: P
         await cache.stop()
         await store.close()
         server.stop()
+
+
+async def test_stopping_a_watcher_mid_poll_is_safe(tmp_path: Path) -> None:
+    """Cancelling the SQLite watcher while its thread queries never closes the connection under
+    the query (that crashed the interpreter): 100 quick start/stop cycles."""
+    store = SQLiteStore(tmp_path / "g.db", poll_interval=0.0005)
+    await PromptRegistry(store, threshold=0.9).create_version(draft("1.0.0"), actor="t")
+    for _ in range(100):
+        cache = SnapshotCache(store)
+        await cache.start()
+        await asyncio.sleep(0.002)
+        await cache.stop()
+    assert "greeter" in cache.current.prompts
