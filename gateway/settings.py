@@ -332,8 +332,18 @@ def _build(
 
 
 def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> tuple[Route, ...]:
-    """GATEWAY_UPSTREAM_URL names one provider for every model, over the file's providers."""
+    """GATEWAY_UPSTREAM_URL names one provider for every model when the file names none.
+
+    Both at once is refused: a variable left over from a shell would otherwise route every
+    model past the file's providers and routes without a word.
+    """
     from_env = environ.get("GATEWAY_UPSTREAM_URL") or None  # set but empty counts as unset
+    if from_env is not None and "providers" in raw:
+        raise ConfigError(
+            f"{where}: providers: is set, and so is GATEWAY_UPSTREAM_URL ({from_env.split('?')[0]}"
+            "); both name the providers. Unset GATEWAY_UPSTREAM_URL to use the file's providers "
+            "and routes, or remove providers: to send every model to that URL."
+        )
     if from_env is not None or "providers" not in raw:
         url = from_env or DEFAULT_UPSTREAM_URL
         _provider_url(url, "GATEWAY_UPSTREAM_URL", where)

@@ -216,3 +216,13 @@ def test_experiment_settings_and_their_environment_overrides(tmp_path: Path) -> 
     assert (chosen.experiments.alpha, chosen.experiments.min_users_per_variant) == (0.1, 50)
     with pytest.raises(ConfigError, match=r"experiments\.alpha"):
         load(write(tmp_path, "experiments: {alpha: 2}\n"), {})
+
+
+def test_a_leftover_upstream_url_does_not_silently_replace_the_files_providers(
+    tmp_path: Path,
+) -> None:
+    """GATEWAY_UPSTREAM_URL together with providers: stops start-up, naming both."""
+    path = write(tmp_path, "providers:\n  local: {base_url: 'http://127.0.0.1:8000/v1'}\n")
+    with pytest.raises(ConfigError, match="Unset GATEWAY_UPSTREAM_URL"):
+        load(path, {"GATEWAY_UPSTREAM_URL": "mock"})
+    assert load(path, {"GATEWAY_UPSTREAM_URL": ""}).routes[0].provider.name == "local"
