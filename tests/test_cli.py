@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -480,3 +481,14 @@ def test_costs_are_printed_rounded() -> None:
 
     assert figure(0.0000123, "cost_per_task") == "$0.000012"
     assert figure(12.345, "cost_per_task") == "$12.35"
+
+
+@pytest.mark.local_only
+def test_serve_on_a_port_in_use_is_one_line(gateway: Gateway) -> None:
+    """A taken port exits 1 with one line naming the port and --port, before uvicorn starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = gateway("serve", "--port", str(port), ok=False)
+    assert f"Port {port} on 127.0.0.1 is in use" in failed.output and "--port" in failed.output

@@ -7,12 +7,14 @@ only points the registry commands at another gateway, so it is ignored here.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Annotated
 
 import typer
 
 from gateway.cli.runtime import JsonFlag, err, failures, runtime
+from gateway.errors import InvalidRequest
 from gateway.stores.redis import redact
 
 
@@ -29,6 +31,8 @@ def serve(
         settings = runtime.settings  # validate the config before any worker starts
     server = settings.server
     chosen_host, chosen_port = host or server.host, port or server.port
+    with failures(as_json):
+        _check_free(chosen_host, chosen_port)
     err.print(
         f"Prompt Gateway on http://{chosen_host}:{chosen_port}/v1 "
         f"(environment {settings.env}, store {redact(settings.store_url)})",
@@ -63,3 +67,21 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, args)
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail in one line when the address is taken, before uvicorn prints a traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidRequest(f"--host {host!r} is not an address of this machine: {exc}.") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidRequest(
+                f"Port {port} on {host} is in use ({exc.strerror}); choose another with "
+                "--port or server.port (GATEWAY_PORT)."
+            ) from None
