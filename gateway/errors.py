@@ -10,6 +10,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── InvalidPrompt             400 invalid_prompt   (a bad name, semver, template or file)
     │   ├── InvalidBody               400 invalid_json     (a body that is not a JSON object)
     │   ├── InvalidPath               400 invalid_path     (a path that could leave the base URL)
+    │   ├── InvalidExperiment         400 invalid_experiment (a bad id, split, window or metric)
     │   ├── InvalidFeedback           400 invalid_feedback (a feedback metric or value out of range)
     │   └── MetricNotMeasured         400 metric_not_measured (feedback for another metric)
     ├── InvalidAdminToken             401 invalid_admin_token (type authentication_error)
@@ -92,6 +93,10 @@ class InvalidBody(InvalidRequest):
 
 class InvalidPath(InvalidRequest):
     code = "invalid_path"
+
+
+class InvalidExperiment(InvalidRequest):
+    code = "invalid_experiment"
 
 
 class InvalidFeedback(InvalidRequest):

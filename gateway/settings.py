@@ -8,6 +8,7 @@ with a ConfigError that names the file, the key and what is wrong.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -440,8 +441,13 @@ def _admin_tokens(
             )
         if (token is None) == (digest is None):
             raise ConfigError(f"{key} ({name}): give exactly one of token and token_sha256.")
+        if token is not None and not isinstance(token, str):
+            raise ConfigError(
+                f"{key} ({name}): the token must be a string; quote it in YAML (a token of "
+                "digits only is read as a number)."
+            )
         if token is not None:
-            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+            if len(token) < MIN_TOKEN_LENGTH:
                 raise ConfigError(
                     f"{key} ({name}): the token is shorter than {MIN_TOKEN_LENGTH} characters; "
                     "generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'"
@@ -453,6 +459,12 @@ def _admin_tokens(
             sha = bytes.fromhex(digest)
         if any(t.name == name for t in tokens):
             raise ConfigError(f"{key}: the name {name!r} is used twice; names are audit actors.")
+        twin = next((t for t in tokens if hmac.compare_digest(t.token_sha256, sha)), None)
+        if twin is not None:
+            raise ConfigError(
+                f"{key} ({name}): the same token is already given to {twin.name!r}; one token "
+                "would act under two names and roles. Give each entry its own token."
+            )
         tokens.append(AdminToken(name, role, sha))
     return tuple(tokens)
 
@@ -697,5 +709,5 @@ def _number(value: object, key: str, where: str, *, low: float, high: float) -> 
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {key} must be a number, not {value!r}.") from None
     if not low <= number <= high:
-        raise ConfigError(f"{where}: {key} must be between {low} and {high}, not {number}.")
+        raise ConfigError(f"{where}: {key} must be between {low:g} and {high:g}, not {number:g}.")
     return number

@@ -492,3 +492,32 @@ def test_serve_on_a_port_in_use_is_one_line(gateway: Gateway) -> None:
         port = taken.getsockname()[1]
         failed = gateway("serve", "--port", str(port), ok=False)
     assert f"Port {port} on 127.0.0.1 is in use" in failed.output and "--port" in failed.output
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "5000"])
+def test_audit_limit_out_of_range_names_the_flag(gateway: Gateway, limit: str) -> None:
+    """--limit outside 1..1000 is refused the same way against the store and the API."""
+    gateway("prompts", "push")
+    failed = gateway("audit", "--limit", limit, ok=False)
+    assert f"--limit {limit} is out of range" in failed.output
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "--limit", "abc"], "Invalid value for '--limit'"),
+        (["prompts", "show"], "Missing argument 'name'"),
+    ],
+)
+def test_usage_errors_with_json_are_json(project: Path, args: list[str], message: str) -> None:
+    """With --json even a usage error is {"error": {"message", "code": "usage_error"}}, exit 1."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "gateway"), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    error = orjson.loads(done.stdout)["error"]
+    assert error["code"] == "usage_error" and message in error["message"]

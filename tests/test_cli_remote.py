@@ -359,6 +359,8 @@ def test_a_gateway_that_is_down_is_one_line(project: Path, as_json: bool) -> Non
     [
         ("127.0.0.1:8080", "must start with http:// or https://"),
         ("{served}/somewhere", "has no admin API at /somewhere/admin/prompts"),
+        ("{served}/v1", "ends in /v1, the OpenAI endpoint apps use"),
+        ("{served}/v1/", "ends in /v1, the OpenAI endpoint apps use"),
     ],
 )
 def test_a_url_that_is_not_a_gateways_says_so(served: Any, url: str, message: str) -> None:

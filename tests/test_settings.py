@@ -89,7 +89,7 @@ def test_config_overrides_per_environment(tmp_path: Path) -> None:
     [
         ("env: prod\n", {}, "env must be one of development, staging, production, not 'prod'"),
         ("colour: red\n", {}, "unknown key colour"),
-        ("promotion: {threshold: 2}\n", {}, "promotion.threshold must be between 0.0 and 1.0"),
+        ("promotion: {threshold: 2}\n", {}, "promotion.threshold must be between 0 and 1"),
         ("promotion: {minimum: 2}\n", {}, "unknown key promotion.minimum"),
         ("environments: {qa: {}}\n", {}, "environments.qa must be one of"),
         ("environments: {staging: {overrides: {p: 1}}}\n", {}, "environments.staging.overrides.p"),
@@ -226,3 +226,19 @@ def test_a_leftover_upstream_url_does_not_silently_replace_the_files_providers(
     with pytest.raises(ConfigError, match="Unset GATEWAY_UPSTREAM_URL"):
         load(path, {"GATEWAY_UPSTREAM_URL": "mock"})
     assert load(path, {"GATEWAY_UPSTREAM_URL": ""}).routes[0].provider.name == "local"
+
+
+def test_one_token_under_two_names_is_refused(tmp_path: Path) -> None:
+    """The same token for a viewer and an admin would make the viewer an admin: refused."""
+    with pytest.raises(ConfigError, match="already given to 'low'") as caught:
+        load(None, {"GATEWAY_ADMIN_TOKENS": f"low:viewer:{SECRET},high:admin:{SECRET}"})
+    assert SECRET not in str(caught.value)
+
+
+def test_a_token_of_digits_must_be_quoted(tmp_path: Path) -> None:
+    """YAML reads an unquoted 20-digit token as a number: the message says to quote it."""
+    path = write(
+        tmp_path, "admin_tokens: [{name: ci, role: editor, token: 12345678901234567890}]\n"
+    )
+    with pytest.raises(ConfigError, match="quote it in YAML"):
+        load(path, {})

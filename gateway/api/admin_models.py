@@ -232,12 +232,12 @@ class ExperimentIn(Struct, forbid_unknown_fields=True):
     control_version: str
     treatment_version: str
     traffic_split: Annotated[float, Meta(description="Share of units sent to the treatment, 0..1")]
-    start: datetime | None = None
-    end: datetime | None = None
     metric: Annotated[
         str,
         Meta(description="user_satisfaction, task_completion, cost_per_task or latency"),
-    ] = "user_satisfaction"
+    ]
+    start: datetime | None = None
+    end: datetime | None = None
 
 
 class ExperimentOut(Struct):

@@ -16,6 +16,7 @@ that gateway's admin API (`remote.py`); they print the same either way.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -24,7 +25,7 @@ from gateway import __version__
 from gateway.cli.audit import audit
 from gateway.cli.experiments import experiments_app
 from gateway.cli.prompts import prompts_app
-from gateway.cli.runtime import out, runtime
+from gateway.cli.runtime import emit, out, runtime
 from gateway.cli.serve import serve
 
 __all__ = ["app", "main"]
@@ -95,5 +96,20 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point. With --json, a usage error (a missing argument, a bad option value)
+    is `{"error": {"message", "code": "usage_error"}}` on stdout with exit 1, like any failure."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = 1
+    except Exception as exc:
+        # Typer's usage errors (bad values, missing arguments, unknown options) carry exit code
+        # 2 and a formatted message; it vendors click, so there is no public base class to name.
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise
+        emit({"error": {"message": exc.format_message(), "code": "usage_error"}})
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

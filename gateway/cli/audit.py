@@ -8,6 +8,7 @@ import typer
 
 from gateway.cli import render as draw
 from gateway.cli.runtime import JsonFlag, emit, failures, out, runtime
+from gateway.errors import InvalidRequest
 
 
 def audit(
@@ -17,6 +18,10 @@ def audit(
 ) -> None:
     """Show who changed what: creates, test runs, promotions, rollbacks, experiments."""
     with failures(as_json):
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest(
+                f"--limit {limit} is out of range: give 1 to 1000 entries.", param="limit"
+            )
         entries = runtime.call(lambda backend: backend.audit(prompt, limit))
     if as_json:
         emit(entries)

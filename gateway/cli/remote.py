@@ -73,6 +73,13 @@ class RemoteBackend:
                 "https://, e.g. http://127.0.0.1:8080."
             )
         self.url = url.rstrip("/")
+        if self.url.endswith("/v1"):
+            # /v1 is the proxy: a call there would be forwarded to the provider, token and all.
+            raise InvalidRequest(
+                f"The gateway URL {url!r} (GATEWAY_URL or --url) ends in /v1, the OpenAI "
+                "endpoint apps use; give the gateway's base URL instead, e.g. "
+                f"{self.url.removesuffix('/v1')}."
+            )
         self._client = httpx.AsyncClient(
             base_url=self.url,
             headers={

@@ -91,7 +91,7 @@ def check_feedback_value(metric: str, value: object) -> str | None:
     `task_completion` is 0 or 1; `user_satisfaction` a finite number in SATISFACTION_RANGE.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"value must be a number, not {type(value).__name__}"
+        return f"value must be a number, not {_json_type(value)}"
     if not math.isfinite(value):
         return "value must be a finite number"
     if metric == "task_completion" and value not in (0, 1):
@@ -100,3 +100,18 @@ def check_feedback_value(metric: str, value: object) -> str | None:
     if metric == "user_satisfaction" and not low <= value <= high:
         return f"user_satisfaction is between {low:g} and {high:g}, not {value:g}"
     return None
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages to API clients."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -29,6 +29,7 @@ from gateway.core.versions import parse_version
 from gateway.errors import (
     ExperimentConflict,
     ExperimentNotFound,
+    InvalidExperiment,
     InvalidPrompt,
     NothingToRollBack,
     PromotionRefused,
@@ -252,13 +253,14 @@ def plan_promote(
             raise PromotionRefused(
                 f"{target.label} has no test run, and promotion needs a pass rate of at least "
                 f"{threshold:.0%}. Run: gateway prompts test {state.name} --version {version} "
-                "(or promote with --force).",
+                '(or force it: --force, or "force": true over the admin API).',
             )
         if results.pass_rate < threshold:
             raise PromotionRefused(
                 f"{target.label} passed {results.passed} of {results.total} tests "
                 f"(pass rate {results.pass_rate:.0%}), under the promotion threshold of "
-                f"{threshold:.0%}. Fix the failures or promote with --force.",
+                f'{threshold:.0%}. Fix the failures, or force it: --force, or "force": true over '
+                "the admin API.",
             )
     history = (*state.history, state.active) if state.active else state.history
     entry = AuditEntry(
@@ -308,7 +310,7 @@ def plan_create_experiment(
 ) -> Change:
     """Create an experiment; both versions must exist and no other may run on the prompt then."""
     if EXPERIMENT_ID.fullmatch(experiment.id) is None:
-        raise InvalidPrompt(
+        raise InvalidExperiment(
             f"Experiment id {experiment.id!r} is invalid: use letters, digits, '.', '_' and '-'.",
             param="id",
         )
@@ -317,23 +319,23 @@ def plan_create_experiment(
     require_version(state, experiment.control_version)
     require_version(state, experiment.treatment_version)
     if experiment.control_version == experiment.treatment_version:
-        raise InvalidPrompt(
+        raise InvalidExperiment(
             f"Experiment {experiment.id!r} compares {experiment.control_version} with itself; "
             "control and treatment must be different versions.",
         )
     if not 0 <= experiment.traffic_split <= 1:
-        raise InvalidPrompt(
+        raise InvalidExperiment(
             f"traffic_split must be between 0 and 1, not {experiment.traffic_split}.",
             param="traffic_split",
         )
     if experiment.end is not None and experiment.end <= experiment.start:
-        raise InvalidPrompt(
+        raise InvalidExperiment(
             f"Experiment {experiment.id!r} ends ({experiment.end.isoformat()}) before it starts "
             f"({experiment.start.isoformat()}).",
             param="end",
         )
     if experiment.metric not in METRICS:
-        raise InvalidPrompt(
+        raise InvalidExperiment(
             f"Metric {experiment.metric!r} is unknown; use one of {', '.join(METRICS)}.",
             param="metric",
         )
@@ -396,9 +398,14 @@ def plan_conclude_experiment(
     experiment = next((e for e in state.experiments if e.id == experiment_id), None)
     if experiment is None:
         raise ExperimentNotFound(f"Experiment {experiment_id!r} does not exist.", param="id")
-    stopped = experiment
-    if experiment.status == "running":
-        stopped = replace(experiment, status="stopped", stopped_at=now)
+    if experiment.status != "running":
+        raise ExperimentConflict(
+            f"Experiment {experiment_id!r} is already stopped, so there is nothing to conclude. "
+            f"To make its treatment active, promote it: gateway prompts promote "
+            f"{state.name} {experiment.treatment_version}",
+            param="id",
+        )
+    stopped = replace(experiment, status="stopped", stopped_at=now)
     promotion = Change()
     if promote:
         promotion = plan_promote(
@@ -426,7 +433,7 @@ def plan_conclude_experiment(
         active=promotion.active,
         history=promotion.history,
         activation_changed=promotion.activation_changed,
-        experiments=(stopped,) if stopped is not experiment else (),
+        experiments=(stopped,),
         audit=(entry,),
     )
 

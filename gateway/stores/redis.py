@@ -167,7 +167,7 @@ class RedisStore:
             if isinstance(exc, WatchError):
                 raise
             raise StoreUnavailable(
-                f"Redis store at {redact(self.url)} did not answer: {exc}. "
+                f"Redis store at {redact(self.url)} did not answer: {str(exc).rstrip('.')}. "
                 "Check GATEWAY_STORE_URL and that redis-server is running."
             ) from exc
 

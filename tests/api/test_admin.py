@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,6 +194,7 @@ class Sample:
     path: str
     body: Any = None
     prepare: Callable[[PromptRegistry], Awaitable[Any]] | None = None
+    """Run first; when it returns a path, the request goes there instead of `path`."""
 
 
 async def with_history(registry: PromptRegistry) -> None:
@@ -207,6 +209,7 @@ WALK_EXPERIMENT = {
     "control_version": "1.0.0",
     "treatment_version": "2.0.0",
     "traffic_split": 0.5,
+    "metric": "user_satisfaction",
 }
 
 
@@ -215,6 +218,20 @@ async def with_experiment(registry: PromptRegistry) -> None:
     await registry.ensure_experiment(
         ExperimentSpec("walk-exp", "walk", "1.0.0", "2.0.0", 0.5), actor="setup"
     )
+
+
+async def with_running_experiment(registry: PromptRegistry) -> str:
+    """A fresh running experiment on `walk` (a stopped one cannot be concluded): its path."""
+    running = [
+        e for e in (await registry.store.prompt("walk")).experiments if e.status == "running"
+    ]
+    for experiment in running:
+        await registry.stop_experiment(experiment.id, actor="setup")
+    fresh = f"walk-conclude-{uuid.uuid4().hex[:8]}"
+    await registry.create_experiment(
+        ExperimentSpec(fresh, "walk", "1.0.0", "2.0.0", 0.5), actor="setup"
+    )
+    return f"/admin/experiments/{fresh}/conclude"
 
 
 SAMPLES = {
@@ -250,7 +267,7 @@ SAMPLES = {
         "/admin/experiments/walk-exp/results", prepare=with_experiment
     ),
     ("POST", "/admin/experiments/{id}/conclude"): Sample(
-        "/admin/experiments/walk-exp/conclude", prepare=with_experiment
+        "/admin/experiments/walk-exp/conclude", prepare=with_running_experiment
     ),
     ("GET", "/admin/audit"): Sample("/admin/audit?limit=5"),
 }
@@ -267,10 +284,12 @@ def test_every_admin_route_answers_as_its_role_allows(served: Served, caller: st
     mismatches = []
     for method, template in sorted(routes):
         sample = SAMPLES[(method, template)]
+        path = sample.path
         if sample.prepare is not None:
-            served.run(sample.prepare)
+            prepared = served.run(sample.prepare)
+            path = prepared if isinstance(prepared, str) else path
         needed = ROUTE_ROLES[(method, template)]
-        response = served.api(method, sample.path, token=CALLERS[caller], json=sample.body)
+        response = served.api(method, path, token=CALLERS[caller], json=sample.body)
         got = response.status_code
         if caller in ("none", "wrong"):
             ok = got == 401 and response.json()["error"]["code"] == "invalid_admin_token"
@@ -568,6 +587,7 @@ OVERLAP = {
     "control_version": "1.0.0",
     "treatment_version": "2.0.0",
     "traffic_split": 0.2,
+    "metric": "user_satisfaction",
 }
 
 
@@ -695,7 +715,7 @@ OVERLAP = {
             "/admin/experiments",
             {"json": OVERLAP | {"traffic_split": 3}},
             400,
-            "invalid_prompt",
+            "invalid_experiment",
             "traffic_split",
         ),
         (

@@ -12,6 +12,7 @@ from gateway.core.model import PromptState
 from gateway.core.rendering import Message
 from gateway.errors import (
     ExperimentConflict,
+    InvalidExperiment,
     InvalidPrompt,
     NothingToRollBack,
     PromotionRefused,
@@ -215,11 +216,11 @@ def test_experiment_after_an_ended_one_is_allowed() -> None:
     ("exp", "error", "message"),
     [
         (experiment(treatment="9.0.0"), VersionNotFound, "no version '9.0.0'"),
-        (experiment(treatment="1.0.0"), InvalidPrompt, "with itself"),
-        (experiment(split=1.5), InvalidPrompt, "traffic_split"),
-        (experiment(end=T0), InvalidPrompt, "before it starts"),
+        (experiment(treatment="1.0.0"), InvalidExperiment, "with itself"),
+        (experiment(split=1.5), InvalidExperiment, "traffic_split"),
+        (experiment(end=T0), InvalidExperiment, "before it starts"),
         (experiment(id="taken"), ExperimentConflict, "already exists"),
-        (experiment(id="bad id!"), InvalidPrompt, "Experiment id"),
+        (experiment(id="bad id!"), InvalidExperiment, "Experiment id"),
     ],
 )
 def test_invalid_experiments_are_refused(exp: object, error: type[Exception], message: str) -> None:
@@ -308,3 +309,32 @@ def test_concluding_is_refused_whole_under_the_gate() -> None:
         now=T0,
     )
     assert forced.active == "1.2.0" and forced.audit[0].forced is True
+
+
+def test_concluding_a_stopped_experiment_is_refused() -> None:
+    """A stopped experiment is not concluded again: no audit entry, no second promotion."""
+    state = _running("1.1.0")
+    stopped = apply(
+        state,
+        plans.plan_conclude_experiment(
+            state,
+            "exp-1",
+            promote=False,
+            reason="r",
+            threshold=0.9,
+            force=False,
+            actor="ops",
+            now=T0,
+        ),
+    )
+    with pytest.raises(ExperimentConflict, match="already stopped"):
+        plans.plan_conclude_experiment(
+            stopped,
+            "exp-1",
+            promote=True,
+            reason="r",
+            threshold=0.9,
+            force=True,
+            actor="ops",
+            now=T0,
+        )
