@@ -62,11 +62,6 @@ class Runtime:
             self._settings = settings_module.load(self.config, os.environ)
         return self._settings
 
-    @property
-    def remote(self) -> bool:
-        """Whether commands go to a gateway's admin API rather than the store."""
-        return self.url is not None
-
     def call(self, work: Callable[[Backend], Awaitable[T]]) -> T:
         """Open the backend, run `work` with it, and close it."""
 
