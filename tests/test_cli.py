@@ -17,7 +17,7 @@ from openai import OpenAI
 
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.redis import RedisStore
-from tests.conftest import Gateway, free_port
+from tests.conftest import Gateway, free_port, wait_for_port
 from tests.servers import OtlpReceiver
 
 
@@ -521,3 +521,38 @@ def test_usage_errors_with_json_are_json(project: Path, args: list[str], message
     assert done.returncode == 1
     error = orjson.loads(done.stdout)["error"]
     assert error["code"] == "usage_error" and message in error["message"]
+
+
+def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:
+    """`gateway demo` alone: the mock provider, the examples tested and promoted, an experiment
+    running; an SDK call through it is served by a prompt version of the experiment."""
+    port = free_port()
+    demo = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gateway"), "demo", "--port", str(port)],
+        cwd=project,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 60)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Where is my order?"}],
+            extra_body={
+                "prompt": {
+                    "id": "support-agent",
+                    "variables": {"company": "Acme", "timezone": "UTC", "tools": "search"},
+                }
+            },
+            extra_headers={"X-User-Id": "alice"},
+        )
+        assert raw.headers["x-prompt-experiment"] == "demo-ab"
+        assert raw.headers["x-prompt-version"] in ("1.0.0", "1.1.0")
+        assert "Acme" in (raw.parse().choices[0].message.content or "")
+        client.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        printed, _ = demo.communicate(timeout=20)
+    assert b"gateway experiments results demo-ab" in printed

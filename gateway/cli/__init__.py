@@ -23,6 +23,7 @@ import typer
 
 from gateway import __version__
 from gateway.cli.audit import audit
+from gateway.cli.demo import demo
 from gateway.cli.experiments import experiments_app
 from gateway.cli.prompts import prompts_app
 from gateway.cli.runtime import emit, out, runtime
@@ -38,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("serve")(serve)
+app.command("demo")(demo)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(experiments_app, name="experiments")
 app.command("audit")(audit)
