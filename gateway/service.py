@@ -27,6 +27,7 @@ from gateway.core.chat import (
     inject_responses,
     wants_usage,
 )
+from gateway.core.jsondepth import check_depth
 from gateway.core.model import PromptVersion, RegistrySnapshot
 from gateway.core.paths import upstream_path, without_key_parameters
 from gateway.core.quirks import is_reasoning_model
@@ -362,6 +363,7 @@ class GatewayService:
             if not required:
                 return None
             raise InvalidBody("The request body must be a JSON object.")
+        check_depth(body, doc)
         return doc
 
     async def open(self, call: Call) -> UpstreamResponse:

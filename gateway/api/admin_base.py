@@ -24,6 +24,7 @@ from litestar.typing import FieldDefinition
 from gateway.api.admin_models import ErrorBody, PromptFile
 from gateway.api.auth import Principal, require_role
 from gateway.api.errors import openai_error
+from gateway.core.jsondepth import check_depth
 from gateway.errors import InvalidBody
 from gateway.prompts import PromptRegistry
 from gateway.settings import Settings
@@ -161,9 +162,11 @@ class PromptFileDTO(AbstractDTO[PromptFileBody]):
 
     def decode_bytes(self, value: bytes) -> PromptFileBody:
         try:
-            return PromptFileBody(orjson.loads(value))
+            doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise InvalidBody(f"The body is not valid JSON: {exc}.") from None
+        check_depth(value, doc)
+        return PromptFileBody(doc)
 
     def decode_builtins(self, value: Any) -> PromptFileBody:
         return PromptFileBody(value)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from litestar import Request, Response, post
 
+from gateway.core.jsondepth import check_depth
 from gateway.core.model import RegistrySnapshot
 from gateway.core.outcomes import FEEDBACK_METRICS, Exposure, Feedback, check_feedback_value
 from gateway.errors import (
@@ -79,6 +80,7 @@ def _parse(body: bytes) -> Feedback:
         raise InvalidBody(f"We could not parse the JSON body of your request ({exc}).") from None
     if not isinstance(doc, dict):
         raise InvalidBody('The body must be a JSON object: {"request_id", "metric", "value"}.')
+    check_depth(body, doc)
     unknown = sorted(set(doc) - {"request_id", "metric", "value"})
     if unknown:
         raise InvalidFeedback(f"Unknown field {unknown[0]!r}.", param=unknown[0])

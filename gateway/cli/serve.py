@@ -64,6 +64,12 @@ def serve(
         "--log-level",
         "info",
     ]
+    # glibc raises its mmap threshold to the largest block freed so far, so after one large
+    # request body later ones come from the heap and a burst of them stays resident (measured:
+    # 100 concurrent chunked bodies of 10 MiB left RSS 88 MiB higher without this, 28 MiB with
+    # it). A fixed threshold gives large blocks back to the system when freed. Other C
+    # libraries ignore the variable; a value already set wins.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, args)
