@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import tiktoken
 
-from gateway.telemetry.tokens import TokenCounter, encoding_name
+from gateway.telemetry.tokens import EXACT_CHARS, TokenCounter, encoding_name
 
 
 @pytest.mark.parametrize(
@@ -69,3 +71,24 @@ def test_an_empty_cache_folder_falls_back_to_the_packaged_encodings(tmp_path: Pa
 def test_counts_are_estimated_until_the_encodings_are_loaded() -> None:
     """Before warm-up finishes, a count is about four characters a token, never a failure."""
     assert TokenCounter(None).count("gpt-4o", ["x" * 40]) == 10
+
+
+def test_a_megabyte_is_counted_in_bounded_time_at_the_measured_rate() -> None:
+    """A 1 MB variable with a provider that reports no usage stalled the event loop for 0.6 s
+    while tiktoken counted it: past EXACT_CHARS the count is extrapolated from the rate measured
+    on the first characters, so it takes milliseconds and stays within a few percent."""
+    counter = TokenCounter(None)
+    counter.warm_up().join(60)
+    sentence = "The quick brown fox jumps over the lazy dog near the riverbank. "
+    text = sentence * (1_000_000 // len(sentence))
+    exact = sum(counter.count("gpt-4o", [t]) for t in ("You are helpful.", "Summarise."))
+    exact += len(tiktoken.get_encoding("o200k_base").encode_ordinary(text))
+    started = time.perf_counter()
+    counted = counter.count("gpt-4o", ["You are helpful.", text, "Summarise."])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.05, f"counting 1 MB took {elapsed * 1000:.1f} ms"
+    assert abs(counted - exact) / exact < 0.05, (counted, exact)
+    # Below the bound every character is counted exactly.
+    small = ["Hello world"] * 10
+    assert counter.count("gpt-4o", small) == 20
+    assert EXACT_CHARS >= 1024
