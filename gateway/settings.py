@@ -61,6 +61,9 @@ class UpstreamSettings:
     """Seconds to open a connection to a provider before answering 502."""
     read_timeout: float = 600.0
     """Seconds to wait for the provider's next bytes before answering 504."""
+    total_timeout: float = 900.0
+    """Seconds a whole provider call may take, answer and stream included, before 504 (a
+    provider that trickles bytes forever holds a connection and a client otherwise)."""
     pool_size: int = 512
     """Open connections kept per worker, over all providers."""
 
@@ -296,7 +299,12 @@ def _build(
         ),
     )
     upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
-    _no_unknown(upstream_raw, {"connect_timeout", "read_timeout", "pool_size"}, "upstream.", where)
+    _no_unknown(
+        upstream_raw,
+        {"connect_timeout", "read_timeout", "total_timeout", "pool_size"},
+        "upstream.",
+        where,
+    )
 
     def upstream_number(
         key: str, env: str | None, default: float, high: float, low: float = 0.001
@@ -307,6 +315,7 @@ def _build(
     upstream = UpstreamSettings(
         connect_timeout=upstream_number("connect_timeout", "GATEWAY_CONNECT_TIMEOUT", 10.0, 3600),
         read_timeout=upstream_number("read_timeout", "GATEWAY_READ_TIMEOUT", 600.0, 86400),
+        total_timeout=upstream_number("total_timeout", "GATEWAY_TOTAL_TIMEOUT", 900.0, 86400),
         pool_size=int(upstream_number("pool_size", None, 512, 100_000, low=1)),
     )
     experiments = _experiments(raw, environ, where)

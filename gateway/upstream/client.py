@@ -28,9 +28,12 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 class HttpResponse:
     """An aiohttp response behind the UpstreamResponse seam."""
 
-    def __init__(self, response: aiohttp.ClientResponse, provider: Provider) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, provider: Provider, settings: UpstreamSettings
+    ) -> None:
         self._response = response
         self._provider = provider
+        self._settings = settings
         self._done = False
         self.status = response.status
         self.length = response.content_length
@@ -51,8 +54,8 @@ class HttpResponse:
     async def read(self) -> bytes:
         try:
             body = await self._response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise _timeout(self._provider) from exc
+        except TimeoutError as exc:
+            raise _timeout(self._provider, exc, self._settings) from exc
         except aiohttp.ClientError as exc:
             raise _reset(self._provider, exc) from exc
         self._done = True
@@ -63,8 +66,8 @@ class HttpResponse:
         try:
             while chunk := await content.readany():
                 yield chunk
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise _timeout(self._provider) from exc
+        except TimeoutError as exc:
+            raise _timeout(self._provider, exc, self._settings) from exc
         except aiohttp.ClientError as exc:
             raise _reset(self._provider, exc) from exc
         self._done = True
@@ -98,7 +101,9 @@ class HttpUpstream:
                 keepalive_timeout=30,
             ),
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+                total=settings.total_timeout,
+                connect=settings.connect_timeout,
+                sock_read=settings.read_timeout,
             ),
             auto_decompress=False,  # bytes pass through exactly as the provider sent them
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
@@ -137,15 +142,17 @@ class HttpUpstream:
                 data=data,
                 allow_redirects=False,
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _unreachable(provider, exc, self._settings) from exc
+        except TimeoutError as exc:
             if failed:
                 raise failed[0] from exc
-            raise _timeout(provider) from exc
+            raise _timeout(provider, exc, self._settings) from exc
         except aiohttp.ClientError as exc:
             if failed:  # the upload broke off: say why, not that the provider failed
                 raise failed[0] from exc
-            raise _unreachable(provider, exc) from exc
-        return HttpResponse(response, provider)
+            raise _unreachable(provider, exc, self._settings) from exc
+        return HttpResponse(response, provider, self._settings)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -172,17 +179,28 @@ def _reset(provider: Provider, exc: BaseException) -> UpstreamReset:
     )
 
 
-def _unreachable(provider: Provider, exc: BaseException) -> UpstreamUnreachable:
+def _unreachable(
+    provider: Provider, exc: BaseException, settings: UpstreamSettings
+) -> UpstreamUnreachable:
     reason = type(exc).__name__
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        reason = f"no connection within upstream.connect_timeout ({settings.connect_timeout:g} s)"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
         reason = f"cannot connect ({exc.os_error.strerror or exc.os_error})"
     return UpstreamUnreachable(
         f"Provider {provider.name!r} ({provider.address}) is unreachable: {reason}."
     )
 
 
-def _timeout(provider: Provider) -> UpstreamTimeout:
+def _timeout(provider: Provider, exc: TimeoutError, settings: UpstreamSettings) -> UpstreamTimeout:
+    """504 naming the deadline that passed: aiohttp raises its ServerTimeoutError subclasses for
+    the connect and between-bytes timeouts, and a plain TimeoutError for the total one."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        waited = f"sent nothing for upstream.read_timeout ({settings.read_timeout:g} s)"
+        key = "upstream.read_timeout"
+    else:
+        waited = f"did not finish within upstream.total_timeout ({settings.total_timeout:g} s)"
+        key = "upstream.total_timeout"
     return UpstreamTimeout(
-        f"Provider {provider.name!r} ({provider.address}) did not answer in time; "
-        "raise upstream.read_timeout if it needs longer."
+        f"Provider {provider.name!r} ({provider.address}) {waited}; raise {key} if it needs longer."
     )

@@ -339,7 +339,31 @@ def test_slow_provider_is_504(make_gateway: MakeGateway) -> None:
     with pytest.raises(openai.InternalServerError) as caught:
         client(impatient).chat.completions.create(model="slow", messages=[])
     assert caught.value.status_code == 504 and caught.value.code == "upstream_timeout"
+    assert "upstream.read_timeout (0.3 s)" in caught.value.message
     assert time.monotonic() - started < 1.5
+
+
+def test_a_provider_past_the_total_deadline_is_cut(
+    make_gateway: MakeGateway, provider: FakeProvider
+) -> None:
+    """upstream.total_timeout bounds a whole call: a provider that answers slowly gets 504 naming
+    that key, and one that keeps a stream alive with a byte every 50 ms (read_timeout never
+    trips) is cut mid-stream, and its connection closed, once the deadline passes."""
+    hurried = make_gateway("upstream: {read_timeout: 10, total_timeout: 0.5}\n")
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(hurried).chat.completions.create(model="slow", messages=[])
+    assert caught.value.status_code == 504 and caught.value.code == "upstream_timeout"
+    assert "upstream.total_timeout (0.5 s)" in caught.value.message
+    assert time.monotonic() - started < 1.5
+    provider.hang.closed.clear()
+    started = time.monotonic()
+    stream = client(hurried).chat.completions.create(model="hang-stream", messages=[], stream=True)
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    assert time.monotonic() - started < 2
+    assert provider.hang.closed.wait(5), "the provider's stream was never closed"
 
 
 def test_provider_key_replaces_the_clients(
