@@ -23,6 +23,8 @@ from gateway.api.auth import Authenticator
 from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
+from gateway.core.model import RegistrySnapshot
+from gateway.core.resolution import dangling_overrides
 from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
 from gateway.recording.outcomes import OutcomeRecorder
@@ -42,6 +44,27 @@ from gateway.upstream.client import HttpUpstream
 log = logging.getLogger("gateway")
 
 
+class OverrideCheck:
+    """Checks the version overrides in force against each snapshot served: an override that
+    names a prompt or version the registry lacks 404s every call of that prompt, so it is logged
+    as an error (again whenever the set changes) and /readyz says `degraded`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._overrides = settings.overrides
+        self._environment = settings.env
+        self.dangling: list[str] = []
+        """What is wrong with each override that points nowhere, in the last snapshot."""
+
+    def __call__(self, snapshot: RegistrySnapshot) -> None:
+        found = dangling_overrides(snapshot, self._overrides, self._environment)
+        if found != self.dangling:
+            for problem in found:
+                log.error("override points nowhere: %s; every call of that prompt is 404", problem)
+            if self.dangling and not found:
+                log.info("every version override points at a version in the registry again")
+        self.dangling = found
+
+
 def create_app(
     settings: Settings,
     *,
@@ -55,6 +78,8 @@ def create_app(
     if tracer is None and settings.telemetry.tracing:
         tracer = _exporter(settings)
     cache = SnapshotCache(store)
+    overrides = OverrideCheck(settings)
+    cache.listeners.append(overrides)
     recorder = OutcomeRecorder(
         store,
         queue_size=settings.experiments.queue_size,
@@ -97,8 +122,8 @@ def create_app(
         older data); 503 only before the first snapshot (PRODUCT §6). A store outage must not
         take every replica out of a load balancer."""
         current = cache.current
-        ready = cache.healthy and not cache.stale
-        body = {
+        ready = cache.healthy and not cache.stale and not overrides.dangling
+        body: dict[str, Any] = {
             "status": "ready" if ready else "degraded",
             "store": "ok" if cache.healthy else "unreachable",
             "revision": int(current.revision) if current.revision.isdigit() else 0,
@@ -107,6 +132,8 @@ def create_app(
         }
         if cache.stale:
             body["stale"] = True
+        if overrides.dangling:
+            body["dangling_overrides"] = overrides.dangling
         return Response(body, status_code=200 if cache.loaded else 503)
 
     @get("/metrics", include_in_schema=False)

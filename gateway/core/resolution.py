@@ -49,6 +49,26 @@ class Overrides:
 NO_OVERRIDES = Overrides({}, {})
 
 
+def dangling_overrides(
+    snapshot: RegistrySnapshot, overrides: Overrides, environment: str
+) -> list[str]:
+    """One sentence for each override in force in `environment` whose prompt or version the
+    snapshot lacks (every call of that prompt would be a 404), sorted by prompt name."""
+    in_force = {**overrides.by_environment.get(environment, {}), **overrides.process}
+    problems = []
+    for name, wanted in sorted(in_force.items()):
+        _, source = overrides.lookup(name, environment) or (wanted, "")
+        state = snapshot.prompts.get(name)
+        if state is None or not state.versions:
+            problems.append(f"{source} sets prompt {name!r} to {wanted!r}; no such prompt")
+        elif wanted not in state.by_version:
+            known = ", ".join(v.version for v in state.versions)
+            problems.append(
+                f"{source} sets prompt {name!r} to {wanted!r}; no such version (known: {known})"
+            )
+    return problems
+
+
 def resolve(
     snapshot: RegistrySnapshot,
     name: str,
@@ -63,8 +83,15 @@ def resolve(
     """Choose the version of `name` that serves this request (PRODUCT §4), or raise a 404."""
     state = snapshot.prompts.get(name)
     if state is None or not state.versions:
+        override = overrides.lookup(name, environment)
+        pointing = (
+            f" ({override[1]} overrides it to {override[0]!r}, which points nowhere.)"
+            if override
+            else ""
+        )
         raise PromptNotFound(
-            f"Prompt {name!r} does not exist. Push it with: gateway prompts push config/prompts",
+            f"Prompt {name!r} does not exist. Push it with: gateway prompts push config/prompts"
+            + pointing,
             param="prompt",
         )
     if pinned is not None:
@@ -83,8 +110,8 @@ def resolve(
         version = state.by_version.get(wanted)
         if version is None:
             raise NoServableVersion(
-                f"Prompt {name!r} is overridden to version {wanted!r} by {source}, "
-                "which does not exist. Fix the override or push that version.",
+                f"Prompt {name!r} is overridden to version {wanted!r} by {source}, which "
+                "points nowhere: no such version. Fix the override or push that version.",
             )
         return Resolved(version, "none", "override")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from gateway.core.model import RegistrySnapshot
 from gateway.errors import StoreUnavailable
@@ -39,6 +40,8 @@ class SnapshotCache:
         """The store holds older data than the snapshot served (gateway_registry_stale)."""
         self._outage_logged = False
         self._stopping = False
+        self.listeners: list[Callable[[RegistrySnapshot], None]] = []
+        """Called with each snapshot taken into service, on the event loop; quick and pure-ish."""
 
     async def start(self, *, wait: float = 5.0) -> None:
         """Start watching; return after the first load attempt (or `wait` seconds), ok or not."""
@@ -108,6 +111,8 @@ class SnapshotCache:
         self.stale = False
         self.current = snapshot
         self.loaded = True
+        for listener in self.listeners:
+            listener(snapshot)
 
     def _mark_down(self, exc: Exception) -> None:
         # Logged once per outage, not on every retry.

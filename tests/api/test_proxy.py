@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -19,6 +21,7 @@ from gateway.core.rendering import Message
 from gateway.prompts import PromptRegistry
 from gateway.settings import load
 from gateway.stores.redis import RedisStore
+from gateway.stores.sqlite import SQLiteStore
 from tests.api.conftest import MakeGateway
 from tests.conftest import RedisServer
 from tests.servers import FakeProvider, ServedGateway
@@ -474,6 +477,59 @@ def test_readyz_is_degraded_not_503_when_the_store_goes_away(provider: FakeProvi
         assert managed.status_code == 200 and managed.headers["x-prompt-name"] == "greeter"
     finally:
         served.stop()
+
+
+def test_an_override_pointing_nowhere_degrades_readiness_until_the_version_exists(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """PROMPT_OVERRIDES naming a missing version is checked against every snapshot: logged as
+    an error, /readyz 200 `degraded` naming it, and each call's 404 says the override points
+    nowhere; once the version is pushed the gateway is `ready` and serves it."""
+    path = tmp_path / "gateway.db"
+    asyncio.run(_push_greeter_to(SQLiteStore(path)))
+    settings = load(
+        None, {"GATEWAY_UPSTREAM_URL": provider.url, "PROMPT_OVERRIDES": '{"greeter": "2.0.0"}'}
+    )
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("gateway").addHandler(handler)
+    served = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    try:
+        ready = httpx.get(served.url + "/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["store"] == "ok"
+        assert ready.json()["dangling_overrides"] == [
+            "PROMPT_OVERRIDES sets prompt 'greeter' to '2.0.0'; no such version (known: 1.0.0)"
+        ]
+        assert any("override points nowhere" in r.getMessage() for r in logged)
+        call = {"model": "gpt-4o-mini", "messages": [], "prompt": {"id": "greeter"}}
+        missing = httpx.post(served.url + "/v1/chat/completions", json=call)
+        assert missing.status_code == 404
+        assert "PROMPT_OVERRIDES" in missing.json()["error"]["message"]
+        assert "points nowhere" in missing.json()["error"]["message"]
+        asyncio.run(_push_greeter_to(SQLiteStore(path), "2.0.0"))
+        deadline = time.monotonic() + 10
+        while httpx.get(served.url + "/readyz").json()["status"] != "ready":
+            assert time.monotonic() < deadline, "the override was never found again"
+            time.sleep(0.05)
+        served_call = httpx.post(served.url + "/v1/chat/completions", json=call)
+        assert served_call.status_code == 200
+        assert served_call.headers["x-prompt-version"] == "2.0.0"
+    finally:
+        logging.getLogger("gateway").removeHandler(handler)
+        served.stop()
+
+
+async def _push_greeter_to(store: SQLiteStore, version: str = "1.0.0") -> None:
+    registry = PromptRegistry(store, threshold=0.9)
+    await registry.create_version(
+        make_draft(
+            name="greeter", version=version, messages=[Message("system", "Hi.")], model="gpt-4o"
+        ),
+        actor="t",
+    )
+    await store.close()
 
 
 async def _push_greeter(url: str) -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from gateway.core.model import Environment, PromptState
-from gateway.core.resolution import Overrides, resolve
+from gateway.core.resolution import Overrides, dangling_overrides, resolve
 from gateway.errors import NoServableVersion, PromptNotFound
 from tests.factories import T0, experiment, snapshot, version
 
@@ -180,3 +180,22 @@ def test_pinned_missing_version_lists_known_versions() -> None:
     """Pinning a version that does not exist is a 404 naming the versions that do."""
     with pytest.raises(NoServableVersion, match=re.escape("1.0.0, 1.1.0")):
         resolve(SNAP, "support-agent", environment="production", pinned="3.0.0", now=NOW)
+
+
+def test_overrides_pointing_nowhere_are_named_with_their_source() -> None:
+    """An override in force whose prompt or version is missing is reported (checked at start-up
+    and on every refresh); the config's overrides for other environments are not in force."""
+    overrides = Overrides(
+        {"support-agent": "9.9.9", "ghost": "1.0.0"},
+        {"production": {"support-agent": "1.0.0"}, "staging": {"other": "2.0.0"}},
+    )
+    assert dangling_overrides(SNAP, overrides, "production") == [
+        "PROMPT_OVERRIDES sets prompt 'ghost' to '1.0.0'; no such prompt",
+        "PROMPT_OVERRIDES sets prompt 'support-agent' to '9.9.9'; no such version "
+        "(known: 1.0.0, 1.1.0, 1.2.0, 1.2.0-rc.1)",
+    ]
+    configured = Overrides({}, {"staging": {"support-agent": "1.1.0", "other": "2.0.0"}})
+    assert dangling_overrides(SNAP, configured, "production") == []
+    assert dangling_overrides(SNAP, configured, "staging") == [
+        "environments.staging.overrides sets prompt 'other' to '2.0.0'; no such prompt"
+    ]
