@@ -33,6 +33,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     ├── UpstreamUnreachable           502 upstream_unreachable
     ├── UpstreamReset                 502 upstream_reset     (the provider dropped the answer)
     ├── UpstreamTimeout               504 upstream_timeout
+    ├── TestRunAborted                502 test_run_aborted  (tests could not reach a provider)
     ├── StoreUnavailable              503 store_unavailable
     ├── RecordingBacklog              503 recording_backlog (the outcome queue is full)
     └── ConfigError                   500 config_error       (stops start-up; names the key)
@@ -200,6 +201,16 @@ class UpstreamReset(GatewayError):
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"
+
+
+class TestRunAborted(GatewayError):
+    """A prompt test could not reach its provider (unreachable, timed out, refused the key, rate
+    limited or failing): the run says nothing about the prompt, so nothing is stored and the
+    version's tested mark stays as it was. The CLI exits 2 on it."""
+
+    __test__ = False  # not a pytest test class
+    status = 502
+    code = "test_run_aborted"
 
 
 class StoreUnavailable(GatewayError):

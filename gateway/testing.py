@@ -20,7 +20,13 @@ from gateway.core.expectations import Miss, check_text, judge_verdict
 from gateway.core.model import PromptVersion, RegistrySnapshot, TestFailure, TestResults
 from gateway.core.promptfile import PromptTest
 from gateway.core.rendering import Message, coerce_variables, render
-from gateway.errors import GatewayError
+from gateway.errors import (
+    GatewayError,
+    TestRunAborted,
+    UpstreamReset,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from gateway.settings import Settings
 from gateway.upstream.base import Upstream
 from gateway.upstream.routing import Router
@@ -76,7 +82,12 @@ class TestRunner:
                 on_done(outcome)
             return outcome
 
-        outcomes = list(await asyncio.gather(*(one(t) for t in tests)))
+        try:
+            async with asyncio.TaskGroup() as group:  # the first abort cancels the rest
+                running = [group.create_task(one(t)) for t in tests]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        outcomes = [task.result() for task in running]
         passed = sum(o.passed for o in outcomes)
         failures = tuple(
             TestFailure(o.test_id, m.expectation, m.detail, o.output[:2000])
@@ -102,6 +113,8 @@ class TestRunner:
         messages = [*rendered, *test.messages]
         try:
             output = await self.complete(version.model, messages, version)
+        except TestRunAborted:
+            raise
         except GatewayError as exc:
             return TestOutcome(test.id, (Miss("request", exc.message),), "")
         misses = check_text(test.expect, output)
@@ -114,7 +127,12 @@ class TestRunner:
     async def complete(
         self, model: str | None, messages: Sequence[Message], version: PromptVersion | None
     ) -> str:
-        """One chat completion through the routing; the answer's text."""
+        """One chat completion through the routing; the answer's text.
+
+        Raises TestRunAborted when the provider cannot be asked (unreachable, timed out, broke
+        off, or answered 401, 403, 408, 429 or 5xx): that says nothing about the prompt. Its
+        other 4xx answers (a parameter the model refuses) are the version's fault: GatewayError.
+        """
         body: dict[str, Any] = {
             "model": model or "gpt-4o-mini",
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -128,19 +146,27 @@ class TestRunner:
         key = provider.api_key or self._api_key
         if key:
             headers.append(("authorization", f"Bearer {key}"))
-        response = await self._upstream.send(
-            provider, "POST", "/chat/completions", headers, orjson.dumps(body)
-        )
         try:
-            raw = await response.read()
-        finally:
-            await response.close()
+            response = await self._upstream.send(
+                provider, "POST", "/chat/completions", headers, orjson.dumps(body)
+            )
+            try:
+                raw = await response.read()
+            finally:
+                await response.close()
+        except (UpstreamUnreachable, UpstreamReset, UpstreamTimeout) as exc:
+            raise _aborted(exc.message) from None
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = {}
         if response.status >= 400:
             message = (doc.get("error") or {}).get("message") if isinstance(doc, dict) else None
+            if response.status in _NOT_THE_PROMPTS_FAULT or response.status >= 500:
+                raise _aborted(
+                    f"Provider {provider.name!r} ({provider.address}) answered "
+                    f"{response.status}: {message or 'no message'}"
+                )
             raise GatewayError(f"provider {provider.name} answered {response.status}: {message}")
         try:
             content = doc["choices"][0]["message"]["content"]
@@ -160,6 +186,8 @@ class TestRunner:
                 judge.template, {"criterion": criterion, "output": output}, judge.label
             )
             answer = await self.complete(judge.model, rendered, judge)
+        except TestRunAborted:
+            raise
         except GatewayError as exc:
             return [Miss("judge", f"{judge.label} could not answer: {exc.message}")]
         verdict, reason = judge_verdict(answer)
@@ -167,6 +195,17 @@ class TestRunner:
             return []
         said = "FAIL" if verdict is False else "neither PASS nor FAIL"
         return [Miss("judge", f"{judge.label} said {said}: {reason}")]
+
+
+_NOT_THE_PROMPTS_FAULT = frozenset({401, 403, 408, 429})
+
+
+def _aborted(reason: str) -> TestRunAborted:
+    """`reason` names the provider and what went wrong."""
+    return TestRunAborted(
+        f"Tests not run: {reason.rstrip('.')}. Nothing was stored; the version's tested mark "
+        "is unchanged."
+    )
 
 
 def _check_schema(schema: Any, output: str) -> list[Miss]:

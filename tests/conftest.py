@@ -160,7 +160,8 @@ def serve_project(project: Path) -> Any:
 
 @pytest.fixture
 def gateway(project: Path, cli_backend: str) -> Iterator[Gateway]:
-    """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result.
+    """Run `gateway ARGS...`; return parsed JSON when --json is given, else the result (with
+    `ok=False`, the result of a run that exited `exit_code`).
 
     With the `remote` backend, every command goes through GATEWAY_URL and GATEWAY_ADMIN_TOKEN to
     a gateway serving the same project (store, config, the mock provider); a call's `env` then
@@ -169,7 +170,9 @@ def gateway(project: Path, cli_backend: str) -> Iterator[Gateway]:
     runner = CliRunner()
     served = serve_project(project) if cli_backend == "remote" else None
 
-    def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> Any:
+    def run(
+        *args: str, ok: bool = True, env: dict[str, str] | None = None, exit_code: int = 1
+    ) -> Any:
         if served is None:
             result = runner.invoke(app, ["--actor", "tester", *args], env=env)
         else:
@@ -178,7 +181,7 @@ def gateway(project: Path, cli_backend: str) -> Iterator[Gateway]:
         if ok:
             assert result.exit_code == 0, result.output
         else:
-            assert result.exit_code == 1, result.output
+            assert result.exit_code == exit_code, result.output
             return result
         return orjson.loads(result.stdout) if "--json" in args else result
 

@@ -18,7 +18,7 @@ from openai import OpenAI
 from gateway.stores.cached import SnapshotCache
 from gateway.stores.redis import RedisStore
 from tests.conftest import Gateway, free_port, wait_for_port
-from tests.servers import OtlpReceiver
+from tests.servers import FakeProvider, OtlpReceiver
 
 
 def test_push_is_idempotent(gateway: Gateway) -> None:
@@ -348,6 +348,48 @@ def test_test_run_gates_promotion_offline(gateway: Gateway, project: Path) -> No
     assert shown["test_results"]["failures"][0]["expectation"] == "json_schema"
     refused = gateway("prompts", "promote", "strict", "1.0.0", ok=False)
     assert "pass rate 50%" in refused.stderr
+
+
+@pytest.mark.local_only  # the provider is the command's own (from its environment)
+def test_a_test_run_that_cannot_reach_its_provider_stores_nothing(
+    gateway: Gateway, project: Path
+) -> None:
+    """A provider that refuses connections, rate-limits or fails makes the run an error, not a
+    failure: exit 2 naming the provider, nothing stored, the tested mark (and so what staging
+    serves) unchanged."""
+    gateway("prompts", "push")
+    gateway("prompts", "test", "support-agent", env={"GATEWAY_UPSTREAM_URL": "mock"})
+    before = gateway("prompts", "show", "support-agent", "--version", "1.1.0", "--json")
+    assert before["is_tested"] is True
+    dead = {"GATEWAY_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}/v1"}
+    result = gateway("prompts", "test", "support-agent", ok=False, exit_code=2, env=dead)
+    assert result.stderr.strip().startswith("error: Tests not run: Provider 'default' (127.0.0.1)")
+    assert "is unreachable" in result.stderr and "Nothing was stored" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    as_json = gateway("prompts", "test", "support-agent", "--json", ok=False, exit_code=2, env=dead)
+    assert orjson.loads(as_json.stdout)["error"]["code"] == "test_run_aborted"
+    for model in ("error-429", "error-500"):
+        (project / f"config/prompts/{model}.yaml").write_text(
+            f"name: {model}\nversion: 1.0.0\nmodel: {model}\ncontent: Hi.\n"
+            "tests:\n  - id: one\n    expect: {contains: [Hi]}\n"
+        )
+    gateway("prompts", "push")
+    fake = FakeProvider()
+    try:
+        for model in ("error-429", "error-500"):
+            env = {"GATEWAY_UPSTREAM_URL": fake.url}
+            aborted = gateway("prompts", "test", model, ok=False, exit_code=2, env=env)
+            assert f"answered {model[-3:]}" in aborted.stderr
+            shown = gateway("prompts", "show", model, "--version", "1.0.0", "--json")
+            assert shown["test_results"] is None and shown["is_tested"] is False
+    finally:
+        fake.stop()
+    after = gateway("prompts", "show", "support-agent", "--version", "1.1.0", "--json")
+    assert after["is_tested"] is True and after["test_results"] == before["test_results"]
+    staging = gateway("prompts", "resolve", "support-agent", "--env", "staging", "--json")
+    assert staging["version"] == "1.1.0"
+    audit = gateway("audit", "--json")
+    assert [e["action"] for e in audit].count("version.test") == 1
 
 
 @pytest.mark.local_only  # serve runs locally, whatever GATEWAY_URL says

@@ -55,6 +55,7 @@ _ERRORS = {
     404: "No such prompt, version or experiment (the message suggests close names)",
     409: "Conflicts with the stored state (nothing was written)",
     413: "The body is larger than 1 MiB",
+    502: "The tests could not reach a provider (test_run_aborted): nothing was stored",
 }
 
 

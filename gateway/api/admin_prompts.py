@@ -178,7 +178,7 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             status_code=200,
             summary="Run a version's tests",
             operation_class=OptionalBody,
-            responses=documented(404, 413),
+            responses=documented(404, 413, 502),
         )
         async def test_version(
             self,
@@ -191,7 +191,8 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
         ) -> TestRunOut:
             """Run the tests of the prompt file in the body (or, without a body, of the prompt's
             file in the server's prompts_dir) through the configured providers, and store the
-            pass rate on the version; `is_tested` when it reaches the promotion threshold."""
+            pass rate on the version; `is_tested` when it reaches the promotion threshold. A run
+            that cannot reach a provider is 502 test_run_aborted and stores nothing."""
             chosen = existing_version(await stored(name), version)
             if data is None:
                 where = settings.prompts_dir

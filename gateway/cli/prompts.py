@@ -136,7 +136,8 @@ def test_prompt(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a version's tests through the providers and store the pass rate (exit 1 under the
-    promotion threshold). With a gateway URL, the gateway runs the tests of your local file."""
+    promotion threshold; exit 2, storing nothing, when a provider cannot be reached). With a
+    gateway URL, the gateway runs the tests of your local file."""
     with failures(as_json):
         where = path or [runtime.settings.prompts_dir]
         every = load_prompt_files(where)

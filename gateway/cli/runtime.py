@@ -22,7 +22,7 @@ from rich.console import Console
 
 from gateway import settings as settings_module
 from gateway.cli.backend import Backend
-from gateway.errors import GatewayError, InvalidAdminToken, InvalidRequest
+from gateway.errors import GatewayError, InvalidAdminToken, InvalidRequest, TestRunAborted
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -113,7 +113,8 @@ def emit(data: Any) -> None:
 @contextmanager
 def failures(as_json: bool = False) -> Iterator[None]:
     """Exit 1 with a one-line reason on stderr, or with `{"error": {"message", "code"}}` on
-    stdout when the command was asked for JSON."""
+    stdout when the command was asked for JSON; exit 2 when tests could not reach a provider
+    (TestRunAborted: an error, not a failure of the prompt)."""
     try:
         yield
     except GatewayError as exc:
@@ -121,4 +122,4 @@ def failures(as_json: bool = False) -> Iterator[None]:
             emit({"error": {"message": exc.message, "code": exc.code}})
         else:
             err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, TestRunAborted) else 1) from None
