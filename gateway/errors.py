@@ -21,6 +21,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── NoServableVersion         404 no_servable_version
     │   ├── VersionNotFound           404 version_not_found
     │   ├── ExperimentNotFound        404 experiment_not_found
+    │   ├── StoreNotFound             404 store_not_found  (the CLI read a SQLite file never made)
     │   ├── RequestNotFound           404 request_not_found (no experiment call with that id)
     │   └── ModelNotRouted            404 model_not_found  (no route matches the model)
     ├── Conflict                      409 conflict
@@ -142,6 +143,13 @@ class NoServableVersion(NotFound):
 
 class VersionNotFound(NotFound):
     code = "version_not_found"
+
+
+class StoreNotFound(NotFound):
+    """A command that only reads found no SQLite store where the settings point (it would have
+    created an empty one, hiding a wrong working directory or a missing config)."""
+
+    code = "store_not_found"
 
 
 class ExperimentNotFound(NotFound):

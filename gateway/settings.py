@@ -166,6 +166,22 @@ class Settings:
     source: str | None = None
     """The config file these settings came from, if any."""
 
+    def sources(self, cwd: Path) -> str:
+        """Where the config came from, or where it was looked for: for messages that must say
+        why a store or registry is the one it is (`cwd` is the working directory)."""
+        if self.source is not None:
+            return f"config {self.source}"
+        return (
+            f"no config file: {DEFAULT_CONFIG} is not in {cwd}, and neither --config nor "
+            "GATEWAY_CONFIG is set"
+        )
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the store URL names (relative to the working directory), if any."""
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///"))
+        return None
+
 
 def load(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
     """Read the config file (`path`, else GATEWAY_CONFIG, else config/gateway.yaml if present)."""

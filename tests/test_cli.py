@@ -350,6 +350,54 @@ def test_test_run_gates_promotion_offline(gateway: Gateway, project: Path) -> No
     assert "pass rate 50%" in refused.stderr
 
 
+@pytest.mark.local_only  # the working directory is the command's own
+def test_a_folder_without_config_says_where_it_looked(
+    gateway: Gateway, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from a folder without config/, a reading command creates no ./gateway.db: it fails
+    naming the store and where the config was looked for; push creates the store and says so."""
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    missing = gateway("prompts", "list", ok=False)
+    message = " ".join(missing.stderr.split())  # rich wraps long lines
+    assert f"No registry at {elsewhere}/gateway.db (store sqlite:///gateway.db;" in message
+    assert f"no config file: config/gateway.yaml is not in {elsewhere}" in message
+    assert not (elsewhere / "gateway.db").exists()
+    as_json = gateway("prompts", "show", "support-agent", "--json", ok=False)
+    assert orjson.loads(as_json.stdout)["error"]["code"] == "store_not_found"
+    pushed = gateway("prompts", "push", str(project / "config/prompts"))
+    assert f"note: creating a new registry at {elsewhere}/gateway.db" in " ".join(
+        pushed.stderr.split()
+    )
+    assert len(gateway("prompts", "list", "--json")) == 3
+
+
+@pytest.mark.local_only  # serve runs locally
+def test_serve_without_config_warns_it_serves_an_empty_registry(project: Path) -> None:
+    """`gateway serve` in a folder without config/ says where it looked and warns, on start and
+    in its log, that it serves no managed prompts; /readyz still answers."""
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gateway"), "serve", "--port", str(port)],
+        cwd=elsewhere,
+        env={**os.environ, "GATEWAY_UPSTREAM_URL": "mock"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, timeout=20)
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=15)
+    text = " ".join(stderr.decode().split())
+    assert f"no config file: config/gateway.yaml is not in {elsewhere}" in text
+    assert f"warning: no registry at {elsewhere}/gateway.db yet" in text
+    assert "serving an empty registry (store sqlite:///gateway.db" in text
+
+
 @pytest.mark.local_only  # the provider is the command's own (from its environment)
 def test_a_test_run_that_cannot_reach_its_provider_stores_nothing(
     gateway: Gateway, project: Path

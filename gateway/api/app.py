@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
@@ -24,6 +25,7 @@ from gateway.api.errors import gateway_error_handler, http_error_handler, intern
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
 from gateway.core.model import RegistrySnapshot
+from gateway.core.redaction import redact
 from gateway.core.resolution import dangling_overrides
 from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
@@ -151,6 +153,13 @@ def create_app(
             len(cache.current.prompts),
             ", ".join(sorted({r.provider.name for r in settings.routes})),
         )
+        if cache.loaded and not cache.current.prompts:
+            log.warning(
+                "serving an empty registry (store %s, %s): every managed call is 404 until "
+                "prompts are pushed: gateway prompts push PATH",
+                redact(settings.store_url),
+                settings.sources(Path.cwd()),
+            )
 
     async def stop() -> None:
         await recorder.stop()

@@ -38,7 +38,7 @@ def push(
     """Create the versions that the files describe; unchanged ones are left alone."""
     with failures(as_json):
         files = load_prompt_files(paths or [runtime.settings.prompts_dir])
-        results = runtime.call(lambda backend: backend.push(files))
+        results = runtime.call(lambda backend: backend.push(files), creates_store=True)
     if as_json:
         emit(results)
         return

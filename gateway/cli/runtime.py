@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -22,7 +23,13 @@ from rich.console import Console
 
 from gateway import settings as settings_module
 from gateway.cli.backend import Backend
-from gateway.errors import GatewayError, InvalidAdminToken, InvalidRequest, TestRunAborted
+from gateway.errors import (
+    GatewayError,
+    InvalidAdminToken,
+    InvalidRequest,
+    StoreNotFound,
+    TestRunAborted,
+)
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -62,8 +69,15 @@ class Runtime:
             self._settings = settings_module.load(self.config, os.environ)
         return self._settings
 
-    def call(self, work: Callable[[Backend], Awaitable[T]]) -> T:
-        """Open the backend, run `work` with it, and close it."""
+    def call(self, work: Callable[[Backend], Awaitable[T]], *, creates_store: bool = False) -> T:
+        """Open the backend, run `work` with it, and close it.
+
+        Locally, a SQLite store that does not exist yet is created only by a command that
+        `creates_store` (saying so on stderr, with where the config was looked for); any other
+        command fails with StoreNotFound naming both, rather than reading an empty new file.
+        """
+        if self.url is None:
+            self._check_store(creates_store)
 
         async def main() -> T:
             backend = await self._open()
@@ -73,6 +87,19 @@ class Runtime:
                 await backend.close()
 
         return asyncio.run(main())
+
+    def _check_store(self, creates_store: bool) -> None:
+        settings = self.settings
+        path = settings.sqlite_path()
+        if path is None or path.exists():
+            return
+        where = settings.sources(Path.cwd())
+        if not creates_store:
+            raise StoreNotFound(
+                f"No registry at {path.absolute()} (store {settings.store_url}; {where}). Run "
+                "from the project's folder, or push prompts first: gateway prompts push PATH."
+            )
+        err.print(f"note: creating a new registry at {path.absolute()} ({where})", markup=False)
 
     async def _open(self) -> Backend:
         if self.url is None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gateway.cli.runtime import JsonFlag, err, failures, runtime
+from gateway.core.redaction import redact
 from gateway.errors import InvalidRequest
-from gateway.stores.redis import redact
 
 
 def serve(
@@ -35,9 +36,17 @@ def serve(
         _check_free(chosen_host, chosen_port)
     err.print(
         f"Prompt Gateway on http://{chosen_host}:{chosen_port}/v1 "
-        f"(environment {settings.env}, store {redact(settings.store_url)})",
+        f"(environment {settings.env}, store {redact(settings.store_url)}, "
+        f"{settings.sources(Path.cwd())})",
         markup=False,
     )
+    missing = settings.sqlite_path()
+    if missing is not None and not missing.exists():
+        err.print(
+            f"warning: no registry at {missing.absolute()} yet: serving no managed prompts "
+            "until some are pushed (gateway prompts push PATH)",
+            markup=False,
+        )
     if runtime.config:
         os.environ["GATEWAY_CONFIG"] = runtime.config  # every worker loads the same file
     # Replace this process with uvicorn, so the server does not carry the CLI's libraries

@@ -41,7 +41,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -49,6 +48,7 @@ from redis.exceptions import RedisError, WatchError
 
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome, Variant
+from gateway.core.redaction import redact
 from gateway.core.registry import Change
 from gateway.errors import StoreUnavailable
 from gateway.stores import codec
@@ -130,16 +130,6 @@ local values = redis.call('HVALS', KEYS[1])
 if #values == 0 then return '[]' end
 return cjson.encode(values)
 """
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisStore:
