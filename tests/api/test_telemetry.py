@@ -301,10 +301,13 @@ def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGat
     gateway = make_gateway(
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TIMEOUT="1", **FAST
     )
-    started = time.monotonic()
+    slowest = 0.0
     for _ in range(20):
+        started = time.monotonic()
         response = httpx.post(
             gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}
         )
+        slowest = max(slowest, time.monotonic() - started)
         assert response.status_code == 200
-    assert time.monotonic() - started < 2.0
+    # A call that waited on an export would take the export timeout (1 s) at least.
+    assert slowest < 0.9, f"a call took {slowest:.2f} s"
