@@ -201,13 +201,22 @@ routes:
 
 
 def wrk(
-    work: Path, url: str, body: dict[str, object], connections: int, seconds: int
+    work: Path,
+    url: str,
+    body: dict[str, object],
+    connections: int,
+    seconds: int,
+    *,
+    delay_ms: int | None = None,
 ) -> dict[str, float]:
-    script = work / f"wrk-{abs(hash(orjson.dumps(body)))}.lua"
+    """One wrk run (one thread, on core 1); with `delay_ms`, each connection waits that long
+    before each request. Requests/s, total, non-2xx `errors`, `socket_errors`, p50/p99 (ms)."""
+    script = work / f"wrk-{abs(hash(orjson.dumps(body)))}-{delay_ms}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {orjson.dumps(orjson.dumps(body).decode()).decode()}\n"
+        + (f"function delay() return {delay_ms} end\n" if delay_ms is not None else "")
     )
     out = subprocess.run(
         [
@@ -234,11 +243,15 @@ def wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     latency = {p: _ms(m) for p, m in re.findall(r"\n\s+(50|99)%\s+([\d.]+\w+)", out)}
     return {
         "rps": rps,
         "total": total,
         "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
         "p50": latency.get("50", float("nan")),
         "p99": latency.get("99", float("nan")),
     }
