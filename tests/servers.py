@@ -91,12 +91,35 @@ class FakeProvider(ThreadedServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/v1/{tail:.*}", self._handle)
+        # Like OpenAI, an unknown path anywhere is a 404 in its error shape.
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return _error(404, f"Unknown request URL: {request.method} {request.path}", "not_found")
 
     def last(self) -> Recorded:
         assert self.requests, "the provider got no request"
         return self.requests[-1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
+            # What OpenAI does with a body it cannot read: a 400, never a 500 (the fuzz tests
+            # count a 5xx as the gateway's own).
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"Invalid request: {type(exc).__name__}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         recorded = Recorded(
             request.method,
@@ -408,6 +431,24 @@ class ScriptedProvider(ThreadedServer):
         return self.requests[-1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
+            # What OpenAI does with a body it cannot read: a 400, never a 500 (the fuzz tests
+            # count a 5xx as the gateway's own).
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"Invalid request: {type(exc).__name__}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(
             Recorded(

@@ -48,11 +48,19 @@ def gateway_error_handler(_: Request[Any, Any, Any], exc: GatewayError) -> Respo
     return Response(exc.to_openai(), status_code=exc.status, media_type="application/json")
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's own errors (unknown route, wrong method, body too large, bad input)."""
     status = exc.status_code
     code = _CODES.get(status, "internal_error" if status >= 500 else "invalid_request")
-    return openai_error(status, str(exc.detail), code)
+    message = str(exc.detail)
+    if status == 404 and message == "Not Found":
+        message = (
+            f"Unknown path {request.url.path}. The gateway serves the OpenAI API under /v1, "
+            "the admin API under /admin (described at /schema), /healthz, /readyz and /metrics."
+        )
+    elif status == 405 and message == "Method Not Allowed":
+        message = f"{request.method} is not allowed on {request.url.path}."
+    return openai_error(status, message, code)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

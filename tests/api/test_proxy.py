@@ -245,6 +245,28 @@ def test_other_paths_are_proxied(gateway: ServedGateway, provider: FakeProvider)
     assert response.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code", "says"),
+    [
+        ("GET", "/console-typo", 404, "not_found", "Unknown path /console-typo. The gateway"),
+        ("GET", "/%zz", 404, "not_found", "Unknown path"),
+        ("TRACE", "/", 404, "not_found", "Unknown path /."),
+        ("POST", "/healthz", 405, "method_not_allowed", "POST is not allowed on /healthz."),
+        ("DELETE", "/metrics", 405, "method_not_allowed", "DELETE is not allowed on /metrics."),
+        ("GET", "/v1/feedback", 405, "method_not_allowed", "GET is not allowed on /v1/feedback"),
+    ],
+)
+def test_errors_outside_the_proxy_have_the_openai_shape(
+    gateway: ServedGateway, method: str, path: str, status: int, code: str, says: str
+) -> None:
+    """Unknown paths and wrong methods outside /v1 are OpenAI-shaped and say what exists."""
+    response = httpx.request(method, gateway.url + path)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code and error["type"] == "invalid_request_error"
+    assert error["message"].startswith(says), error["message"]
+
+
 def test_missing_variables_is_a_bad_request(gateway: ServedGateway) -> None:
     """The SDK raises BadRequestError with the contract's code and message."""
     with pytest.raises(openai.BadRequestError) as caught:
