@@ -180,11 +180,22 @@ class ProxyApp:
                 await _send_error(send, exc, call)
                 service.finish(call, status=exc.status, error=exc)
                 return
+            except Exception as exc:  # a bug: still an OpenAI error, logged, traced, counted
+                hang_up.disarm()
+                error = _internal(call, exc)
+                await _send_error(send, error, call)
+                service.finish(call, status=error.status, error=error)
+                return
             try:
                 if _is_whole_json(upstream, self._max_body):
                     await self._pass_whole(call, upstream, send, hang_up)
                 else:
                     await self._relay(call, upstream, send, hang_up)
+            except Exception as exc:  # a bug once the answer may have started: log, count, cut
+                error = _internal(call, exc)
+                if not call.finished:
+                    service.finish(call, status=error.status, error=error)
+                raise
             finally:
                 await upstream.close()
         except asyncio.CancelledError:
@@ -390,6 +401,16 @@ def _header(headers: Headers, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1").lower()
     return ""
+
+
+def _internal(call: Call, exc: Exception) -> GatewayError:
+    """The error a client gets for a bug in the gateway, logged with the call's request id and
+    traceback (the client's message holds neither)."""
+    log.error("unhandled error in call %s", call.request_id, exc_info=exc)
+    return GatewayError(
+        f"The gateway failed to handle this request ({type(exc).__name__}); it is logged under "
+        f"request id {call.request_id}."
+    )
 
 
 def _corrupt(call: Call) -> GatewayError:

@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import openai
@@ -265,6 +266,50 @@ def test_errors_outside_the_proxy_have_the_openai_shape(
     error = response.json()["error"]
     assert error["code"] == code and error["type"] == "invalid_request_error"
     assert error["message"].startswith(says), error["message"]
+
+
+class _BrokenUpstream:
+    """An Upstream with a bug: every send raises something no layer expects."""
+
+    async def send(self, *_: object) -> NoReturn:
+        raise RuntimeError("a bug in the upstream layer")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_bug_inside_the_proxy_is_an_openai_error_logged_and_counted(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """An unexpected exception on the request path is a 500 in OpenAI's shape carrying the
+    request id, logged with that id and its traceback, and counted in the metrics; the message
+    holds no internals beyond the exception's type."""
+    settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("gateway").addHandler(handler)
+    served = ServedGateway(
+        create_app(settings, store=SQLiteStore(tmp_path / "gateway.db"), upstream=_BrokenUpstream())
+    )
+    try:
+        response = httpx.post(
+            served.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []}
+        )
+        assert response.status_code == 500
+        request_id = response.headers["x-request-id"]
+        error = response.json()["error"]
+        assert error["code"] == "internal_error" and error["type"] == "server_error"
+        assert request_id in error["message"] and "a bug in" not in error["message"]
+        record = next(r for r in logged if request_id in r.getMessage())
+        assert record.exc_info is not None and "a bug in the upstream layer" in str(
+            record.exc_info[1]
+        )
+        metrics = httpx.get(served.url + "/metrics").text
+        assert 'status="500"' in metrics
+    finally:
+        logging.getLogger("gateway").removeHandler(handler)
+        served.stop()
 
 
 def test_missing_variables_is_a_bad_request(gateway: ServedGateway) -> None:
