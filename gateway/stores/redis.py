@@ -45,6 +45,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
@@ -150,8 +153,21 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.poll_interval = poll_interval
+        # A client made by from_url takes its retry policy from these arguments only (the
+        # Redis() default does not reach a pool's connections): without them a command on a
+        # pooled connection that a Redis restart killed failed at once, and the snapshot
+        # watcher then backed off. A broken connection is retried on a new one, 3 times within
+        # about 0.15 s, so a restart costs one quick reconnect. Timeouts are not retried: a hung
+        # server would hold a call 4 x socket_timeout. (health_check_interval is not needed:
+        # the watcher reads the revision on a pooled connection every poll interval anyway.)
         self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=Retry(
+                ExponentialBackoff(cap=0.08, base=0.01), 3, supported_errors=(RedisConnectionError,)
+            ),
+            retry_on_error=[RedisConnectionError],
         )
         # Sent once per connection's server by EVALSHA, loaded again if the server lost it.
         self._record = self._client.register_script(RECORD)
