@@ -199,6 +199,15 @@ class SnapshotCache:
             self._written = snapshot.revision
 
     def _mark_down(self, exc: Exception) -> None:
+        if not self.loaded and self._fallback is not None and self._disk is not None:
+            self.current, self._fallback = self._fallback, None
+            self.loaded = self.from_disk = True
+            log.warning(
+                "serving the snapshot file %s (revision %s, %d prompts) until the store answers",
+                self._disk.path,
+                self.current.revision,
+                len(self.current.prompts),
+            )
         # Logged once per outage, not on every retry.
         if not self._outage_logged:
             reason = str(exc) if isinstance(exc, StoreUnavailable) else repr(exc)
@@ -209,15 +218,6 @@ class SnapshotCache:
             )
         self._outage_logged = True
         self.healthy = False
-        if not self.loaded and self._fallback is not None and self._disk is not None:
-            self.current, self._fallback = self._fallback, None
-            self.loaded = self.from_disk = True
-            log.warning(
-                "serving the snapshot file %s (revision %s, %d prompts) until the store answers",
-                self._disk.path,
-                self.current.revision,
-                len(self.current.prompts),
-            )
 
 
 def _revision(text: str) -> int:
