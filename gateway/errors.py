@@ -29,7 +29,8 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
     │   ├── NothingToRollBack         409 nothing_to_roll_back
     │   ├── ExperimentConflict        409 experiment_conflict
-    │   └── ExperimentStopped         409 experiment_stopped (feedback after the experiment)
+    │   ├── ExperimentStopped         409 experiment_stopped (feedback after the experiment)
+    │   └── StoreNotEmpty             409 store_not_empty    (restore writes only an empty store)
     ├── ClientClosedRequest           499 client_closed_request (recorded, never sent: nginx's 499)
     ├── UpstreamUnreachable           502 upstream_unreachable
     ├── UpstreamReset                 502 upstream_reset     (the provider dropped the answer)
@@ -188,6 +189,10 @@ class ExperimentConflict(Conflict):
 
 class ExperimentStopped(Conflict):
     code = "experiment_stopped"
+
+
+class StoreNotEmpty(Conflict):
+    code = "store_not_empty"
 
 
 class UpstreamUnreachable(GatewayError):

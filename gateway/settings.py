@@ -141,6 +141,10 @@ class Settings:
     """Which environment this process serves: development, staging or production."""
     store_url: str = "sqlite:///gateway.db"
     """Registry store: `sqlite:///path.db` (embedded) or `redis://host:port/db` (shared)."""
+    snapshot_path: str | None = None
+    """File holding this process's last good registry snapshot, served when it starts while
+    the store is down (PRODUCT §15). None: the default, `<the SQLite file>.snapshot.json`
+    beside a SQLite store, `gateway.snapshot.json` in the working directory for Redis."""
     admin_tokens: tuple[AdminToken, ...] = ()
     """Bearer tokens accepted on /admin, with their roles. Empty: the admin API refuses everyone."""
     prompts_dir: str = "config/prompts"
@@ -236,6 +240,7 @@ def _expand(value: Any, path: Path, environ: Mapping[str, str]) -> Any:
 _KEYS = {
     "env",
     "store_url",
+    "snapshot_path",
     "admin_tokens",
     "prompts_dir",
     "promotion",
@@ -260,6 +265,9 @@ def _build(
     store_url = _store_url(
         *_pick(environ, "GATEWAY_STORE_URL", raw, "store_url", "sqlite:///gateway.db", where)
     )
+    snapshot_path = _pick(environ, "GATEWAY_SNAPSHOT_PATH", raw, "snapshot_path", None, where)
+    if snapshot_path[0] is not None:
+        _string(*snapshot_path)
     tokens = _admin_tokens(raw, environ, where)
     prompts_dir = _string(raw.get("prompts_dir", "config/prompts"), "prompts_dir", where)
 
@@ -342,6 +350,7 @@ def _build(
     return Settings(
         env=cast(Environment, env),
         store_url=store_url,
+        snapshot_path=snapshot_path[0],
         admin_tokens=tokens,
         prompts_dir=prompts_dir,
         promotion=PromotionSettings(threshold=threshold),
@@ -355,6 +364,14 @@ def _build(
         prices=prices,
         source=source,
     )
+
+
+def snapshot_file_for(store_url: str) -> str:
+    """The default snapshot file of a store: beside a SQLite file (`gateway.db` ->
+    `gateway.db.snapshot.json`), else `gateway.snapshot.json` in the working directory."""
+    if store_url.startswith("sqlite:///"):
+        return store_url.removeprefix("sqlite:///") + ".snapshot.json"
+    return "gateway.snapshot.json"
 
 
 def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> tuple[Route, ...]:

@@ -41,22 +41,19 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class RedisServer:
-    """A redis-server process of the test session's own, on loopback, persisting nothing."""
+    """A redis-server process of the test session's own, on loopback, persisting nothing, or,
+    given `data_dir`, every write to an append-only file there (fsync always), so a server
+    started again on that folder comes back with its data."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str, port: int | None = None, *, data_dir: Path | None = None
+    ) -> None:
         self.port = port or free_port()
+        persistence = ["--appendonly", "no"]
+        if data_dir is not None:
+            persistence = ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -65,6 +62,11 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash, closing no connection cleanly."""
+        self.process.kill()
         self.process.wait(timeout=10)
 
 

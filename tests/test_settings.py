@@ -242,3 +242,18 @@ def test_a_token_of_digits_must_be_quoted(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="quote it in YAML"):
         load(path, {})
+
+
+def test_snapshot_path_from_file_and_environment(tmp_path: Path) -> None:
+    """snapshot_path comes from the file, GATEWAY_SNAPSHOT_PATH wins, and unset it is None
+    (the default beside the SQLite file, or in the working directory for Redis)."""
+    from gateway.settings import snapshot_file_for
+
+    path = write(tmp_path, "snapshot_path: /var/lib/gateway/snap.json\n")
+    assert load(path, {}).snapshot_path == "/var/lib/gateway/snap.json"
+    assert load(path, {"GATEWAY_SNAPSHOT_PATH": "/tmp/s.json"}).snapshot_path == "/tmp/s.json"
+    assert load(write(tmp_path, "env: staging\n"), {}).snapshot_path is None
+    assert snapshot_file_for("sqlite:////data/gateway.db") == "/data/gateway.db.snapshot.json"
+    assert snapshot_file_for("redis://127.0.0.1:6379/0") == "gateway.snapshot.json"
+    with pytest.raises(ConfigError, match="snapshot_path must be a non-empty string"):
+        load(write(tmp_path, "snapshot_path: ''\n"), {})

@@ -31,9 +31,9 @@ from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import GatewayService, new_request_id
-from gateway.settings import Settings, load
+from gateway.settings import Settings, load, snapshot_file_for
 from gateway.stores.base import Store
-from gateway.stores.cached import SnapshotCache
+from gateway.stores.cached import SnapshotCache, SnapshotFile
 from gateway.stores.factory import open_store
 from gateway.telemetry.events import Tracer
 from gateway.telemetry.logs import AccessLog
@@ -79,7 +79,12 @@ def create_app(
     upstream = upstream or HttpUpstream(settings.upstream)
     if tracer is None and settings.telemetry.tracing:
         tracer = _exporter(settings)
-    cache = SnapshotCache(store)
+    # The file is named after the store actually served (a test's or a caller's own), and
+    # records it: another store's snapshot is never served from it.
+    snapshot_file = SnapshotFile(
+        settings.snapshot_path or snapshot_file_for(store.location), source=store.location
+    )
+    cache = SnapshotCache(store, disk=snapshot_file)
     overrides = OverrideCheck(settings)
     cache.listeners.append(overrides)
     recorder = OutcomeRecorder(
@@ -122,7 +127,8 @@ def create_app(
     async def readyz() -> Response[dict[str, Any]]:
         """200 whenever a snapshot serves (`degraded` while the store is unreachable or holds
         older data); 503 only before the first snapshot (PRODUCT §6). A store outage must not
-        take every replica out of a load balancer."""
+        take every replica out of a load balancer. `stale: true` when the store holds older
+        data than served, `from_disk: true` while the snapshot served is the on-disk one."""
         current = cache.current
         ready = cache.healthy and not cache.stale and not overrides.dangling
         body: dict[str, Any] = {
@@ -136,6 +142,8 @@ def create_app(
             body["stale"] = True
         if overrides.dangling:
             body["dangling_overrides"] = overrides.dangling
+        if cache.from_disk:
+            body["from_disk"] = True
         return Response(body, status_code=200 if cache.loaded else 503)
 
     @get("/metrics", include_in_schema=False)
@@ -148,10 +156,11 @@ def create_app(
         recorder.start()
         await cache.start()
         log.info(
-            "gateway ready: environment %s, %d prompts, providers %s",
+            "gateway ready: environment %s, %d prompts, providers %s, snapshot file %s",
             settings.env,
             len(cache.current.prompts),
             ", ".join(sorted({r.provider.name for r in settings.routes})),
+            snapshot_file.path,
         )
         if cache.loaded and not cache.current.prompts:
             log.warning(

@@ -11,6 +11,7 @@ that gateway's admin API (`remote.py`); they print the same either way.
     backend.py      the Backend Protocol;  local.py, remote.py  its two implementations
     prompts.py      gateway prompts ...    experiments.py  gateway experiments ...
     audit.py        gateway audit          serve.py        gateway serve (always local)
+    store.py        gateway store export / restore (always local: the whole registry)
     render.py       tables and text drawn from the backends' JSON values
 """
 
@@ -28,6 +29,7 @@ from gateway.cli.experiments import experiments_app
 from gateway.cli.prompts import prompts_app
 from gateway.cli.runtime import emit, out, runtime
 from gateway.cli.serve import serve
+from gateway.cli.store import store_app
 
 __all__ = ["app", "main"]
 
@@ -43,6 +45,7 @@ app.command("demo")(demo)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(experiments_app, name="experiments")
 app.command("audit")(audit)
+app.add_typer(store_app, name="store")
 
 
 def _version(value: bool) -> None:

@@ -77,7 +77,7 @@ class Runtime:
         command fails with StoreNotFound naming both, rather than reading an empty new file.
         """
         if self.url is None:
-            self._check_store(creates_store)
+            self.check_store(creates_store)
 
         async def main() -> T:
             backend = await self._open()
@@ -88,7 +88,9 @@ class Runtime:
 
         return asyncio.run(main())
 
-    def _check_store(self, creates_store: bool) -> None:
+    def check_store(self, creates_store: bool) -> None:
+        """Refuse (StoreNotFound) to read a SQLite store that does not exist, or say on stderr
+        that a new one is being created; other stores pass."""
         settings = self.settings
         path = settings.sqlite_path()
         if path is None or path.exists():

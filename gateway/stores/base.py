@@ -9,6 +9,7 @@ from typing import Protocol
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
+from gateway.stores.backup import RegistryExport
 
 Plan = Callable[[PromptState, frozenset[str]], Change]
 """A pure function from a prompt's state (and the experiment ids taken anywhere) to its change."""
@@ -107,7 +108,32 @@ class OutcomeStore(Protocol):
         ...
 
 
-class Store(PromptReader, PromptWriter, OutcomeStore, Protocol):
+class RegistryBackup(Protocol):
+    """The whole registry out and back in (`gateway store export` / `restore`, PRODUCT §15)."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, without secrets (`sqlite:///abs/path.db`, `redis://host:port/db
+        prefix pg:`): a snapshot file read from one store is never served for another."""
+        ...
+
+    async def export(self) -> RegistryExport:
+        """Every prompt (versions, activation, experiments) and every audit entry, oldest first,
+        read in one transaction, with the store's revision. Experiment outcomes are not read."""
+        ...
+
+    async def restore(self, backup: RegistryExport) -> None:
+        """Write `backup` into this store in one transaction, audit order kept.
+
+        The store must hold no registry data (no prompt, experiment or audit entry; experiment
+        outcomes do not count): otherwise StoreNotEmpty, and nothing is written. The revision
+        becomes the backup's plus one, so gateways that served the exported registry take the
+        restored one as newer, and every change is announced as any write's is.
+        """
+        ...
+
+
+class Store(PromptReader, PromptWriter, OutcomeStore, RegistryBackup, Protocol):
     """A complete backend."""
 
     async def ping(self) -> None:

@@ -6,12 +6,62 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.core.model import RegistrySnapshot
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.stores.backup import dump_snapshot, load_snapshot, write_atomically
 from gateway.stores.base import PromptReader
 
 log = logging.getLogger("gateway.registry")
+
+
+class SnapshotFile:
+    """The last good snapshot on local disk (PRODUCT §15), for a process that starts while its
+    store is down.
+
+    The file names the store it was read from (`source`, a store's `location`); a file of another
+    store is never served. Reading and writing block (use a worker thread); neither raises: a
+    missing, unreadable, corrupt or foreign file is logged and read as None, a failed write is
+    logged and the old file stays.
+    """
+
+    def __init__(self, path: str | Path, *, source: str) -> None:
+        self.path = Path(path)
+        self.source = source
+
+    def read(self) -> RegistrySnapshot | None:
+        """The snapshot in the file, or None (logged unless the file does not exist)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("snapshot file %s cannot be read (%s); ignored", self.path, exc)
+            return None
+        try:
+            snapshot, source = load_snapshot(raw, where=str(self.path))
+        except GatewayError as exc:
+            log.warning("snapshot file ignored: %s", exc.message)
+            return None
+        if source != self.source:
+            log.warning(
+                "snapshot file %s was read from another store (%s, not %s); ignored",
+                self.path,
+                source,
+                self.source,
+            )
+            return None
+        return snapshot
+
+    def write(self, snapshot: RegistrySnapshot) -> bool:
+        """Replace the file with `snapshot` atomically; False (logged) when that failed."""
+        try:
+            write_atomically(self.path, dump_snapshot(snapshot, source=self.source))
+        except OSError as exc:
+            log.warning("snapshot file %s cannot be written (%s)", self.path, exc)
+            return False
+        return True
 
 
 class SnapshotCache:
@@ -25,11 +75,28 @@ class SnapshotCache:
     revision than the one served, or with no prompts where some are served (a Redis restarted
     without its data), the cache keeps what it has, logs an error once and sets `stale`, until
     the store holds newer data again (`gateway store restore` refills it).
+
+    With a `disk` file, every snapshot taken from the store at a new revision is written there by
+    the watcher (in a worker thread, never on the request path); a process whose first load
+    fails serves the file's snapshot (`from_disk`) until the store answers, under the same rule.
+
+    `max_backoff` caps the wait between attempts while the store is down: a store that comes
+    back is read again within that (plus the client's connect time), so keep it well under the
+    second that a change may take to reach the gateway.
     """
 
-    def __init__(self, reader: PromptReader, *, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        reader: PromptReader,
+        *,
+        max_backoff: float = 0.25,
+        disk: SnapshotFile | None = None,
+    ) -> None:
         self._reader = reader
         self._max_backoff = max_backoff
+        self._disk = disk
+        self._fallback: RegistrySnapshot | None = None
+        self._written = ""
         self._task: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
         self.current = RegistrySnapshot()
@@ -38,13 +105,22 @@ class SnapshotCache:
         """A snapshot was loaded at least once (until then /readyz says 503)."""
         self.stale = False
         """The store holds older data than the snapshot served (gateway_registry_stale)."""
+        self.from_disk = False
+        """The snapshot served came from the disk file, not (yet) from the store."""
         self._outage_logged = False
         self._stopping = False
         self.listeners: list[Callable[[RegistrySnapshot], None]] = []
         """Called with each snapshot taken into service, on the event loop; quick and pure-ish."""
 
     async def start(self, *, wait: float = 5.0) -> None:
-        """Start watching; return after the first load attempt (or `wait` seconds), ok or not."""
+        """Start watching; return after the first load attempt (or `wait` seconds), ok or not.
+
+        The disk file, if any, is read first (in a worker thread), kept for a failed first load.
+        """
+        if self._disk is not None and self._task is None:
+            self._fallback = await asyncio.to_thread(self._disk.read)
+            if self._fallback is not None:
+                self._written = self._fallback.revision
         if self._task is None:
             self._task = asyncio.create_task(self._watch(), name="registry-snapshot")
         with contextlib.suppress(TimeoutError):
@@ -69,6 +145,7 @@ class SnapshotCache:
                         return
                     self._offer(await self._reader.snapshot())
                     self._attempted.set()
+                    await self._save()
                     backoff = 0.1
                     if not self.healthy:
                         self.healthy = True
@@ -113,8 +190,31 @@ class SnapshotCache:
         self.loaded = True
         for listener in self.listeners:
             listener(snapshot)
+        self.from_disk = False
+
+    async def _save(self) -> None:
+        """Write the snapshot served to the disk file when it came from the store at a revision
+        the file does not hold yet (one the cache took: never an older one it refused)."""
+        snapshot = self.current
+        if self._disk is None or self.from_disk or not self.loaded:
+            return
+        if snapshot.revision == self._written:
+            return
+        if await asyncio.to_thread(self._disk.write, snapshot):
+            self._written = snapshot.revision
 
     def _mark_down(self, exc: Exception) -> None:
+        if not self.loaded and self._fallback is not None and self._disk is not None:
+            self.current, self._fallback = self._fallback, None
+            self.loaded = self.from_disk = True
+            for listener in self.listeners:
+                listener(self.current)
+            log.warning(
+                "serving the snapshot file %s (revision %s, %d prompts) until the store answers",
+                self._disk.path,
+                self.current.revision,
+                len(self.current.prompts),
+            )
         # Logged once per outage, not on every retry.
         if not self._outage_logged:
             reason = str(exc) if isinstance(exc, StoreUnavailable) else repr(exc)

@@ -64,7 +64,11 @@ def load_version(raw: bytes | str, *, active: str | None) -> PromptVersion:
 
     Rows written before `client_system` existed read as `replace`, which is what they did.
     """
-    doc = orjson.loads(raw)
+    return version_from_dict(orjson.loads(raw), active=active)
+
+
+def version_from_dict(doc: dict[str, Any], *, active: str | None) -> PromptVersion:
+    """Inverse of version_to_dict; `is_active` is taken from `active`, never from `doc`."""
     results = doc.get("test_results")
     return PromptVersion(
         id=doc["id"],
@@ -156,7 +160,11 @@ def dump_experiment(experiment: Experiment) -> bytes:
 
 def load_experiment(raw: bytes | str) -> Experiment:
     """Inverse of dump_experiment."""
-    doc = orjson.loads(raw)
+    return experiment_from_dict(orjson.loads(raw))
+
+
+def experiment_from_dict(doc: dict[str, Any]) -> Experiment:
+    """Inverse of experiment_to_dict."""
     start = datetime.fromisoformat(doc["start"])
     created = datetime.fromisoformat(doc["created_at"])
     return Experiment(
@@ -198,7 +206,11 @@ def dump_audit(entry: AuditEntry) -> bytes:
 
 def load_audit(raw: bytes | str) -> AuditEntry:
     """Inverse of dump_audit."""
-    doc = orjson.loads(raw)
+    return audit_from_dict(orjson.loads(raw))
+
+
+def audit_from_dict(doc: dict[str, Any]) -> AuditEntry:
+    """Inverse of audit_to_dict."""
     return AuditEntry(
         at=datetime.fromisoformat(doc["at"]),
         actor=doc["actor"],

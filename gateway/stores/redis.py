@@ -40,18 +40,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome, Variant
 from gateway.core.redaction import redact
 from gateway.core.registry import Change
-from gateway.errors import StoreUnavailable
+from gateway.errors import StoreNotEmpty, StoreUnavailable
 from gateway.stores import codec
+from gateway.stores.backup import RegistryExport
 from gateway.stores.base import Plan, Recorded
 
 # KEYS: the exposures and feedback hashes. ARGV: the unit-totals key prefix, the exposures as a
@@ -139,8 +143,21 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.poll_interval = poll_interval
+        # A client made by from_url takes its retry policy from these arguments only (the
+        # Redis() default does not reach a pool's connections): without them a command on a
+        # pooled connection that a Redis restart killed failed at once, and the snapshot
+        # watcher then backed off. A broken connection is retried on a new one, 3 times within
+        # about 0.15 s, so a restart costs one quick reconnect. Timeouts are not retried: a hung
+        # server would hold a call 4 x socket_timeout. (health_check_interval is not needed:
+        # the watcher reads the revision on a pooled connection every poll interval anyway.)
         self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=Retry(
+                ExponentialBackoff(cap=0.08, base=0.01), 3, supported_errors=(RedisConnectionError,)
+            ),
+            retry_on_error=[RedisConnectionError],
         )
         # Sent once per connection's server by EVALSHA, loaded again if the server lost it.
         self._record = self._client.register_script(RECORD)
@@ -173,13 +190,21 @@ class RedisStore:
             members = await self._client.smembers(self._k("names"))
             names = sorted(_text(n) for n in members)
             async with self._client.pipeline(transaction=True) as pipe:
-                for name in names:
-                    pipe.hvals(self._k("versions", name))
-                    pipe.get(self._k("activation", name))
-                pipe.hvals(self._k("experiments"))
-                pipe.get(self._k("revision"))
+                self._read_registry(pipe, names)
                 replies = await pipe.execute()
-        *per_prompt, experiment_docs, revision = replies
+        return self._assemble(names, replies)
+
+    def _read_registry(self, pipe: aioredis.client.Pipeline, names: list[str]) -> None:
+        """Queue the reads of every prompt of `names`, the experiments and the revision."""
+        for name in names:
+            pipe.hvals(self._k("versions", name))
+            pipe.get(self._k("activation", name))
+        pipe.hvals(self._k("experiments"))
+        pipe.get(self._k("revision"))
+
+    def _assemble(self, names: list[str], replies: list[object]) -> RegistrySnapshot:
+        """The snapshot from the replies of `_read_registry` (in its order)."""
+        *per_prompt, experiment_docs, revision = cast(list[Any], replies)
         experiments = _by_prompt(experiment_docs)
         prompts = {
             name: codec.load_state(
@@ -188,6 +213,85 @@ class RedisStore:
             for i, name in enumerate(names)
         }
         return RegistrySnapshot(prompts, _text(revision or b"0"))
+
+    @property
+    def location(self) -> str:
+        return f"{redact(self.url)} prefix {self.prefix}"
+
+    async def export(self) -> RegistryExport:
+        with self._translate():
+            async with self._client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        # The names are read before the transaction: a write in between
+                        # changes the revision, and the transaction then reads again.
+                        await pipe.watch(self._k("revision"))
+                        members = await pipe.smembers(self._k("names"))
+                        names = sorted(_text(n) for n in members)
+                        pipe.multi()
+                        self._read_registry(pipe, names)
+                        pipe.lrange(self._k("audit"), 0, -1)
+                        *replies, audit_docs = await pipe.execute()
+                        break
+                    except WatchError:
+                        continue
+        snapshot = self._assemble(names, replies)
+        return RegistryExport(snapshot, tuple(codec.load_audit(d) for d in audit_docs))
+
+    async def restore(self, backup: RegistryExport) -> None:
+        registry = (self._k("names"), self._k("experiments"), self._k("audit"))
+        with self._translate():
+            async with self._client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(*registry, self._k("revision"))
+                        held = [
+                            await pipe.scard(registry[0]),
+                            await pipe.hlen(registry[1]),
+                            await pipe.llen(registry[2]),
+                        ]
+                        if any(held):
+                            await pipe.unwatch()
+                            raise StoreNotEmpty(
+                                f"The store {self.location} is not empty ({held[0]} prompts, "
+                                f"{held[1]} experiments, {held[2]} audit entries); restore "
+                                "writes only into an empty store. Point GATEWAY_STORE_URL at "
+                                "an empty one and run again."
+                            )
+                        pipe.multi()
+                        self._write_backup(pipe, backup)
+                        await pipe.execute()
+                        return
+                    except WatchError:
+                        continue
+
+    def _write_backup(self, pipe: aioredis.client.Pipeline, backup: RegistryExport) -> None:
+        """Queue the writes of a whole export (see `restore`)."""
+        for name, state in backup.snapshot.prompts.items():
+            pipe.sadd(self._k("names"), name)
+            if state.versions:
+                pipe.hset(
+                    self._k("versions", name),
+                    mapping={v.version: codec.dump_version(v) for v in state.versions},
+                )
+            if state.active is not None or state.history:
+                pipe.set(
+                    self._k("activation", name), codec.dump_activation(state.active, state.history)
+                )
+            if state.experiments:
+                pipe.hset(
+                    self._k("experiments"),
+                    mapping={e.id: codec.dump_experiment(e) for e in state.experiments},
+                )
+        if backup.audit:
+            pipe.rpush(self._k("audit"), *(codec.dump_audit(e) for e in backup.audit))
+            by_prompt: dict[str, list[bytes]] = {}
+            for entry in backup.audit:
+                by_prompt.setdefault(entry.prompt_name, []).append(codec.dump_audit(entry))
+            for name, docs in by_prompt.items():
+                pipe.rpush(self._k("audit", name), *docs)
+        pipe.set(self._k("revision"), int(backup.snapshot.revision or 0) + 1)
+        pipe.publish(self._k("changes"), "")
 
     async def prompt(self, name: str) -> PromptState:
         with self._translate():

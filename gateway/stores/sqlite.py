@@ -26,8 +26,9 @@ import orjson
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
-from gateway.errors import StoreUnavailable
+from gateway.errors import StoreNotEmpty, StoreUnavailable
 from gateway.stores import codec
+from gateway.stores.backup import RegistryExport
 from gateway.stores.base import Plan, Recorded
 
 SCHEMA = """
@@ -150,15 +151,64 @@ class SQLiteStore:
     def _snapshot(self) -> RegistrySnapshot:
         with self._connect() as conn:
             conn.execute("BEGIN")  # one read transaction: a consistent view of every table
-            revision = conn.execute("SELECT value FROM revision").fetchone()[0]
-            activations = dict(conn.execute("SELECT name, doc FROM activations").fetchall())
-            versions: dict[str, list[bytes]] = {}
-            for name, doc in conn.execute("SELECT name, doc FROM versions"):
-                versions.setdefault(name, []).append(doc)
-            experiments: dict[str, list[Experiment]] = {}
-            for name, doc in conn.execute("SELECT prompt_name, doc FROM experiments"):
-                experiments.setdefault(name, []).append(codec.load_experiment(doc))
+            snapshot = self._read_snapshot(conn)
             conn.execute("COMMIT")
+        return snapshot
+
+    @property
+    def location(self) -> str:
+        return "sqlite:///" + str(Path(self.path).resolve())
+
+    async def export(self) -> RegistryExport:
+        return await asyncio.to_thread(self._export)
+
+    def _export(self) -> RegistryExport:
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            snapshot = self._read_snapshot(conn)
+            audit = [
+                codec.load_audit(d) for (d,) in conn.execute("SELECT doc FROM audit ORDER BY seq")
+            ]
+            conn.execute("COMMIT")
+        return RegistryExport(snapshot, tuple(audit))
+
+    async def restore(self, backup: RegistryExport) -> None:
+        await asyncio.to_thread(self._restore, backup)
+
+    def _restore(self, backup: RegistryExport) -> None:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                held = [
+                    conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("versions", "experiments", "audit")
+                ]
+                if any(held):
+                    raise StoreNotEmpty(_not_empty(self.location, *held))
+                for name, state in backup.snapshot.prompts.items():
+                    self._write(conn, name, _restored(state))
+                conn.executemany(
+                    "INSERT INTO audit (prompt_name, doc) VALUES (?, ?)",
+                    [(e.prompt_name, codec.dump_audit(e)) for e in backup.audit],
+                )
+                revision = int(backup.snapshot.revision or 0) + 1
+                conn.execute("UPDATE revision SET value = ?", (revision,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _read_snapshot(conn: sqlite3.Connection) -> RegistrySnapshot:
+        """The registry as of the open read transaction on `conn`."""
+        revision = conn.execute("SELECT value FROM revision").fetchone()[0]
+        activations = dict(conn.execute("SELECT name, doc FROM activations").fetchall())
+        versions: dict[str, list[bytes]] = {}
+        for name, doc in conn.execute("SELECT name, doc FROM versions"):
+            versions.setdefault(name, []).append(doc)
+        experiments: dict[str, list[Experiment]] = {}
+        for name, doc in conn.execute("SELECT prompt_name, doc FROM experiments"):
+            experiments.setdefault(name, []).append(codec.load_experiment(doc))
         prompts = {
             name: codec.load_state(name, docs, activations.get(name), experiments.get(name, []))
             for name, docs in versions.items()
@@ -375,6 +425,26 @@ class SQLiteStore:
         if not Path(self.path).exists():
             raise StoreUnavailable(f"SQLite store {self.path} does not exist.")
         return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
+
+def _restored(state: PromptState) -> Change:
+    """The change that writes one exported prompt as it was: versions, activation, experiments
+    (its audit entries are written apart, in the export's order across prompts)."""
+    return Change(
+        versions=state.versions,
+        active=state.active,
+        history=state.history,
+        activation_changed=state.active is not None or bool(state.history),
+        experiments=state.experiments,
+    )
+
+
+def _not_empty(location: str, versions: int, experiments: int, audit: int) -> str:
+    return (
+        f"The store {location} is not empty ({versions} versions, {experiments} experiments, "
+        f"{audit} audit entries); restore writes only into an empty store. Point "
+        "GATEWAY_STORE_URL at an empty one and run again."
+    )
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.model import RegistrySnapshot
 from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
 from gateway.prompts import PromptRegistry
 from gateway.stores.base import Store
-from gateway.stores.cached import SnapshotCache
+from gateway.stores.cached import SnapshotCache, SnapshotFile
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
 from tests.conftest import RedisServer
@@ -129,3 +130,94 @@ async def test_stopping_a_watcher_mid_poll_is_safe(tmp_path: Path) -> None:
         await asyncio.sleep(0.002)
         await cache.stop()
     assert "greeter" in cache.current.prompts
+
+
+async def test_each_new_revision_is_written_to_the_snapshot_file(tmp_path: Path) -> None:
+    """The file follows the store: written after the first load and after every change, and
+    read back as the snapshot served."""
+    store = SQLiteStore(tmp_path / "g.db", poll_interval=0.02)
+    disk = SnapshotFile(tmp_path / "snap.json", source=store.location)
+    cache = SnapshotCache(store, disk=disk)
+    registry = PromptRegistry(store, threshold=0.9)
+    try:
+        await registry.create_version(draft("1.0.0"), actor="t")
+        await cache.start()
+        await eventually(lambda: disk.path.exists(), within=2)
+        assert disk.read() == cache.current
+        await registry.create_version(draft("1.1.0"), actor="t")
+        await eventually(lambda: (disk.read() or cache.current).revision == "2", within=2)
+        assert disk.read() == cache.current
+    finally:
+        await cache.stop()
+        await store.close()
+
+
+async def test_a_process_started_while_the_store_is_down_serves_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down at start: the file's snapshot serves (from_disk, not healthy); Redis back with
+    less than the file holds: still served, stale; a newer revision: taken and written."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    server = RedisServer(binary)
+    store = RedisStore(server.url, poll_interval=0.05)
+    disk = SnapshotFile(tmp_path / "snap.json", source=store.location)
+    registry = PromptRegistry(store, threshold=0.9)
+    await registry.create_version(draft("1.0.0"), actor="t")
+    first = SnapshotCache(store, disk=disk)
+    await first.start()
+    await eventually(lambda: disk.path.exists(), within=2)
+    await first.stop()
+    server.stop()
+
+    caplog.set_level(logging.WARNING, logger="gateway.registry")
+    cache = SnapshotCache(store, disk=disk)
+    await cache.start()
+    try:
+        assert cache.loaded and cache.from_disk and not cache.healthy
+        assert set(cache.current.prompts["greeter"].by_version) == {"1.0.0"}
+        assert any("serving the snapshot file" in r.getMessage() for r in caplog.records)
+
+        server = RedisServer(binary, port=server.port)  # back empty
+        await eventually(lambda: cache.healthy, within=2)
+        assert cache.stale and cache.from_disk and "greeter" in cache.current.prompts
+        await registry.create_version(draft("1.0.0"), actor="t")
+        await registry.create_version(draft("2.0.0"), actor="t")  # now holds more than the file
+        await eventually(lambda: "2.0.0" in cache.current.prompts["greeter"].by_version, 2)
+        assert not cache.stale and not cache.from_disk
+        await eventually(lambda: disk.read() == cache.current, within=2)
+    finally:
+        await cache.stop()
+        await store.close()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "logged"),
+    [
+        (b"{half a file", "is not JSON"),
+        (b'{"format": "prompt-gateway-snapshot", "format_version": 1}', "not a complete"),
+        (None, "was read from another store"),
+    ],
+)
+async def test_a_bad_or_foreign_snapshot_file_is_logged_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes | None, logged: str
+) -> None:
+    """A corrupt file, or one of another store, is logged and not served: /readyz stays 503
+    until the store answers, as without a file."""
+    path = tmp_path / "snap.json"
+    if content is None:
+        other = SnapshotFile(path, source="redis://elsewhere:6379/0 prefix pg:")
+        other.write(RegistrySnapshot({}, "7"))
+    else:
+        path.write_bytes(content)
+    store = RedisStore("redis://127.0.0.1:1/0")
+    cache = SnapshotCache(store, disk=SnapshotFile(path, source=store.location))
+    caplog.set_level(logging.WARNING, logger="gateway.registry")
+    await cache.start()
+    try:
+        assert not cache.loaded and not cache.from_disk
+        assert any(logged in r.getMessage() for r in caplog.records)
+    finally:
+        await cache.stop()
+        await store.close()
