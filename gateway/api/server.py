@@ -63,6 +63,9 @@ RESERVED_FDS = 32
 """Descriptors kept for everything but clients and provider sockets: the listening socket, the
 store, log files, the tracing exporter, imported modules' files."""
 
+LINGER_SECONDS = 1.0
+"""How long a connection answered 400 or 431 waits for its client to read the answer and close."""
+
 refusals: Counter[str] = Counter()
 """Connections answered or closed by the server itself in this process, by error code (and
 `evicted_idle` for idle connections closed to make room); read by /metrics."""
@@ -184,6 +187,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._messages = 0  # heads begun on this connection
         self._in_head = False
         self._refusal: GatewayError | None = None
+        self._answered = False  # an error was sent; what the client still sends is dropped
 
     # Connection lifecycle
 
@@ -212,7 +216,9 @@ class GatewayProtocol(HttpToolsProtocol):
             )
             return
         del self._waiting[victim]
-        if victim._refusal is not None:
+        if victim._answered:
+            victim.transport.close()  # answered already, waiting for its client to read it
+        elif victim._refusal is not None:
             victim._refuse(victim._refusal)  # itself refused on arrival, and still silent
         elif victim._in_head:
             victim._refuse(
@@ -230,6 +236,8 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        if self._answered:
+            return
         if self._refusal is not None:
             self._refuse(self._refusal)
             return
@@ -247,7 +255,8 @@ class GatewayProtocol(HttpToolsProtocol):
                 self._refusal
                 or MalformedRequest(
                     f"The request is not valid HTTP/1.1 ({exc}); nothing was forwarded."
-                )
+                ),
+                linger=True,
             )
             return
         if in_head and self._in_head and messages == self._messages:
@@ -256,7 +265,7 @@ class GatewayProtocol(HttpToolsProtocol):
             # ends would otherwise grow without bound.
             self._head_unparsed += len(data)
             if self._head_unparsed > self.limits.max_header_bytes:
-                self._refuse(self._too_large("bytes"))
+                self._refuse(self._too_large("bytes"), linger=True)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -334,11 +343,18 @@ class GatewayProtocol(HttpToolsProtocol):
             )
         )
 
-    def _refuse(self, error: GatewayError) -> None:
-        """Answer `error` as OpenAI's JSON with `connection: close`, and close."""
-        refusals[error.code] += 1
-        if self.transport.is_closing():
+    def _refuse(self, error: GatewayError, *, linger: bool = False) -> None:
+        """Answer `error` as OpenAI's JSON with `connection: close`, and close.
+
+        With `linger` (the client sent more than it may), and while the worker is below its
+        connection limit, only the sending side is shut and the connection closes when the
+        client does or LINGER_SECONDS later: closing a socket with unread bytes resets it, and a
+        reset can destroy the answer before the client reads it (nginx's lingering close).
+        """
+        if self._answered or self.transport.is_closing():
             return
+        self._answered = True
+        refusals[error.code] += 1
         _throttle.warn(
             error.code,
             "%d %s from %s: %s",
@@ -361,7 +377,18 @@ class GatewayProtocol(HttpToolsProtocol):
             body,
         ]
         self.transport.write(b"".join(head))
-        self.transport.close()
+        if (
+            linger
+            and len(self.connections) < self.limits.max_connections
+            and self.transport.can_write_eof()
+        ):
+            self.transport.write_eof()
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            self._waiting.setdefault(self, None)  # closed first if the worker is full
+        else:
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's plain-text 400, as JSON."""
