@@ -291,4 +291,5 @@ def test_slow_clients_do_not_lock_out_a_new_client(
         stop.set()
         for sock in slow:
             sock.close()
+        sdk.close()
         gateway.stop()
