@@ -444,4 +444,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the main of the module imported under its own name, not of this `__main__` copy: the
+    # app reads that module's `refusals`, and worker processes unpickle its protocol class.
+    from gateway.api import server
+
+    server.main()

@@ -205,6 +205,8 @@ def test_an_oversized_head_is_431_and_never_forwarded(
     )
     assert "server.max_header" in error["message"]
     assert exchange(gateway.port, chat_request())[0] == 200  # the gateway still serves
+    metrics = exchange(gateway.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")[2]
+    assert b'gateway_connections_refused_total{code="request_header_fields_too_large"}' in metrics
     assert len(fake.requests) == before + 1
     assert all("x-big" not in r.headers and "x-h1" not in r.headers for r in fake.requests)
 
