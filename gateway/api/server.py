@@ -139,7 +139,8 @@ _waiting: weakref.WeakKeyDictionary[ServerState, _Waiting] = weakref.WeakKeyDict
 
 
 class _LogThrottle:
-    """At most one log line per second for each kind of refusal, counting the ones left out."""
+    """At most one log line per second for each kind of refusal; the next line counts the ones
+    left out (a flood of slow clients must not become a flood of log lines)."""
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
@@ -152,7 +153,7 @@ class _LogThrottle:
             return
         self.last[code] = now
         skipped = self.skipped.pop(code, 0)
-        suffix = f" ({skipped} more like it in the last second)" if skipped else ""
+        suffix = f" (and {skipped} more since the last line about {code})" if skipped else ""
         log.warning(message + suffix, *args)
 
 
@@ -180,10 +181,16 @@ class GatewayProtocol(HttpToolsProtocol):
         if waiting is None:
             waiting = _waiting[server_state] = _Waiting()
         self._waiting = waiting.order
+        # One timer per connection, not per request: it is armed when the connection starts
+        # and when a head begins with no timer pending, and never cancelled on the request path;
+        # when it fires it acts on the head being read then, or lets itself lapse.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = 0.0  # loop time the head being read (or awaited) started
+        self._max_header_bytes = limits.max_header_bytes  # read on every header field
         self._head_bytes = 0  # request line and completed fields of the head being read
-        self._head_fields = 0
         self._head_unparsed = 0  # bytes of whole chunks that left the head still unfinished
+        self._head_fed = 0  # bytes of every chunk since the head began: at least its size
+        self._exact = False  # the head's bytes are counted field by field
         self._messages = 0  # heads begun on this connection
         self._in_head = False
         self._refusal: GatewayError | None = None
@@ -193,6 +200,7 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_started = self.loop.time()
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
@@ -241,7 +249,15 @@ class GatewayProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             self._refuse(self._refusal)
             return
-        messages, in_head = self._messages, self._in_head
+        messages, in_head, size = self._messages, self._in_head, len(data)
+        # Heads are counted byte by byte only when they could pass the limit: when the bytes
+        # fed since the head began (an upper bound of its size) exceed it. An ordinary request
+        # arrives in one chunk far smaller, and its fields then cost no counting at all.
+        if not in_head:
+            self._exact = size > self._max_header_bytes
+        elif not self._exact and self._head_fed + size > self._max_header_bytes:
+            self._exact = True
+            self._head_bytes = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -259,19 +275,26 @@ class GatewayProtocol(HttpToolsProtocol):
                 linger=True,
             )
             return
-        if in_head and self._in_head and messages == self._messages:
+        if not self._in_head:
+            return
+        if in_head and messages == self._messages:
             # The whole chunk belongs to a head that is still unfinished. httptools keeps a
             # field's bytes until the field ends, so count them here too: a field that never
             # ends would otherwise grow without bound.
-            self._head_unparsed += len(data)
-            if self._head_unparsed > self.limits.max_header_bytes:
+            self._head_fed += size
+            self._head_unparsed += size
+            if self._head_unparsed > self._max_header_bytes:
                 self._refuse(self._too_large("bytes"), linger=True)
+        else:
+            self._head_fed = size  # the head began in this chunk
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._messages:  # the first head's time runs from the connection's start
+            self._head_started = self.loop.time()
         self._messages += 1
         self._in_head = True
-        self._head_bytes = self._head_fields = self._head_unparsed = 0
+        self._head_bytes = self._head_unparsed = 0
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(
                 self.limits.header_timeout, self._head_timed_out
@@ -279,31 +302,31 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._refusal = self._too_large("bytes")
-            raise self._refusal  # the parser stops; data_received answers it
+        if self._exact:
+            self._head_bytes += len(url)
+            if self._head_bytes > self._max_header_bytes:
+                self._refusal = self._too_large("bytes")
+                raise self._refusal  # the parser stops; data_received answers it
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # uvicorn's on_header, inlined: this runs for every field of every request.
-        self._head_fields += 1
-        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._refusal = self._too_large("bytes")
-            raise self._refusal
-        if self._head_fields > self.limits.max_headers:
-            self._refusal = self._too_large("fields")
-            raise self._refusal
+        # uvicorn's on_header, inlined, with the byte count when it is needed: this runs for
+        # every field of every request. Fields are counted once, when the head is complete.
+        if self._exact:
+            self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+            if self._head_bytes > self._max_header_bytes:
+                self._refusal = self._too_large("bytes")
+                raise self._refusal
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._in_head = False  # the head timer, when it fires, lets itself lapse
+        if len(self.headers) > self.limits.max_headers:
+            # At most max_header_bytes / 4 fields were held to get here ("a:" CRLF each).
+            self._refusal = self._too_large("fields")
+            raise self._refusal
         self._waiting.pop(self, None)
         super().on_headers_complete()
 
@@ -328,9 +351,15 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        if self._messages and not self._in_head:
+            return  # no head being read: a request under way, or idle (uvicorn's keep-alive)
+        remaining = self._head_started + self.limits.header_timeout - self.loop.time()
+        if remaining > 0:  # armed for an earlier head; this one started later
+            self._head_timer = self.loop.call_later(remaining, self._head_timed_out)
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a response still being sent: answering now would cut
-            # into that response, so the head gets another period once it is done.
+            # into that response, so the head gets another period.
             self._head_timer = self.loop.call_later(
                 self.limits.header_timeout, self._head_timed_out
             )

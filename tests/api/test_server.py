@@ -211,6 +211,31 @@ def test_an_oversized_head_is_431_and_never_forwarded(
     assert all("x-big" not in r.headers and "x-h1" not in r.headers for r in fake.requests)
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"x-endless: " + b"a" * 4096] * 10,  # one field that never ends
+        [b"".join(b"x-f%d-%d: %s\r\n" % (c, i, b"v" * 60) for i in range(9)) for c in range(70)],
+    ],
+    ids=["one-endless-field", "many-chunks-of-fields"],
+)
+def test_a_head_sent_in_pieces_is_counted_across_them(
+    gateway: Served, fake: FakeProvider, chunks: list[bytes]
+) -> None:
+    """A head arriving in many small chunks is refused once its bytes pass the limit, whether
+    its last field is still open or every field is complete (fewer than 100 per chunk)."""
+    before = len(fake.requests)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\n")
+        with contextlib.suppress(OSError):
+            for chunk in chunks:
+                sock.sendall(chunk)
+                time.sleep(0.005)  # separate reads on the server
+        status, _, body = read_answer(sock)
+    assert status == 431 and openai_error(body)["code"] == "request_header_fields_too_large"
+    assert len(fake.requests) == before
+
+
 def test_a_head_under_the_limits_is_forwarded(gateway: Served, fake: FakeProvider) -> None:
     """A 28,000-byte head of 90 fields (under 32 KiB and 100) passes through whole."""
     big = b"".join(b"x-big%d: %s\r\n" % (i, b"a" * 7000) for i in range(4))
