@@ -12,10 +12,13 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── InvalidPath               400 invalid_path     (a path that could leave the base URL)
     │   ├── InvalidExperiment         400 invalid_experiment (a bad id, split, window or metric)
     │   ├── InvalidFeedback           400 invalid_feedback (a feedback metric or value out of range)
+    │   ├── MalformedRequest          400 invalid_http     (not HTTP/1.1: answered by the server)
     │   └── MetricNotMeasured         400 metric_not_measured (feedback for another metric)
     ├── InvalidAdminToken             401 invalid_admin_token (type authentication_error)
     ├── InsufficientRole              403 insufficient_role  (type permission_error)
+    ├── RequestTimeout                408 request_timeout  (the request head came too slowly)
     ├── PayloadTooLarge               413 request_too_large
+    ├── HeaderFieldsTooLarge          431 request_header_fields_too_large (too many or too long)
     ├── NotFound                      404 not_found
     │   ├── PromptNotFound            404 prompt_not_found
     │   ├── NoServableVersion         404 no_servable_version
@@ -38,6 +41,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     ├── TestRunAborted                502 test_run_aborted  (tests could not reach a provider)
     ├── StoreUnavailable              503 store_unavailable
     ├── RecordingBacklog              503 recording_backlog (the outcome queue is full)
+    ├── TooManyConnections            503 too_many_connections (every connection slot is busy)
     └── ConfigError                   500 config_error       (stops start-up; names the key)
 
 Messages say what happened, with the values, and what to do next.
@@ -110,6 +114,10 @@ class MetricNotMeasured(InvalidRequest):
     code = "metric_not_measured"
 
 
+class MalformedRequest(InvalidRequest):
+    code = "invalid_http"
+
+
 class InvalidAdminToken(GatewayError):
     status = 401
     type = "authentication_error"
@@ -120,6 +128,18 @@ class InsufficientRole(GatewayError):
     status = 403
     type = "permission_error"
     code = "insufficient_role"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class PayloadTooLarge(GatewayError):
@@ -235,6 +255,11 @@ class StoreUnavailable(GatewayError):
 class RecordingBacklog(GatewayError):
     status = 503
     code = "recording_backlog"
+
+
+class TooManyConnections(GatewayError):
+    status = 503
+    code = "too_many_connections"
 
 
 class ConfigError(GatewayError):

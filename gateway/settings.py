@@ -51,6 +51,17 @@ class ServerSettings:
     """Largest JSON request body accepted (read whole); larger ones get 413 request_too_large."""
     max_upload_bytes: int = 512 * 1024 * 1024
     """Largest other body (multipart uploads, files), streamed to the provider as it arrives."""
+    header_timeout: float = 10.0
+    """Seconds a client has from connecting (or from a kept-alive request's first byte) to the
+    end of its request head; then 408 request_timeout and the connection is closed."""
+    max_header_bytes: int = 32 * 1024
+    """Bytes of request line and header fields together; more is 431, never forwarded."""
+    max_headers: int = 100
+    """Header fields in one request; more is 431, never forwarded."""
+    max_connections: int | None = None
+    """Open client connections per worker; None (`auto`) sizes it from the file-descriptor limit
+    (see gateway.api.server.auto_max_connections). Past it the longest-waiting connection without
+    a request in progress is closed, else the newcomer gets 503 too_many_connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,14 +311,34 @@ def _build(
     server_raw = _mapping(raw.get("server", {}), "server", where)
     _no_unknown(
         server_raw,
-        {"host", "port", "workers", "max_body_bytes", "max_upload_bytes"},
+        {
+            "host",
+            "port",
+            "workers",
+            "max_body_bytes",
+            "max_upload_bytes",
+            "header_timeout",
+            "max_header_bytes",
+            "max_headers",
+            "max_connections",
+        },
         "server.",
         where,
     )
 
-    def server_int(key: str, env: str, default: int, high: int) -> int:
+    def server_int(key: str, env: str, default: int, high: int, low: int = 1) -> int:
         picked = _pick(environ, env, server_raw, key, default, where, prefix="server.")
-        return int(_number(*picked, low=1, high=high))
+        return _integer(*picked, low=low, high=high)
+
+    connections = _pick(
+        environ,
+        "GATEWAY_MAX_CONNECTIONS",
+        server_raw,
+        "max_connections",
+        "auto",
+        where,
+        prefix="server.",
+    )
 
     server = ServerSettings(
         host=_string(
@@ -321,6 +352,24 @@ def _build(
         max_upload_bytes=server_int(
             "max_upload_bytes", "GATEWAY_MAX_UPLOAD_BYTES", 512 << 20, 1 << 40
         ),
+        header_timeout=_number(
+            *_pick(
+                environ,
+                "GATEWAY_HEADER_TIMEOUT",
+                server_raw,
+                "header_timeout",
+                10.0,
+                where,
+                prefix="server.",
+            ),
+            low=0.1,
+            high=3600,
+        ),
+        max_header_bytes=server_int(
+            "max_header_bytes", "GATEWAY_MAX_HEADER_BYTES", 32 << 10, 16 << 20, low=1024
+        ),
+        max_headers=server_int("max_headers", "GATEWAY_MAX_HEADERS", 100, 100_000),
+        max_connections=_connections(*connections),
     )
     upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
     _no_unknown(
@@ -737,6 +786,23 @@ def _string(value: object, key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: {key} must be a non-empty string, not {value!r}.")
     return value
+
+
+def _integer(value: object, key: str, where: str, *, low: int, high: int) -> int:
+    """A whole number (an integral float such as 1e6 too), or `auto` named in the message."""
+    number = _number(value, key, where, low=low, high=high)
+    if number != int(number):
+        raise ConfigError(f"{where}: {key} must be a whole number, not {number:g}.")
+    return int(number)
+
+
+def _connections(value: object, key: str, where: str) -> int | None:
+    """`auto` (None: sized from the file-descriptor limit when serving) or a count."""
+    if value == "auto":
+        return None
+    if isinstance(value, str) and not _is_number(value):
+        raise ConfigError(f"{where}: {key} must be auto or a whole number, not {value!r}.")
+    return _integer(value, key, where, low=1, high=10_000_000)
 
 
 def _choice(value: object, allowed: tuple[str, ...], key: str, where: str) -> str:

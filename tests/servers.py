@@ -301,15 +301,19 @@ class ServedGateway:
     """The real app under uvicorn on a loopback port, in a thread of its own."""
 
     def __init__(self, app: Any) -> None:
+        from gateway.api.server import ServerLimits, protocol_factory
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # The plain asyncio loop: uvloop in a non-main thread has crashed at interpreter exit.
+        # The gateway's own HTTP protocol (head deadline and limits), as `gateway serve` runs it.
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
             lifespan="on",
             loop="asyncio",
+            http=protocol_factory(ServerLimits()),  # type: ignore[arg-type]
             log_level="warning",
             access_log=False,
         )

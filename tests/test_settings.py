@@ -257,3 +257,53 @@ def test_snapshot_path_from_file_and_environment(tmp_path: Path) -> None:
     assert snapshot_file_for("redis://127.0.0.1:6379/0") == "gateway.snapshot.json"
     with pytest.raises(ConfigError, match="snapshot_path must be a non-empty string"):
         load(write(tmp_path, "snapshot_path: ''\n"), {})
+
+
+def test_server_limits_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """The head deadline and limits default to 10 s, 32 KiB, 100 fields and auto connections;
+    the file sets them and GATEWAY_* variables win."""
+    defaults = load(None, {}).server
+    assert (
+        defaults.header_timeout,
+        defaults.max_header_bytes,
+        defaults.max_headers,
+        defaults.max_connections,
+    ) == (10.0, 32768, 100, None)
+    path = write(
+        tmp_path,
+        "server: {header_timeout: 2.5, max_header_bytes: 8192, max_headers: 50, "
+        "max_connections: 300}\n",
+    )
+    server = load(path, {}).server
+    assert (server.header_timeout, server.max_header_bytes, server.max_headers) == (2.5, 8192, 50)
+    assert server.max_connections == 300
+    env = {
+        "GATEWAY_HEADER_TIMEOUT": "1",
+        "GATEWAY_MAX_HEADER_BYTES": "4096",
+        "GATEWAY_MAX_HEADERS": "20",
+        "GATEWAY_MAX_CONNECTIONS": "auto",
+    }
+    server = load(path, env).server
+    assert (server.header_timeout, server.max_header_bytes, server.max_headers) == (1.0, 4096, 20)
+    assert server.max_connections is None
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("server: {header_timeout: 0}\n", {}, "server.header_timeout must be between 0.1 and"),
+        ("", {"GATEWAY_HEADER_TIMEOUT": "soon"}, "GATEWAY_HEADER_TIMEOUT must be a number"),
+        ("server: {max_header_bytes: 100}\n", {}, "server.max_header_bytes must be between 1024"),
+        ("server: {max_headers: 2.5}\n", {}, "server.max_headers must be a whole number"),
+        ("server: {max_connections: lots}\n", {}, "server.max_connections must be auto or a"),
+        ("", {"GATEWAY_MAX_CONNECTIONS": "0"}, "GATEWAY_MAX_CONNECTIONS must be between 1"),
+        ("server: {header_timout: 1}\n", {}, "unknown key server.header_timout"),
+    ],
+)
+def test_invalid_server_limits_name_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    """A bad head deadline, head limit or connection limit stops loading, naming the key."""
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text), environ)
+    assert message in caught.value.message

@@ -24,6 +24,7 @@ from gateway.api.auth import Authenticator
 from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
+from gateway.api.server import refusals
 from gateway.core.model import RegistrySnapshot
 from gateway.core.redaction import redact
 from gateway.core.resolution import dangling_overrides
@@ -96,6 +97,7 @@ def create_app(
         tracer.dropped_spans if tracer is not None else lambda: 0,
         dropped_exposures=lambda: recorder.dropped_exposures,
         registry_stale=lambda: cache.stale,
+        refused_connections=lambda: refusals,
     )
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
     access_log = AccessLog()

@@ -72,9 +72,9 @@ class Runtime:
     def call(self, work: Callable[[Backend], Awaitable[T]], *, creates_store: bool = False) -> T:
         """Open the backend, run `work` with it, and close it.
 
-        Locally, a SQLite store that does not exist yet is created only by a command that
-        `creates_store` (saying so on stderr, with where the config was looked for); any other
-        command fails with StoreNotFound naming both, rather than reading an empty new file.
+        Locally, with no config file found, a SQLite store that does not exist yet is created
+        only by a command that `creates_store` (saying so on stderr, with where the config was
+        looked for); any other command fails with StoreNotFound naming both.
         """
         if self.url is None:
             self.check_store(creates_store)
@@ -89,12 +89,13 @@ class Runtime:
         return asyncio.run(main())
 
     def check_store(self, creates_store: bool) -> None:
-        """Refuse (StoreNotFound) to read a SQLite store that does not exist, or say on stderr
-        that a new one is being created; other stores pass."""
+        """With no config file found, refuse (StoreNotFound) to read a SQLite store that does
+        not exist, or say on stderr that a new one is being created: the default
+        `./gateway.db` of a command run in the wrong folder would hide the mistake."""
         settings = self.settings
         path = settings.sqlite_path()
-        if path is None or path.exists():
-            return
+        if path is None or path.exists() or settings.source is not None:
+            return  # (a config file that names the store may have it created)
         where = settings.sources(Path.cwd())
         if not creates_store:
             raise StoreNotFound(

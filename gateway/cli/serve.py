@@ -1,4 +1,4 @@
-"""`gateway serve`: run the gateway (uvicorn workers on the app factory).
+"""`gateway serve`: run the gateway (uvicorn workers on the app factory, gateway.api.server).
 
 Always local: it serves this machine's config and store. A gateway URL (`--url`, GATEWAY_URL)
 only points the registry commands at another gateway, so it is ignored here.
@@ -49,29 +49,19 @@ def serve(
         )
     if runtime.config:
         os.environ["GATEWAY_CONFIG"] = runtime.config  # every worker loads the same file
-    # Replace this process with uvicorn, so the server does not carry the CLI's libraries
-    # (about 8 MiB of resident memory per worker).
+    # Replace this process with the server (uvicorn with uvloop, httptools and the gateway's
+    # limits on slow and oversized request heads, gateway.api.server), so it does not carry the
+    # CLI's libraries (about 8 MiB of resident memory per worker).
     args = [
         sys.executable,
         "-m",
-        "uvicorn",
-        "gateway.api.app:app_from_environment",
-        "--factory",
+        "gateway.api.server",
         "--host",
         chosen_host,
         "--port",
         str(chosen_port),
         "--workers",
         str(workers or server.workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--lifespan",
-        "on",
-        "--no-access-log",
-        "--log-level",
-        "info",
     ]
     # glibc raises its mmap threshold to the largest block freed so far, so after one large
     # request body later ones come from the heap and a burst of them stays resident (measured:

@@ -7,7 +7,7 @@ clients, so each metric keeps at most MAX_SERIES label sets and folds the rest i
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.telemetry.events import CallRecord
 
@@ -108,8 +108,10 @@ class Metrics:
         *,
         dropped_exposures: Callable[[], int] = lambda: 0,
         registry_stale: Callable[[], bool] = lambda: False,
+        refused_connections: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._dropped_spans = dropped_spans
+        self._refused_connections = refused_connections
         self._dropped_exposures = dropped_exposures
         self._registry_stale = registry_stale
         self.requests = Counter(
@@ -200,5 +202,12 @@ class Metrics:
             "# HELP gateway_registry_stale 1 while the store holds older data than is served.",
             "# TYPE gateway_registry_stale gauge",
             f"gateway_registry_stale {int(self._registry_stale())}",
+            "# HELP gateway_connections_refused_total Connections the server answered or closed "
+            "itself (slow or oversized heads, malformed HTTP, the connection limit), by code.",
+            "# TYPE gateway_connections_refused_total counter",
+        ]
+        lines += [
+            f'gateway_connections_refused_total{{code="{_escape(code)}"}} {count}'
+            for code, count in sorted(self._refused_connections().items())
         ]
         return "\n".join(lines) + "\n"

@@ -1,0 +1,322 @@
+"""Bad clients against a real `gateway serve`: slow heads, oversized heads, floods, garbage.
+
+Each test talks to a gateway process over real sockets; the provider is a FakeProvider of this
+module's own, so a test can assert that a refused request never reached it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openai import OpenAI
+
+from tests.conftest import free_port
+from tests.servers import FakeProvider
+
+BINARY = Path(sys.executable).parent / "gateway"
+CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+
+
+class Served:
+    """`gateway serve` in a process of its own, with `env` added and optionally a lower fd limit."""
+
+    def __init__(self, folder: Path, env: dict[str, str], nofile: int | None = None) -> None:
+        self.port = free_port()
+        self.log = folder / "gateway.log"
+
+        def limit_fds() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(BINARY), "serve", "--port", str(self.port)],
+                cwd=folder,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=log,
+                preexec_fn=limit_fds,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if exchange(self.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start within 30 s"
+            time.sleep(0.05)
+
+    @property
+    def fds(self) -> int:
+        """Open file descriptors of the gateway process (serve execs it: one pid, one worker)."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    @property
+    def rss_kib(self) -> int:
+        """Resident memory of the gateway process, KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Send `data` on a new connection; read the answer until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may answer before reading it all
+            sock.sendall(data)
+        return read_answer(sock, timeout)
+
+
+def read_answer(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer with a content-length: status, headers (lower-cased), body."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(
+        (name.strip().lower(), value.strip())
+        for name, _, value in (ln.partition(":") for ln in lines[1:])
+    )
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside the body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def chat_request(extra_head: bytes = b"") -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%s\r\n%s" % (len(CHAT), extra_head, CHAT)
+    )
+
+
+def openai_error(body: bytes) -> dict[str, Any]:
+    """The `error` object of an OpenAI-shaped body, checked for its four keys."""
+    error: dict[str, Any] = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def poll(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    provider = FakeProvider()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeProvider) -> Iterator[Served]:
+    """A gateway with a 1 s head deadline and the default head limits."""
+    served = Served(
+        tmp_path_factory.mktemp("server"),
+        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_HEADER_TIMEOUT": "1"},
+    )
+    yield served
+    served.stop()
+
+
+def test_a_slow_head_gets_408_within_the_header_timeout(gateway: Served) -> None:
+    """A client sending one header line every 2 s is answered 408 request_timeout after 1 s."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        sock.settimeout(2)
+        for i in range(3):
+            sock.sendall(b"x-slow-%d: 1\r\n" % i)
+            try:
+                status, headers, body = read_answer(sock, timeout=2)
+                break
+            except TimeoutError:
+                continue
+        elapsed = time.monotonic() - started
+    assert status == 408 and 0.9 <= elapsed < 1.9, (status, elapsed)
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_timeout")
+    assert "server.header_timeout" in error["message"]
+
+
+def test_a_kept_alive_connection_waits_longer_than_the_head_deadline(
+    gateway: Served, fake: FakeProvider
+) -> None:
+    """The head deadline starts at a request's first byte: an idle kept-alive connection and a
+    slow body are not cut by it."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(chat_request())
+        assert read_answer(sock)[0] == 200
+        time.sleep(1.5)  # idle between requests, past the 1 s head deadline
+        head, _, body = chat_request().partition(b"\r\n\r\n")
+        sock.sendall(head + b"\r\n\r\n" + body[:5])
+        time.sleep(1.5)  # the head is complete; the body may take its time
+        sock.sendall(body[5:])
+        status, _, answer = read_answer(sock)
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("a 64 KiB header", b"x-big: " + b"a" * 65536 + b"\r\n"),
+        ("10,000 headers", b"".join(b"x-h%d: v\r\n" % i for i in range(10_000))),
+    ],
+)
+def test_an_oversized_head_is_431_and_never_forwarded(
+    gateway: Served, fake: FakeProvider, name: str, extra: bytes
+) -> None:
+    """Heads past server.max_header_bytes or server.max_headers are answered 431 in OpenAI's
+    shape, and the provider never sees them."""
+    before = len(fake.requests)
+    status, headers, body = exchange(gateway.port, chat_request(extra))
+    assert status == 431, name
+    assert headers["connection"] == "close"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == (
+        "invalid_request_error",
+        "request_header_fields_too_large",
+    )
+    assert "server.max_header" in error["message"]
+    assert exchange(gateway.port, chat_request())[0] == 200  # the gateway still serves
+    metrics = exchange(gateway.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")[2]
+    assert b'gateway_connections_refused_total{code="request_header_fields_too_large"}' in metrics
+    assert len(fake.requests) == before + 1
+    assert all("x-big" not in r.headers and "x-h1" not in r.headers for r in fake.requests)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"x-endless: " + b"a" * 4096] * 10,  # one field that never ends
+        [b"".join(b"x-f%d-%d: %s\r\n" % (c, i, b"v" * 60) for i in range(9)) for c in range(70)],
+    ],
+    ids=["one-endless-field", "many-chunks-of-fields"],
+)
+def test_a_head_sent_in_pieces_is_counted_across_them(
+    gateway: Served, fake: FakeProvider, chunks: list[bytes]
+) -> None:
+    """A head arriving in many small chunks is refused once its bytes pass the limit, whether
+    its last field is still open or every field is complete (fewer than 100 per chunk)."""
+    before = len(fake.requests)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\n")
+        with contextlib.suppress(OSError):
+            for chunk in chunks:
+                sock.sendall(chunk)
+                time.sleep(0.005)  # separate reads on the server
+        status, _, body = read_answer(sock)
+    assert status == 431 and openai_error(body)["code"] == "request_header_fields_too_large"
+    assert len(fake.requests) == before
+
+
+def test_a_head_under_the_limits_is_forwarded(gateway: Served, fake: FakeProvider) -> None:
+    """A 28,000-byte head of 90 fields (under 32 KiB and 100) passes through whole."""
+    big = b"".join(b"x-big%d: %s\r\n" % (i, b"a" * 7000) for i in range(4))
+    extra = big + b"".join(b"x-h%d: v\r\n" % i for i in range(82))
+    status, _, body = exchange(gateway.port, chat_request(extra))
+    assert status == 200, body
+    assert len(fake.last().headers["x-big3"]) == 7000 and fake.last().headers["x-h81"] == "v"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET /v1/models HTTP/9.Z\r\n\r\n",
+        b"G\x01T /v1/models HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),  # TLS to the HTTP port
+    ],
+    ids=["version", "method", "tls"],
+)
+def test_a_malformed_request_is_an_openai_shaped_400(gateway: Served, garbage: bytes) -> None:
+    """Bytes that are not HTTP/1.1 get 400 invalid_http in OpenAI's shape, not plain text."""
+    status, headers, body = exchange(gateway.port, garbage)
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http")
+
+
+@pytest.mark.parametrize(("nofile", "clients"), [(256, 300), (1024, 1000)])
+def test_slow_clients_do_not_lock_out_a_new_client(
+    tmp_path: Path, fake: FakeProvider, nofile: int, clients: int
+) -> None:
+    """Under a lowered fd limit, more slow clients than it allows (one header line every 2 s)
+    leave room for a new client, which the SDK gets served at once; fds and RSS come back."""
+    gateway = Served(
+        tmp_path,
+        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_HEADER_TIMEOUT": "60"},
+        nofile=nofile,
+    )
+    sdk = OpenAI(
+        base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0, timeout=5
+    )
+    slow: list[socket.socket] = []
+    stop = threading.Event()
+
+    def drip() -> None:
+        line = 0
+        while not stop.wait(2):
+            line += 1
+            for sock in list(slow):
+                with contextlib.suppress(OSError):  # closed to make room
+                    sock.send(b"x-slow-%d: 1\r\n" % line)
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    try:
+        sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
+        )
+        fds, rss = gateway.fds, gateway.rss_kib
+        dripper.start()
+        for _ in range(clients):
+            sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\n")
+            slow.append(sock)
+        poll(lambda: gateway.fds >= min(clients, nofile // 2), 10, "the slow clients got in")
+        started = time.monotonic()
+        reply = sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "still there?"}]
+        )
+        assert reply.choices[0].message.content
+        assert time.monotonic() - started < 2
+        assert gateway.fds < nofile
+        status, _, body = read_answer(slow[0])  # the oldest was closed to make room
+        assert status == 503 and openai_error(body)["code"] == "too_many_connections"
+        stop.set()
+        dripper.join(5)
+        for sock in slow:
+            sock.close()
+        poll(lambda: gateway.fds <= fds + 2, 10, f"fds back near {fds}, not {gateway.fds}")
+        assert gateway.rss_kib - rss < 16 * 1024, (rss, gateway.rss_kib)
+    finally:
+        stop.set()
+        for sock in slow:
+            sock.close()
+        sdk.close()
+        gateway.stop()
