@@ -1,13 +1,15 @@
 # Build from the repository root with plain Docker (no BuildKit, no sibling folder needed):
 #   docker build -t prompt-gateway .
 #   docker run -p 8080:8080 -v gateway-data:/data -e GATEWAY_UPSTREAM_URL=mock prompt-gateway
-# The tiktoken encodings ship inside the package, so the image never downloads them.
+# The tiktoken encodings ship inside the package, so the image never downloads them. /data holds
+# the SQLite store and the last good registry snapshot (the only place the gateway user writes).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     GATEWAY_HOST=0.0.0.0 \
-    GATEWAY_STORE_URL=sqlite:////data/gateway.db
+    GATEWAY_STORE_URL=sqlite:////data/gateway.db \
+    GATEWAY_SNAPSHOT_PATH=/data/gateway.snapshot.json
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -118,7 +118,14 @@ def test_racing_promotions_keep_one_active_version_and_audit_every_change(
     audited_before = asyncio.run(changes_audited(make_store()))
     config = tmp_path / "gateway.yaml"
     config.write_text("")
-    settings = load(config, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_ADMIN_TOKENS": TOKENS})
+    settings = load(
+        config,
+        {
+            "GATEWAY_UPSTREAM_URL": "mock",
+            "GATEWAY_ADMIN_TOKENS": TOKENS,
+            "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "gateway.snapshot.json"),
+        },
+    )
     gateways = [ServedGateway(create_app(settings, store=make_store())) for _ in range(2)]
     script = tmp_path / "client.py"
     script.write_text(CLIENT)

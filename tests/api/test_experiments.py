@@ -337,6 +337,7 @@ def test_two_gateways_on_one_redis_count_everything_once(
         "GATEWAY_UPSTREAM_URL": "mock",
         "GATEWAY_STORE_URL": redis_registry,
         "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05",
+        "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "gateway.snapshot.json"),
     }
     local = ServedGateway(create_app(load(None, environ), store=RedisStore(redis_registry)))
     port = free_port()

@@ -504,9 +504,15 @@ def test_health_and_readiness(gateway: ServedGateway) -> None:
     assert ready.json()["status"] == "ready" and ready.json()["prompts"] >= 4
 
 
-def test_readyz_is_503_while_the_store_is_unreachable(provider: FakeProvider) -> None:
-    """A gateway whose store is down starts, says so on /readyz, and serves unmanaged calls."""
-    settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
+def test_readyz_is_503_while_the_store_is_unreachable(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """A gateway whose store is down (and no snapshot file) starts, says so on /readyz, and
+    serves unmanaged calls."""
+    settings = load(
+        None,
+        {"GATEWAY_UPSTREAM_URL": provider.url, "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "s.json")},
+    )
     served = ServedGateway(create_app(settings, store=RedisStore("redis://127.0.0.1:1/0")))
     try:
         ready = httpx.get(served.url + "/readyz")
@@ -519,14 +525,19 @@ def test_readyz_is_503_while_the_store_is_unreachable(provider: FakeProvider) ->
         served.stop()
 
 
-def test_readyz_is_degraded_not_503_when_the_store_goes_away(provider: FakeProvider) -> None:
+def test_readyz_is_degraded_not_503_when_the_store_goes_away(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
     """Once a snapshot serves, a store outage makes /readyz 200 degraded (PRODUCT §6), and
     managed calls keep being served from the snapshot."""
     binary = shutil.which("redis-server")
     assert binary is not None
     server = RedisServer(binary)
     asyncio.run(_push_greeter(server.url))
-    settings = load(None, {"GATEWAY_UPSTREAM_URL": provider.url})
+    settings = load(
+        None,
+        {"GATEWAY_UPSTREAM_URL": provider.url, "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "s.json")},
+    )
     served = ServedGateway(create_app(settings, store=RedisStore(server.url)))
     try:
         assert httpx.get(served.url + "/readyz").json()["status"] == "ready"
