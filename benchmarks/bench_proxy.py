@@ -86,6 +86,13 @@ PROMPT_BODY = {
 }
 
 
+def require_tools() -> None:
+    """Exit with the command that installs them when nginx, wrk or taskset are missing."""
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -318,9 +325,7 @@ def main() -> None:
         help="keep the registry (and experiment outcomes) in a redis-server of the run's own",
     )
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
+    require_tools()
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     upstream_port = free_port()
     nginx = start_nginx(work, upstream_port)

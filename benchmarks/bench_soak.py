@@ -26,13 +26,20 @@ import collections
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from bench_proxy import PROMPT_BODY, free_port, peak_rss_mib, start_gateway, start_nginx, wrk
+from bench_proxy import (
+    PROMPT_BODY,
+    free_port,
+    peak_rss_mib,
+    require_tools,
+    start_gateway,
+    start_nginx,
+    wrk,
+)
 
 CONNECTIONS = 256
 
@@ -147,9 +154,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10, help="length of the soak")
     parser.add_argument("--burst", action="store_true", help="the oversized-body burst instead")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
+    require_tools()
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     upstream = free_port()
     nginx = start_nginx(work, upstream)
