@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -108,11 +108,20 @@ def openinference_kind(operation: str | None, span_kind: SpanKind) -> str:
     return "EMBEDDING" if operation == "embeddings" else "LLM"
 
 
+_SECOND: list[tuple[int, str]] = [(-1, "")]
+"""The last whole second formatted: the spans that end in the same second share it."""
+
+
 def iso_time(unix_ns: int) -> str:
-    """A Unix time in ns as ISO 8601 UTC with microseconds: `2025-07-13T05:20:00.500000Z`."""
+    """A Unix time in ns as ISO 8601 UTC with microseconds: `2025-07-13T05:20:00.500000Z`.
+
+    Formatting a datetime costs microseconds; each second is formatted once and reused."""
     seconds, ns = divmod(unix_ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=ns // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    last, text = _SECOND[0]
+    if seconds != last:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0] = (seconds, text)
+    return f"{text}.{ns // 1000:06d}Z"
 
 
 def steady_key(record: CallRecord) -> tuple[object, ...]:

@@ -184,17 +184,15 @@ def _add_call_attributes(
         parts += (_RESPONSE_ID[len(payload)], payload)
     inputs, outputs = record.input_tokens, record.output_tokens
     if inputs is not None:
-        payload = _varint(inputs)
-        parts += ((_INPUT_TOKENS if llm else _HOP_INPUT_TOKENS)[len(payload)], payload)
+        prompt = _varint(inputs)
+        parts += ((_INPUT_TOKENS if llm else _HOP_INPUT_TOKENS)[len(prompt)], prompt)
     if outputs is not None:
-        payload = _varint(outputs)
-        parts += ((_OUTPUT_TOKENS if llm else _HOP_OUTPUT_TOKENS)[len(payload)], payload)
+        completion = _varint(outputs)
+        parts += ((_OUTPUT_TOKENS if llm else _HOP_OUTPUT_TOKENS)[len(completion)], completion)
     if llm and inputs is not None:
-        payload = _varint(inputs)
-        parts += (_PROMPT_TOKENS[len(payload)], payload)
+        parts += (_PROMPT_TOKENS[len(prompt)], prompt)
         if outputs is not None:
-            payload = _varint(outputs)
-            parts += (_COMPLETION_TOKENS[len(payload)], payload)
+            parts += (_COMPLETION_TOKENS[len(completion)], completion)
         payload = _varint(inputs + (outputs or 0))
         parts += (_TOTAL_TOKENS[len(payload)], payload)
     first = record.time_to_first_chunk_s
