@@ -144,7 +144,6 @@ def steady_key(record: CallRecord) -> tuple[object, ...]:
         record.usage_estimated,
         record.stream,
         record.client_disconnected,
-        record.invocation_parameters,
         None
         if prompt is None
         else (
@@ -214,16 +213,10 @@ def steady_attributes(record: CallRecord, span_kind: SpanKind = "llm") -> Attrib
         if prompt.assignment is not None:
             attrs["gateway.experiment.assignment"] = prompt.assignment
     model = record.response_model or record.request_model
-    if kind == "LLM":
-        if model is not None:
-            attrs["llm.model_name"] = model
-        if record.invocation_parameters is not None:
-            attrs["llm.invocation_parameters"] = record.invocation_parameters
-    elif kind == "EMBEDDING":
-        if model is not None:
-            attrs["embedding.model_name"] = model
-        if record.invocation_parameters is not None:
-            attrs["embedding.invocation_parameters"] = record.invocation_parameters
+    if kind == "LLM" and model is not None:
+        attrs["llm.model_name"] = model
+    elif kind == "EMBEDDING" and model is not None:
+        attrs["embedding.model_name"] = model
     attrs.update(
         {f"langfuse.observation.metadata.{k}": v for k, v in steady_metadata(record).items()}
     )
@@ -317,6 +310,13 @@ def call_attributes(
         attrs["session.id"] = record.session_id
     attrs["langfuse.observation.metadata.request_id"] = record.request_id
     attrs["metadata"] = metadata_json(record)
+    # Per call, not steady: a client that varies a parameter (a random seed) must not make every
+    # span a new shape to encode.
+    parameters = record.invocation_parameters
+    if llm and parameters is not None and record.operation is not None:
+        embedding = record.operation == "embeddings"
+        kind = "embedding" if embedding else "llm"
+        attrs[f"{kind}.invocation_parameters"] = parameters
     if capture_content:
         attrs.update(content_attributes(record))
     return attrs

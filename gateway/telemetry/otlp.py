@@ -162,6 +162,8 @@ _COST_COMPLETION = _Heads("llm.cost.completion", float)
 _SESSION = _Heads("session.id", str)
 _METADATA_REQUEST_ID = _Heads("langfuse.observation.metadata.request_id", str)
 _METADATA = _Heads("metadata", str)
+_LLM_PARAMETERS = _Heads("llm.invocation_parameters", str)
+_EMBEDDING_PARAMETERS = _Heads("embedding.invocation_parameters", str)
 
 
 def _add_call_attributes(
@@ -220,6 +222,11 @@ def _add_call_attributes(
     parts += (_METADATA_REQUEST_ID[len(request_id)], request_id)
     payload = metadata_head + orjson.dumps(record.request_id) + b"}"
     parts += (_METADATA[len(payload)], payload)
+    parameters = record.invocation_parameters
+    if llm and parameters is not None and record.operation is not None:
+        heads = _EMBEDDING_PARAMETERS if record.operation == "embeddings" else _LLM_PARAMETERS
+        payload = parameters.encode()
+        parts += (heads[len(payload)], payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,8 +152,19 @@ def test_full_queue_drops_and_counts(exporter: OtlpExporter) -> None:
         replace(RECORD, output_tokens=None, input_cost_usd=None, output_cost_usd=None),
         replace(RECORD, request_id="r" * 300, input_tokens=2**40, response_id="é" * 70),
         replace(RECORD, request_id='q"\\é', session_id="s" * 200),
+        replace(RECORD, operation="embeddings", invocation_parameters='{"dimensions":8}'),
+        replace(RECORD, operation=None, invocation_parameters=None),
     ],
-    ids=["full", "sparse", "stream", "no-output", "long-values", "escaped-id"],
+    ids=[
+        "full",
+        "sparse",
+        "stream",
+        "no-output",
+        "long-values",
+        "escaped-id",
+        "embedding",
+        "other",
+    ],
 )
 @pytest.mark.parametrize("span_kind", ["llm", "proxy"])
 def test_per_call_attributes_encode_like_the_generic_encoder(
