@@ -117,8 +117,9 @@ class TelemetrySettings:
     span_kind: SpanKind = "llm"
     """telemetry.span_kind (GATEWAY_TELEMETRY_SPAN_KIND): `llm`, the gateway's span is the LLM
     call (OpenInference LLM/EMBEDDING, tokens and cost for backends to sum); `proxy`, it is a hop
-    (OpenInference CHAIN, no llm.* tokens or cost, usage as gateway.usage.*), for applications
-    that trace their LLM calls themselves, whose backends would otherwise count each call twice."""
+    (OpenInference CHAIN; no llm.* model, parameters, tokens or cost; usage as gateway.usage.*),
+    for applications that trace their LLM calls themselves, whose backends would otherwise count
+    each call twice."""
 
 
 Role = Literal["viewer", "editor", "admin"]

@@ -17,9 +17,10 @@ Besides OpenTelemetry's GenAI conventions, a span carries what two LLM backends 
 `span_kind` is the `telemetry.span_kind` setting: `llm` (the default) marks the span as the LLM
 call; `proxy` marks it as a hop (OpenInference `CHAIN`, which Langfuse maps to a chain
 observation) for teams whose applications trace the LLM call themselves. A proxy span has no
-`llm.*` model, token or cost attributes, no `gen_ai.usage.cost` and no completion start time, and
-its token counts move to `gateway.usage.input_tokens|output_tokens`: backends that sum tokens and
-cost over a trace (and derive them from `gen_ai.usage.*`) would otherwise count the call twice.
+`llm.*` model, parameter, token or cost attributes, no `gen_ai.usage.cost` and no completion
+start time, and its token counts move to `gateway.usage.input_tokens|output_tokens`: backends
+that sum tokens and cost over a trace (and derive them from `gen_ai.usage.*`) would otherwise
+count the call twice.
 """
 
 from __future__ import annotations
