@@ -36,7 +36,12 @@ from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import Outcome
 from gateway.errors import GatewayError, InvalidBody, InvalidPromptVariables, ModelNotRouted
 from gateway.settings import Settings
-from gateway.telemetry.attributes import hash_user, provider_system, span_name
+from gateway.telemetry.attributes import (
+    hash_user,
+    invocation_parameters,
+    provider_system,
+    span_name,
+)
 from gateway.telemetry.events import CallRecord, Observer, PromptInfo, SpanHandle, Tracer
 from gateway.telemetry.tokens import TokenCounter
 from gateway.upstream.base import (
@@ -58,10 +63,12 @@ _USAGE_SPLICE = b',"stream_options":{"include_usage":true}}'
 # Request headers the provider never sees: the connection's own, the gateway's instructions, and
 # Expect (the gateway has taken the body already, or streams it; a provider that never answers
 # 100-continue must not hold the upload).
-_DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id", b"expect"}
+_DROP = HOP_BY_HOP | {b"accept-encoding", b"x-user-id", b"x-session-id", b"expect"}
 _DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
-_WANTED = frozenset({b"x-user-id", b"traceparent", b"tracestate"})
+_WANTED = frozenset({b"x-user-id", b"x-session-id", b"traceparent", b"tracestate"})
+SESSION_ID_MAX = 256
+"""Characters of X-Session-Id kept for session.id."""
 # Where clients put a provider key: OpenAI's Authorization, Azure's api-key, Anthropic's and
 # others' x-api-key, Google's x-goog-api-key.
 _CLIENT_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
@@ -465,9 +472,12 @@ class GatewayService:
                 if outcome.output_text
                 else outcome.content_chunks
             )
-        cost = None
+        cost = input_cost = output_cost = None
         if input_tokens is not None:
-            cost = self._settings.prices.cost(model, input_tokens, output_tokens or 0, cached)
+            costs = self._settings.prices.costs(model, input_tokens, output_tokens or 0, cached)
+            if costs is not None:
+                input_cost, output_cost = costs
+                cost = input_cost + output_cost
         if error is not None:
             error_type: str | None = error.code
         elif status >= 400:
@@ -492,6 +502,7 @@ class GatewayService:
             )
         request = call.request or {}
         capture = self._capture
+        session = call.client_headers.get(b"x-session-id")
         return CallRecord(
             request_id=call.request_id,
             trace_id=call.span.trace_id if call.span is not None else None,
@@ -530,8 +541,14 @@ class GatewayService:
             client_disconnected=call.disconnected,
             prompt=prompt,
             user_hash=hash_user(call.user_key) if call.user_key else None,
-            input_messages=_input_messages(request) if capture else None,
+            request_body=request if capture else None,
             output_text="".join(outcome.output_text) if capture and outcome else None,
+            session_id=session[:SESSION_ID_MAX] if session else None,
+            invocation_parameters=(
+                invocation_parameters(request) if self._tracer is not None else None
+            ),
+            input_cost_usd=input_cost,
+            output_cost_usd=output_cost,
         )
 
 
@@ -572,13 +589,6 @@ def _request_texts(request: Mapping[str, Any] | None) -> list[str]:
     if isinstance(request.get("instructions"), str):
         texts.append(request["instructions"])
     return texts
-
-
-def _input_messages(request: Mapping[str, Any]) -> list[Any] | None:
-    messages = request.get("messages") or request.get("input")
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return messages if isinstance(messages, list) else None
 
 
 def _number(value: object) -> float | None:

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
@@ -83,6 +83,10 @@ DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 DEFAULT_PRICES = Path("config/prices.yaml")
 
 
+SpanKind = Literal["llm", "proxy"]
+SPAN_KINDS: tuple[SpanKind, ...] = ("llm", "proxy")
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     """Tracing, read from the standard OTEL_* variables (the OTel SDK reads the rest itself)."""
@@ -110,6 +114,12 @@ class TelemetrySettings:
     """TIKTOKEN_CACHE_DIR: a folder of tiktoken encodings to use before the packaged ones."""
     capture_content: bool = False
     """OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: record messages and variables."""
+    span_kind: SpanKind = "llm"
+    """telemetry.span_kind (GATEWAY_TELEMETRY_SPAN_KIND): `llm`, the gateway's span is the LLM
+    call (OpenInference LLM/EMBEDDING, tokens and cost for backends to sum); `proxy`, it is a hop
+    (OpenInference CHAIN; no llm.* model, parameters, tokens or cost; usage as gateway.usage.*),
+    for applications that trace their LLM calls themselves, whose backends would otherwise count
+    each call twice."""
 
 
 Role = Literal["viewer", "editor", "admin"]
@@ -263,6 +273,7 @@ _KEYS = {
     "prices_file",
     "model_quirks",
     "experiments",
+    "telemetry",
 }
 
 
@@ -394,7 +405,21 @@ def _build(
     experiments = _experiments(raw, environ, where)
     routes = _routes(raw, environ, where)
     prices = _prices(environ.get("GATEWAY_PRICES_FILE", raw.get("prices_file")), where)
-    telemetry = _telemetry(environ)
+    telemetry_raw = _mapping(raw.get("telemetry", {}), "telemetry", where)
+    _no_unknown(telemetry_raw, {"span_kind"}, "telemetry.", where)
+    span_kind = _choice(
+        *_pick(
+            environ,
+            "GATEWAY_TELEMETRY_SPAN_KIND",
+            telemetry_raw,
+            "span_kind",
+            "llm",
+            where,
+            prefix="telemetry.",
+            allowed=SPAN_KINDS,
+        )
+    )
+    telemetry = replace(_telemetry(environ), span_kind=cast(SpanKind, span_kind))
 
     return Settings(
         env=cast(Environment, env),

@@ -344,6 +344,7 @@ class ReceivedSpan:
     events: list[tuple[str, dict[str, Any]]]
     status_code: int
     resource: dict[str, Any]
+    start_ns: int = 0
 
 
 class OtlpReceiver(ThreadedServer):
@@ -384,6 +385,7 @@ class OtlpReceiver(ThreadedServer):
                             ],
                             status_code=span.status.code,
                             resource=resource,
+                            start_ns=span.start_time_unix_nano,
                         )
                     )
         reply = self._pb.ExportTraceServiceResponse().SerializeToString()

@@ -307,3 +307,28 @@ def test_invalid_server_limits_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text), environ)
     assert message in caught.value.message
+
+
+def test_span_kind_from_file_and_environment(tmp_path: Path) -> None:
+    """telemetry.span_kind is llm by default, proxy from the file or GATEWAY_TELEMETRY_SPAN_KIND."""
+    assert load(ROOT / "config/gateway.yaml", {}).telemetry.span_kind == "llm"
+    path = write(tmp_path, "telemetry:\n  span_kind: proxy\n")
+    assert load(path, {}).telemetry.span_kind == "proxy"
+    environ = {"GATEWAY_TELEMETRY_SPAN_KIND": "llm"}
+    assert load(path, environ).telemetry.span_kind == "llm"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("telemetry:\n  span_kind: agent\n", {}, "telemetry.span_kind must be one of llm, proxy"),
+        ("", {"GATEWAY_TELEMETRY_SPAN_KIND": "x"}, "GATEWAY_TELEMETRY_SPAN_KIND must be one of"),
+        ("telemetry:\n  spankind: proxy\n", {}, "unknown key telemetry.spankind"),
+    ],
+)
+def test_bad_span_kind_is_refused(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    """A span kind other than llm or proxy, or a misspelt key, stops start-up naming it."""
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, text), environ)

@@ -233,6 +233,7 @@ def _exporter(settings: Settings) -> OtlpExporter:
             resource={**dict(telemetry.resource), "deployment.environment.name": settings.env},
             sampler=Sampler.parse(*telemetry.sampler),
             capture_content=telemetry.capture_content,
+            span_kind=telemetry.span_kind,
             schedule_delay=telemetry.schedule_delay,
             max_queue=telemetry.max_queue,
             max_batch=telemetry.max_batch,

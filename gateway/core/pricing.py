@@ -44,14 +44,18 @@ class PriceTable:
         self, model: str | None, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0
     ) -> float | None:
         """The call's cost in US dollars, or None for a model without a price."""
+        costs = self.costs(model, input_tokens, output_tokens, cached_input_tokens)
+        return None if costs is None else costs[0] + costs[1]
+
+    def costs(
+        self, model: str | None, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0
+    ) -> tuple[float, float] | None:
+        """(input, output) cost in US dollars, cached input at its own rate; None without a
+        price."""
         price = self.find(model) if model else None
         if price is None:
             return None
         cached = min(cached_input_tokens, input_tokens)
         cached_rate = price.input if price.cached_input is None else price.cached_input
-        total = (
-            (input_tokens - cached) * price.input
-            + cached * cached_rate
-            + output_tokens * price.output
-        )
-        return total / 1_000_000
+        prompt = (input_tokens - cached) * price.input + cached * cached_rate
+        return prompt / 1_000_000, output_tokens * price.output / 1_000_000

@@ -95,11 +95,40 @@ def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
             if keep_text and isinstance(message, dict) and isinstance(message.get("content"), str):
                 outcome.output_text.append(message["content"])
     if doc.get("object") == "response":
-        status = doc.get("status")
-        if isinstance(status, str):
-            outcome.finish_reasons.append(status)
+        reason = responses_finish_reason(doc)
+        if reason is not None:
+            outcome.finish_reasons.append(reason)
         if keep_text:
             outcome.output_text.extend(_response_text(doc))
+
+
+_TOOL_CALLS = frozenset({"function_call", "custom_tool_call"})
+
+
+def responses_finish_reason(response: Mapping[str, Any]) -> str | None:
+    """A Responses API object's outcome as OpenTelemetry's finish reason, or None unfinished.
+
+    `status` is a state, not a reason: `completed` is `stop`, or `tool_call` when the output asks
+    for a function call; `incomplete` is `length` for `max_output_tokens` and `content_filter` for
+    that reason; `failed` and `cancelled` are `error`; `queued` and `in_progress` (background
+    calls) have no reason yet. (OpenTelemetry GenAI FinishReason: stop, length, content_filter,
+    tool_call, error.)
+    """
+    status = response.get("status")
+    if status == "completed":
+        for item in response.get("output") or ():
+            if isinstance(item, dict) and item.get("type") in _TOOL_CALLS:
+                return "tool_call"
+        return "stop"
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return "content_filter" if reason == "content_filter" else "length"
+    if status in ("failed", "cancelled"):
+        return "error"
+    if status in ("queued", "in_progress") or not isinstance(status, str):
+        return None
+    return status
 
 
 class SSETap:
@@ -245,8 +274,9 @@ class SSETap:
             usage = usage_from(response)
             if usage is not None:
                 outcome.usage = usage
-            if isinstance(response.get("status"), str):
-                outcome.finish_reasons.append(response["status"])
+            reason = responses_finish_reason(response)
+            if reason is not None:
+                outcome.finish_reasons.append(reason)
 
     def _parse(self, data: bytes) -> Any:
         try:

@@ -1,15 +1,45 @@
-"""CallRecord -> span name, attributes and events: pure, so tests pin every name (PRODUCT §8)."""
+"""CallRecord -> span name, attributes and events: pure, so tests pin every name (PRODUCT §8).
+
+Besides OpenTelemetry's GenAI conventions, a span carries what two LLM backends read:
+
+- OpenInference (Arize Phoenix; arize-ai.github.io/openinference/spec/attributes/
+  semantic-conventions.html): `openinference.span.kind` (required: `LLM`, `EMBEDDING`, `CHAIN`),
+  `llm.model_name`, `llm.invocation_parameters` (JSON), `llm.token_count.prompt|completion|total`,
+  `llm.cost.prompt|completion|total` (USD), `embedding.model_name`,
+  `embedding.invocation_parameters`, `metadata` (a JSON object), `session.id`, and with content
+  capture `input.value`/`output.value` (+ `input.mime_type`/`output.mime_type`) and
+  `llm.input_messages.{i}.message.role|content`, `llm.output_messages.{i}.message.role|content`.
+- Langfuse (langfuse.com/integrations/native/opentelemetry, "property mapping"; its ingestion
+  reads these in packages/shared/src/server/otel/OtelIngestionProcessor.ts): `gen_ai.usage.cost`
+  (total USD), `langfuse.observation.completion_start_time` (ISO 8601), and filterable metadata
+  as `langfuse.observation.metadata.<key>` attributes (one per key).
+
+`span_kind` is the `telemetry.span_kind` setting: `llm` (the default) marks the span as the LLM
+call; `proxy` marks it as a hop (OpenInference `CHAIN`, which Langfuse maps to a chain
+observation) for teams whose applications trace the LLM call themselves. A proxy span has no
+`llm.*` model, parameter, token or cost attributes, no `gen_ai.usage.cost` and no completion
+start time, and its token counts move to `gateway.usage.input_tokens|output_tokens`: backends
+that sum tokens and cost over a trace (and derive them from `gen_ai.usage.*`) would otherwise
+count the call twice.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import orjson
 
+from gateway.telemetry import messages
 from gateway.telemetry.events import CallRecord
 
 Attributes = dict[str, Any]
+SpanKind = Literal["llm", "proxy"]
+"""telemetry.span_kind (settings.SpanKind; telemetry does not import the settings)."""
+JSON = "application/json"
+TEXT = "text/plain"
 
 
 def span_name(operation: str | None, model: str | None, method: str, route: str) -> str:
@@ -28,14 +58,71 @@ def provider_system(name: str, address: str) -> str:
     return name
 
 
+INVOCATION_PARAMETERS = (
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "reasoning_effort",
+    "reasoning",
+    "stream",
+    "dimensions",
+    "encoding_format",
+)
+"""The request fields that are model parameters, not content."""
+
+
+def invocation_parameters(request: Mapping[str, Any]) -> str | None:
+    """OpenInference's `llm.invocation_parameters`: the request's model parameters as a JSON
+    object, e.g. `{"model":"gpt-4o-mini","temperature":0.2,"max_tokens":512}`; None without."""
+    found = {key: request[key] for key in INVOCATION_PARAMETERS if key in request}
+    return orjson.dumps(found).decode() if found else None
+
+
 def hash_user(user_key: str) -> str:
     """user.id: a hash of the user key, never the key itself."""
     return hashlib.sha256(user_key.encode()).hexdigest()[:32]
 
 
-def span_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
+def span_attributes(
+    record: CallRecord, *, capture_content: bool, span_kind: SpanKind = "llm"
+) -> Attributes:
     """Every span attribute of the call; content and variable values only when captured."""
-    return {**steady_attributes(record), **call_attributes(record, capture_content=capture_content)}
+    return {
+        **steady_attributes(record, span_kind),
+        **call_attributes(record, capture_content=capture_content, span_kind=span_kind),
+    }
+
+
+def openinference_kind(operation: str | None, span_kind: SpanKind) -> str:
+    """`openinference.span.kind`: LLM for chat, Responses and completions, EMBEDDING for
+    embeddings, CHAIN for other paths and for every span with span_kind `proxy`."""
+    if span_kind == "proxy" or operation is None:
+        return "CHAIN"
+    return "EMBEDDING" if operation == "embeddings" else "LLM"
+
+
+_SECOND: list[tuple[int, str]] = [(-1, "")]
+"""The last whole second formatted: the spans that end in the same second share it."""
+
+
+def iso_time(unix_ns: int) -> str:
+    """A Unix time in ns as ISO 8601 UTC with microseconds: `2025-07-13T05:20:00.500000Z`.
+
+    Formatting a datetime costs microseconds; each second is formatted once and reused."""
+    seconds, ns = divmod(unix_ns, 1_000_000_000)
+    last, text = _SECOND[0]
+    if seconds != last:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0] = (seconds, text)
+    return f"{text}.{ns // 1000:06d}Z"
 
 
 def steady_key(record: CallRecord) -> tuple[object, ...]:
@@ -74,9 +161,11 @@ def steady_key(record: CallRecord) -> tuple[object, ...]:
     )
 
 
-def steady_attributes(record: CallRecord) -> Attributes:
+def steady_attributes(record: CallRecord, span_kind: SpanKind = "llm") -> Attributes:
     """The attributes that repeat from call to call: provider, models, parameters, prompt."""
+    kind = openinference_kind(record.operation, span_kind)
     attrs: Attributes = {
+        "openinference.span.kind": kind,
         "gen_ai.provider.name": record.provider_system,
         "server.address": record.server_address,
         "gateway.environment": record.environment,
@@ -124,7 +213,46 @@ def steady_attributes(record: CallRecord) -> Attributes:
             attrs["gateway.experiment.id"] = prompt.experiment_id
         if prompt.assignment is not None:
             attrs["gateway.experiment.assignment"] = prompt.assignment
+    model = record.response_model or record.request_model
+    if kind == "LLM" and model is not None:
+        attrs["llm.model_name"] = model
+    elif kind == "EMBEDDING" and model is not None:
+        attrs["embedding.model_name"] = model
+    attrs.update(
+        {f"langfuse.observation.metadata.{k}": v for k, v in steady_metadata(record).items()}
+    )
     return attrs
+
+
+def steady_metadata(record: CallRecord) -> dict[str, str | int]:
+    """The filterable metadata that repeats between calls: the environment, and the prompt's
+    name, version, number, variant and resolution, and the experiment, when managed."""
+    found: dict[str, str | int] = {"environment": record.environment}
+    prompt = record.prompt
+    if prompt is not None:
+        found.update(
+            prompt_name=prompt.name,
+            prompt_version=prompt.version,
+            prompt_number=prompt.number,
+            variant=prompt.variant,
+            resolution=prompt.resolution,
+        )
+        if prompt.experiment_id is not None:
+            found["experiment_id"] = prompt.experiment_id
+    return found
+
+
+def metadata_head(record: CallRecord) -> bytes:
+    """OpenInference's `metadata` JSON up to the request id's value: the steady metadata, then
+    `"request_id":`. The request id and `}` complete it (see `metadata_json`)."""
+    return orjson.dumps(steady_metadata(record))[:-1] + b',"request_id":'
+
+
+def metadata_json(record: CallRecord) -> str:
+    """OpenInference's `metadata` attribute: a JSON object of the steady metadata and the
+    request id, e.g. `{"environment":"production","prompt_name":"support-agent",...,
+    "request_id":"req_1"}`."""
+    return (metadata_head(record) + orjson.dumps(record.request_id) + b"}").decode()
 
 
 CALL_FIELDS: tuple[tuple[str, str], ...] = (
@@ -137,31 +265,110 @@ CALL_FIELDS: tuple[tuple[str, str], ...] = (
     ("gateway.cost.usd", "cost_usd"),
     ("user.id", "user_hash"),
 )
-"""The attributes of each call alone: (name, CallRecord field); a None field is left out."""
+"""The attributes of each call alone: (name, CallRecord field); a None field is left out.
+`call_attributes` adds, after each, what the other backends read of the same value."""
 
 
-def call_attributes(record: CallRecord, *, capture_content: bool) -> Attributes:
-    """The attributes of this call alone: ids, tokens, cost, timings, the user, content."""
-    attrs: Attributes = {
-        name: value for name, field in CALL_FIELDS if (value := getattr(record, field)) is not None
-    }
+def call_attributes(
+    record: CallRecord, *, capture_content: bool, span_kind: SpanKind = "llm"
+) -> Attributes:
+    """The attributes of this call alone: ids, tokens, cost, timings, the user, metadata and
+    (with capture) content. Their order is the OTLP fast path's (otlp._add_call_attributes)."""
+    llm = span_kind == "llm"
+    attrs: Attributes = {"gateway.request_id": record.request_id}
+    attrs["gateway.overhead_ms"] = record.overhead_ms
+    if record.response_id is not None:
+        attrs["gen_ai.response.id"] = record.response_id
+    inputs, outputs = record.input_tokens, record.output_tokens
+    prefix = "gen_ai" if llm else "gateway"
+    if inputs is not None:
+        attrs[f"{prefix}.usage.input_tokens"] = inputs
+    if outputs is not None:
+        attrs[f"{prefix}.usage.output_tokens"] = outputs
+    if llm and inputs is not None:
+        attrs["llm.token_count.prompt"] = inputs
+        if outputs is not None:
+            attrs["llm.token_count.completion"] = outputs
+        attrs["llm.token_count.total"] = inputs + (outputs or 0)
+    first = record.time_to_first_chunk_s
+    if first is not None:
+        attrs["gen_ai.response.time_to_first_chunk"] = first
+        if llm:
+            start = record.start_ns + int(first * 1e9)
+            attrs["langfuse.observation.completion_start_time"] = iso_time(start)
+    if record.cost_usd is not None:
+        attrs["gateway.cost.usd"] = record.cost_usd
+        if llm:
+            attrs["gen_ai.usage.cost"] = record.cost_usd
+            attrs["llm.cost.total"] = record.cost_usd
+            if record.input_cost_usd is not None:
+                attrs["llm.cost.prompt"] = record.input_cost_usd
+            if record.output_cost_usd is not None:
+                attrs["llm.cost.completion"] = record.output_cost_usd
+    if record.user_hash is not None:
+        attrs["user.id"] = record.user_hash
+    if record.session_id is not None:
+        attrs["session.id"] = record.session_id
+    attrs["langfuse.observation.metadata.request_id"] = record.request_id
+    attrs["metadata"] = metadata_json(record)
+    # Per call, not steady: a client that varies a parameter (a random seed) must not make every
+    # span a new shape to encode.
+    parameters = record.invocation_parameters
+    if llm and parameters is not None and record.operation is not None:
+        embedding = record.operation == "embeddings"
+        kind = "embedding" if embedding else "llm"
+        attrs[f"{kind}.invocation_parameters"] = parameters
     if capture_content:
         attrs.update(content_attributes(record))
     return attrs
 
 
 def content_attributes(record: CallRecord) -> Attributes:
-    """Variable values, request messages and the answer (only with content capture on)."""
+    """Variable values, request messages and the answer (only with content capture on).
+
+    Chat and Responses calls: `gen_ai.system_instructions`, `gen_ai.input.messages`,
+    `gen_ai.output.messages` (OpenTelemetry's JSON schemas), `llm.input_messages.*`,
+    `llm.output_messages.*`, `input.value` (the messages in OpenAI's chat shape, JSON) and
+    `output.value` (the answer's text). Embeddings: `input.value` and
+    `embedding.embeddings.{i}.embedding.text`.
+    """
     attrs: Attributes = {}
     prompt = record.prompt
     if prompt is not None:
         attrs["llm.prompt_template.variables"] = orjson.dumps(prompt.variables).decode()
-    if record.input_messages is not None:
-        attrs["gen_ai.input.messages"] = orjson.dumps(record.input_messages).decode()
-    if record.output_text is not None:
-        attrs["gen_ai.output.messages"] = orjson.dumps(
-            [{"role": "assistant", "parts": [{"type": "text", "content": record.output_text}]}]
-        ).decode()
+    request = record.request_body
+    if record.operation == "embeddings":
+        texts = messages.embedding_texts(request) if request is not None else []
+        if texts:
+            attrs["input.value"] = texts[0] if len(texts) == 1 else messages.dumps(texts)
+            attrs["input.mime_type"] = TEXT if len(texts) == 1 else JSON
+            for i, text in enumerate(texts):
+                attrs[f"embedding.embeddings.{i}.embedding.text"] = text
+        return attrs
+    found = messages.conversation(request) if request is not None else None
+    if found is not None:
+        if found.system:
+            attrs["gen_ai.system_instructions"] = messages.dumps(found.system)
+        attrs["gen_ai.input.messages"] = messages.dumps(found.messages)
+        attrs["input.value"] = messages.dumps(
+            [{"role": role, "content": text} for role, text in found.flat]
+        )
+        attrs["input.mime_type"] = JSON
+        for i, (role, text) in enumerate(found.flat):
+            attrs[f"llm.input_messages.{i}.message.role"] = role
+            attrs[f"llm.input_messages.{i}.message.content"] = text
+    if record.output_text is not None and record.operation is not None:
+        reasons = record.finish_reasons
+        if reasons:
+            reason = messages.otel_finish_reason(reasons[0])
+        else:
+            reason = "error" if record.error_type or record.client_disconnected else "stop"
+        output = messages.output_message(record.output_text, reason)
+        attrs["gen_ai.output.messages"] = messages.dumps(output)
+        attrs["output.value"] = record.output_text
+        attrs["output.mime_type"] = TEXT
+        attrs["llm.output_messages.0.message.role"] = "assistant"
+        attrs["llm.output_messages.0.message.content"] = record.output_text
     return attrs
 
 

@@ -64,10 +64,20 @@ class CallRecord:
     client_disconnected: bool
     prompt: PromptInfo | None
     user_hash: str | None
-    input_messages: Sequence[Mapping[str, Any]] | None = None
-    """Request messages as sent upstream; only with content capture."""
+    request_body: Mapping[str, Any] | None = None
+    """The parsed request as sent upstream (messages, input, instructions); only with content
+    capture."""
     output_text: str | None = None
     """The answer's text; only with content capture."""
+    session_id: str | None = None
+    """The client's conversation id (the `X-Session-Id` header), for `session.id`."""
+    invocation_parameters: str | None = None
+    """The request's model parameters as a JSON object (model, temperature, max_tokens, ...; no
+    content), for OpenInference's `llm.invocation_parameters`; None when tracing is off."""
+    input_cost_usd: float | None = None
+    """The input tokens' share of cost_usd (cached input at its own rate)."""
+    output_cost_usd: float | None = None
+    """The output tokens' share of cost_usd."""
 
 
 class Observer(Protocol):

@@ -15,7 +15,8 @@ import pytest
 from gateway.core.experiments import in_treatment
 from gateway.telemetry.attributes import hash_user
 from tests.api.conftest import MakeGateway
-from tests.servers import FakeProvider, OtlpReceiver, ServedGateway
+from tests.servers import FakeProvider, OtlpReceiver, ReceivedSpan, ServedGateway
+from tests.telemetry import conventions
 
 KEY = "sk-secret-client-key-777"
 VARIABLES = {"company": "Acme", "timezone": "UTC", "tools": "search"}
@@ -39,6 +40,16 @@ def traced(make_gateway: MakeGateway, receiver: OtlpReceiver) -> ServedGateway:
     """A gateway exporting spans to the receiver, content capture off."""
     return make_gateway(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_SERVICE_NAME="gateway-under-test", **FAST
+    )
+
+
+@pytest.fixture(scope="module")
+def captured(make_gateway: MakeGateway, receiver: OtlpReceiver) -> ServedGateway:
+    """A gateway exporting spans to the receiver, content capture on."""
+    return make_gateway(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+        **FAST,
     )
 
 
@@ -151,7 +162,8 @@ def test_unmanaged_call_span(traced: ServedGateway, receiver: OtlpReceiver) -> N
     )
     a = receiver.wait_for(response.headers["x-request-id"]).attributes
     assert a["gen_ai.request.model"] == "gpt-4o-mini"
-    assert not [k for k in a if "prompt" in k]
+    tokens_and_cost = {"llm.token_count.prompt", "llm.cost.prompt"}
+    assert not [k for k in a if "prompt" in k and k not in tokens_and_cost]
 
 
 def test_streaming_span_ends_with_the_stream(traced: ServedGateway, receiver: OtlpReceiver) -> None:
@@ -247,7 +259,7 @@ def test_content_is_captured_only_when_asked(
     request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
     a = receiver.wait_for(request_id, timeout=15).attributes
     assert orjson.loads(a["llm.prompt_template.variables"]) == VARIABLES
-    assert "support agent of Acme" in a["gen_ai.input.messages"]
+    assert "support agent of Acme" in a["gen_ai.system_instructions"]
     assert "echo: Hi" in a["gen_ai.output.messages"]
     assert all(KEY.encode() not in export for export in receiver.raw)
 
@@ -311,3 +323,135 @@ def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGat
         assert response.status_code == 200
     # A call that waited on an export would take the export timeout (1 s) at least.
     assert slowest < 0.9, f"a call took {slowest:.2f} s"
+
+
+# ---- what Phoenix (OpenInference) and Langfuse read -----------------------------------------
+
+
+def call_kind(gateway: ServedGateway, receiver: OtlpReceiver, kind: str) -> ReceivedSpan:
+    """Make one call of a kind (chat, stream, responses, embeddings) with the OpenAI SDK, in a
+    session; return its span as the receiver decoded it."""
+    with sdk(gateway, default_headers={"X-Session-Id": "conversation-42"}) as client:
+        prompt = {"prompt": {"id": "support-agent", "variables": VARIABLES}}
+        if kind == "chat":
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], extra_body=prompt
+            )
+        elif kind == "stream":
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "Hi"}],
+                stream=True,
+                extra_body=prompt,
+            )
+            assert list(raw.parse())
+        elif kind == "responses":
+            raw = client.responses.with_raw_response.create(
+                model="gpt-4o-mini", instructions="Answer briefly.", input="Hi there"
+            )
+        else:
+            raw = client.embeddings.with_raw_response.create(
+                model="text-embedding-3-small", input="embed this"
+            )
+    return receiver.wait_for(raw.headers["x-request-id"], timeout=15)
+
+
+KINDS = ["chat", "stream", "responses", "embeddings"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_attributes_without_capture(
+    traced: ServedGateway, receiver: OtlpReceiver, kind: str
+) -> None:
+    """Capture off: OpenInference kind, model, parameters, tokens and cost, Langfuse cost and
+    metadata, and the session, for every kind of call; no message content anywhere."""
+    span = call_kind(traced, receiver, kind)
+    a = span.attributes
+    expected = (
+        conventions.OPENINFERENCE_EMBEDDING
+        if kind == "embeddings"
+        else (conventions.OPENINFERENCE_LLM)
+    )
+    conventions.check_types(a, expected | conventions.LANGFUSE)
+    assert a["openinference.span.kind"] == ("EMBEDDING" if kind == "embeddings" else "LLM")
+    assert a["session.id"] == "conversation-42"
+    total = a["gen_ai.usage.input_tokens"] + a.get("gen_ai.usage.output_tokens", 0)
+    assert a["llm.token_count.total"] == total
+    assert a["gen_ai.usage.cost"] == a["gateway.cost.usd"]
+    metadata = orjson.loads(a["metadata"])
+    assert metadata["request_id"] == a["gateway.request_id"]
+    assert metadata["environment"] == a["langfuse.observation.metadata.environment"]
+    if kind in ("chat", "stream"):
+        conventions.check_types(a, conventions.LANGFUSE_PROMPT_METADATA)
+        assert (metadata["prompt_name"], metadata["prompt_version"]) == ("support-agent", "1.1.0")
+        assert a["langfuse.observation.metadata.resolution"] == "environment"
+        assert orjson.loads(a["llm.invocation_parameters"])["temperature"] == 0.2
+    if kind == "stream":
+        conventions.check_completion_start(a, span.start_ns)
+    else:
+        assert "langfuse.observation.completion_start_time" not in a
+    if kind == "responses":
+        assert a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert conventions.content_attributes(a) == []
+    assert conventions.validate_messages(a) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_content_with_capture(
+    captured: ServedGateway, receiver: OtlpReceiver, kind: str
+) -> None:
+    """Capture on: GenAI messages valid against OpenTelemetry's schemas, and OpenInference's
+    input/output values and flattened messages, for every kind of call."""
+    a = call_kind(captured, receiver, kind).attributes
+    if kind == "embeddings":
+        assert (a["input.value"], a["input.mime_type"]) == ("embed this", "text/plain")
+        assert a["embedding.embeddings.0.embedding.text"] == "embed this"
+        assert conventions.validate_messages(a) == []
+        return
+    assert conventions.validate_messages(a) == list(conventions.MESSAGE_SCHEMAS)
+    conventions.check_types(a, conventions.OPENINFERENCE_CONTENT)
+    system = orjson.loads(a["gen_ai.system_instructions"])
+    inputs = conventions.openinference_messages(a, "input")
+    outputs = conventions.openinference_messages(a, "output")
+    [output] = orjson.loads(a["gen_ai.output.messages"])
+    assert output["finish_reason"] == "stop"
+    assert outputs == [{"role": "assistant", "content": a["output.value"]}]
+    assert output["parts"] == [{"type": "text", "content": a["output.value"]}]
+    assert orjson.loads(a["input.value"]) == inputs
+    if kind == "responses":
+        assert system == [{"type": "text", "content": "Answer briefly."}]
+        assert inputs[1:] == [{"role": "user", "content": "Hi there"}]
+        assert a["output.value"] == "fake answer"
+    else:
+        assert "support agent of Acme" in system[0]["content"]
+        assert inputs[0]["role"] == "system" and inputs[-1] == {"role": "user", "content": "Hi"}
+        assert orjson.loads(a["gen_ai.input.messages"])[-1] == {
+            "role": "user",
+            "parts": [{"type": "text", "content": "Hi"}],
+        }
+    if kind == "stream":
+        assert a["output.value"] == "Hello from the fake provider"
+
+
+def test_proxy_span_kind_end_to_end(make_gateway: MakeGateway, receiver: OtlpReceiver) -> None:
+    """telemetry.span_kind proxy: the span is a CHAIN hop with no llm.* tokens or cost and no
+    gen_ai.usage.* for backends to add to the application's own LLM span."""
+    gateway = make_gateway(
+        "telemetry:\n  span_kind: proxy\n", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **FAST
+    )
+    request_id = managed(gateway, {"id": "support-agent", "variables": VARIABLES})
+    a = receiver.wait_for(request_id, timeout=15).attributes
+    assert a["openinference.span.kind"] == "CHAIN"
+    assert not [k for k in a if k.startswith(("llm.token_count", "llm.cost", "gen_ai.usage"))]
+    assert "llm.model_name" not in a
+    assert (a["gateway.usage.input_tokens"], a["gateway.usage.output_tokens"]) == (11, 3)
+    assert a["gen_ai.request.model"] == "gpt-4o-mini" and "gateway.cost.usd" in a
+    assert orjson.loads(a["metadata"])["prompt_name"] == "support-agent"
+
+
+def test_session_header_is_not_forwarded(
+    traced: ServedGateway, receiver: OtlpReceiver, provider: FakeProvider
+) -> None:
+    """X-Session-Id is the gateway's to read, like X-User-Id: the provider never sees it."""
+    call_kind(traced, receiver, "chat")
+    assert "x-session-id" not in provider.last().headers

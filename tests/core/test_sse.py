@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.core.sse import Outcome, SSETap, Usage, event_end, read_body
+from gateway.core.sse import Outcome, SSETap, Usage, event_end, read_body, responses_finish_reason
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: bool = True) -> bytes:
@@ -74,7 +74,7 @@ def test_responses_stream_usage_from_the_completed_event() -> None:
         b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
     )
     assert tap.outcome.usage == Usage(5, 1)
-    assert tap.outcome.finish_reasons == ["completed"]
+    assert tap.outcome.finish_reasons == ["stop"]
     assert tap.outcome.output_text == ["Hi"]
 
 
@@ -179,3 +179,30 @@ def test_a_huge_event_is_searched_once() -> None:
         assert tap._scanned >= fed - 4  # the next search starts at the new bytes
     tap.feed(b"\n\n")
     assert tap.events == 1 and tap._scanned == 0
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ({"status": "completed", "output": [{"type": "message"}]}, "stop"),
+        ({"status": "completed", "output": [{"type": "function_call"}]}, "tool_call"),
+        (
+            {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},
+            "length",
+        ),
+        (
+            {"status": "incomplete", "incomplete_details": {"reason": "content_filter"}},
+            "content_filter",
+        ),
+        ({"status": "failed"}, "error"),
+        ({"status": "cancelled"}, "error"),
+        ({"status": "queued"}, None),
+        ({"status": "in_progress"}, None),
+        ({}, None),
+    ],
+)
+def test_responses_status_maps_to_opentelemetry_finish_reasons(
+    response: dict[str, object], reason: str | None
+) -> None:
+    """A Responses status is a state; the span gets OpenTelemetry's finish reason for it."""
+    assert responses_finish_reason(response) == reason

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from gateway.telemetry.attributes import call_attributes
+from gateway.telemetry.attributes import SpanKind, call_attributes, metadata_head
 from gateway.telemetry.events import CallRecord
 from gateway.telemetry.otlp import (
     ExportSettings,
@@ -139,17 +139,42 @@ def test_full_queue_drops_and_counts(exporter: OtlpExporter) -> None:
     "record",
     [
         RECORD,
-        replace(RECORD, response_id=None, input_tokens=None, output_tokens=None, user_hash=None),
+        replace(
+            RECORD,
+            response_id=None,
+            input_tokens=None,
+            output_tokens=None,
+            user_hash=None,
+            session_id=None,
+            prompt=None,
+        ),
         replace(RECORD, cost_usd=None, time_to_first_chunk_s=0.125, output_tokens=0),
+        replace(RECORD, output_tokens=None, input_cost_usd=None, output_cost_usd=None),
         replace(RECORD, request_id="r" * 300, input_tokens=2**40, response_id="é" * 70),
+        replace(RECORD, request_id='q"\\é', session_id="s" * 200),
+        replace(RECORD, operation="embeddings", invocation_parameters='{"dimensions":8}'),
+        replace(RECORD, operation=None, invocation_parameters=None),
     ],
-    ids=["full", "sparse", "stream", "long-values"],
+    ids=[
+        "full",
+        "sparse",
+        "stream",
+        "no-output",
+        "long-values",
+        "escaped-id",
+        "embedding",
+        "other",
+    ],
 )
-def test_per_call_attributes_encode_like_the_generic_encoder(record: CallRecord) -> None:
+@pytest.mark.parametrize("span_kind", ["llm", "proxy"])
+def test_per_call_attributes_encode_like_the_generic_encoder(
+    record: CallRecord, span_kind: SpanKind
+) -> None:
     """The per-call fast path writes exactly what encoding the attribute dict would."""
     parts: list[bytes] = []
-    _add_call_attributes(parts, record)
-    assert b"".join(parts) == encode_attributes(9, call_attributes(record, capture_content=False))
+    _add_call_attributes(parts, record, span_kind == "llm", metadata_head(record))
+    generic = call_attributes(record, capture_content=False, span_kind=span_kind)
+    assert b"".join(parts) == encode_attributes(9, generic)
 
 
 def test_span_buffer_batches_split_between_spans() -> None:
