@@ -70,6 +70,7 @@ def steady_key(record: CallRecord) -> tuple[object, ...]:
             prompt.experiment_id,
             prompt.assignment,
             prompt.replaced_system,
+            prompt.adopted,
         ),
     )
 
@@ -124,6 +125,8 @@ def steady_attributes(record: CallRecord) -> Attributes:
             attrs["gateway.experiment.id"] = prompt.experiment_id
         if prompt.assignment is not None:
             attrs["gateway.experiment.assignment"] = prompt.assignment
+        if prompt.adopted:
+            attrs["gateway.prompt.adopted"] = True
     return attrs
 
 

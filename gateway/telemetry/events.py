@@ -24,6 +24,9 @@ class PromptInfo:
     """Rendered-in values (text, or content parts); exported only when content capture is on."""
     replaced_system: int = 0
     """How many of the client's system/developer messages the prompt replaced."""
+    adopted: bool = False
+    """Served as an adopted prompt: the request named none, its system message matched the
+    template of one (PRODUCT §14)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,9 @@ class CallRecord:
     """Request messages as sent upstream; only with content capture."""
     output_text: str | None = None
     """The answer's text; only with content capture."""
+    system_texts: tuple[tuple[str, str], ...] = ()
+    """(role, text) of the system/developer messages of an unmanaged call, only when adoption
+    capture is on (for `recording.capture`; never exported)."""
 
 
 class Observer(Protocol):
