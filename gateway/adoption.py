@@ -10,6 +10,7 @@ admin API answers (`candidate_to_dict`, `adoption_result`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -98,4 +99,5 @@ async def adopt_candidate(
             state, candidate, renames, new_id=new_id(), actor=actor, now=clock()
         ),
     )
-    return adoption_result(change.versions[0], candidate)
+    # The change made it the active version (the plan's value does not carry is_active).
+    return adoption_result(replace(change.versions[0], is_active=True), candidate)
