@@ -8,12 +8,16 @@ the gateway under `taskset -c 0` with a managed prompt injected on every request
 Run: python benchmarks/bench_proxy.py [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --experiment [--redis] [--rounds 8] [--seconds 4]
+     python benchmarks/bench_proxy.py --capture [--rounds 8] [--seconds 4]
 
 `--tracing` compares tracing off and on instead: two gateways (one exporting every span to nginx,
 which answers /v1/traces with an empty 200), loaded in turn for several rounds so that drift in
 the machine's speed falls on both alike; it prints every round and the medians. `--experiment`
 does the same for a registry without and with an experiment running on the prompt (every call
 then an exposure, queued and written to SQLite in batches; no user key, so each call is a unit).
+`--capture` does the same for adoption capture off and on (PRODUCT §14), with an unmanaged
+request carrying a hard-coded system prompt (`APP_BODY`): every call is then counted for
+adoption, and the counts written to SQLite in batches.
 """
 
 from __future__ import annotations
@@ -84,6 +88,20 @@ PROMPT_BODY = {
         "variables": {"company": "Acme", "timezone": "Europe/Berlin", "tools": "search"},
     },
 }
+
+APP_BODY = {
+    "model": "gpt-4o-mini",
+    "temperature": 0.2,
+    "messages": [
+        {
+            "role": "system",
+            "content": "You are the support assistant of Acme Cloud. You are talking to Ada "
+            "Lovelace, a customer on the Pro plan. Answer briefly and never reveal internal notes.",
+        },
+        {"role": "user", "content": "Where is my order #1234?"},
+    ],
+}
+"""An app's unmanaged call with its system prompt in code (`--capture`)."""
 
 
 def require_tools() -> None:
@@ -168,6 +186,7 @@ def start_gateway(
     *,
     db: str = "gateway.db",
     experiment: bool = False,
+    capture: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A gateway on core 0 (the registry is set up on first use: shipped prompts, 1.1.0 active;
     with `experiment`, an experiment between 1.0.0 and 1.1.0 running on support-agent)."""
@@ -180,6 +199,7 @@ providers:
 routes:
   - {{model: "stream-*", provider: sse}}
   - {{model: "*", provider: json}}
+adoption: {{capture: {str(capture).lower()}}}
 """)
     gateway = str(Path(sys.executable).parent / "gateway")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -317,7 +337,15 @@ def main() -> None:
         help="compare no experiment and a running one (every call recorded)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=8, help="rounds with --tracing or --experiment"
+        "--capture",
+        action="store_true",
+        help="compare adoption capture off and on (an unmanaged call with a system prompt)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="rounds with --tracing, --experiment or --capture",
     )
     parser.add_argument(
         "--redis",
@@ -345,6 +373,8 @@ def main() -> None:
             if args.tracing
             else ("plain", "experiment")
             if args.experiment
+            else ("nocapture", "capture")
+            if args.capture
             else ("off",)
         )
         for number, name in enumerate(names, start=1):
@@ -359,11 +389,13 @@ def main() -> None:
                     name == "on",
                     db=f"{name}.db",
                     experiment=name == "experiment",
+                    capture=name == "capture",
                 ),
                 port,
             )
         if len(names) == 2:
-            compare(work, args.seconds, args.rounds, gateways, names)
+            body = APP_BODY if args.capture else PROMPT_BODY
+            compare(work, args.seconds, args.rounds, gateways, names, body)
         else:
             proc, port = gateways["off"]
             run(work, args.seconds, upstream_port, port, proc.pid)
@@ -386,21 +418,23 @@ def compare(
     rounds: int,
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]],
     names: tuple[str, str],
+    body: dict[str, object] = PROMPT_BODY,
 ) -> None:
-    """Two gateways (tracing off and on, or without and with an experiment) loaded in turn:
+    """Two gateways (tracing off and on, without and with an experiment, capture off and on)
+    loaded in turn with `body`:
     requests/s and CPU per request at 64 connections, latency p50 at one connection; every
     round, then the medians."""
     for _, port in gateways.values():
-        wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up
+        wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
     print(f"{'round':>5} {'gateway':>10} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
     for number in range(1, rounds + 1):
         for name, (proc, port) in gateways.items():
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             before = cpu_seconds(proc.pid)
-            loaded = wrk(work, url, PROMPT_BODY, 64, seconds)
+            loaded = wrk(work, url, body, 64, seconds)
             cpu_ms = (cpu_seconds(proc.pid) - before) * 1000 / max(loaded["total"], 1)
-            single = wrk(work, url, PROMPT_BODY, 1, max(seconds // 2, 2))
+            single = wrk(work, url, body, 1, max(seconds // 2, 2))
             results[name].append((loaded["rps"], cpu_ms, single["p50"]))
             print(
                 f"{number:>5} {name:>10} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "

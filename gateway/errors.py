@@ -26,6 +26,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── ExperimentNotFound        404 experiment_not_found
     │   ├── StoreNotFound             404 store_not_found  (the CLI read a SQLite file never made)
     │   ├── RequestNotFound           404 request_not_found (no experiment call with that id)
+    │   ├── CandidateNotFound         404 candidate_not_found (no adoption candidate with that id)
     │   └── ModelNotRouted            404 model_not_found  (no route matches the model)
     ├── Conflict                      409 conflict
     │   ├── VersionConflict           409 version_conflict   (same version, other content)
@@ -179,6 +180,10 @@ class ExperimentNotFound(NotFound):
 
 class RequestNotFound(NotFound):
     code = "request_not_found"
+
+
+class CandidateNotFound(NotFound):
+    code = "candidate_not_found"
 
 
 class ModelNotRouted(NotFound):

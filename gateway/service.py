@@ -17,6 +17,8 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from gateway.core.adoption import EMPTY_INDEX, AdoptionIndex, Match, build_index
+from gateway.core.capture import system_texts
 from gateway.core.chat import (
     MODEL_ALIAS,
     PromptHeaders,
@@ -34,7 +36,13 @@ from gateway.core.quirks import is_reasoning_model
 from gateway.core.rendering import Api, coerce_request_variables, render_request
 from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import Outcome
-from gateway.errors import GatewayError, InvalidBody, InvalidPromptVariables, ModelNotRouted
+from gateway.errors import (
+    GatewayError,
+    InvalidBody,
+    InvalidPromptVariables,
+    ModelNotRouted,
+    NotFound,
+)
 from gateway.settings import Settings
 from gateway.telemetry.attributes import (
     hash_user,
@@ -132,6 +140,13 @@ class Call:
     """Seconds spent waiting for the client's request body."""
     replaced_system: int | None = None
     """On managed calls: how many of the client's system/developer messages the prompt replaced."""
+    injected: bool = False
+    """The body was rewritten with a rendered prompt (else it is the client's bytes, perhaps
+    with the usage request spliced in)."""
+    adopted: bool = False
+    """Served as an adopted prompt: its system message matched an adopted template."""
+    system_texts: tuple[tuple[str, str], ...] = ()
+    """With adoption capture on, the system/developer texts of an unmanaged call."""
 
     def overhead_ms(self) -> float:
         """Time spent in the gateway itself, excluding the waits for the provider and for the
@@ -163,6 +178,9 @@ class GatewayService:
         self._capture = settings.telemetry.capture_content
         self._templates: dict[str, str] = {}
         self._clock = clock
+        self._capture_prompts = settings.adoption.capture
+        self._adoption_snapshot: RegistrySnapshot | None = None
+        self._adoption_index: AdoptionIndex = EMPTY_INDEX
         self._usage_refused: set[str] = set()
         self._reasoning: dict[str, bool] = {}
         """Whether each model seen takes reasoning-model parameters, decided once."""
@@ -279,12 +297,64 @@ class GatewayService:
     def _manage(self, call: Call, doc: dict[str, Any]) -> None:
         ref = find_prompt_ref(doc, _prompt_headers(call.client_headers))
         snapshot = self._snapshots.current
-        if ref is not None and not (
-            call.operation == "responses"
-            and ref.name.startswith(HOSTED_PROMPT_PREFIX)
-            and ref.name not in snapshot.prompts
-        ):
-            self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
+        if ref is not None:
+            if not (
+                call.operation == "responses"
+                and ref.name.startswith(HOSTED_PROMPT_PREFIX)
+                and ref.name not in snapshot.prompts
+            ):
+                self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
+            return
+        index = self._adoptions(snapshot)
+        if not index.size and not self._capture_prompts:
+            return
+        texts = system_texts(doc, call.operation)
+        if not texts:
+            return
+        if index.size:
+            for _, text in texts:
+                match = index.match(text)
+                if match is not None:
+                    self._adopt(call, doc, match, snapshot)
+                    return
+        if self._capture_prompts:
+            call.system_texts = texts
+
+    def _adoptions(self, snapshot: RegistrySnapshot) -> AdoptionIndex:
+        """The adopted templates of the snapshot served, indexed once per snapshot."""
+        if snapshot is not self._adoption_snapshot:
+            self._adoption_index = build_index(snapshot)
+            self._adoption_snapshot = snapshot
+        return self._adoption_index
+
+    def _adopt(
+        self, call: Call, doc: Mapping[str, Any], match: Match, snapshot: RegistrySnapshot
+    ) -> None:
+        """Serve an unmanaged call whose system message matched an adopted template as a call
+        of that prompt: resolved as any (override, experiment, environment), with the values
+        read from its text. While the adopted version itself serves, the body is not touched;
+        when nothing of the prompt is servable, the call goes out as the app sent it."""
+        user_key = find_user_key(doc, call.client_headers.get(b"x-user-id"))
+        try:
+            resolved = resolve(
+                snapshot,
+                match.template.name,
+                environment=self._settings.env,
+                overrides=self._settings.overrides,
+                user_key=user_key,
+                request_id=call.request_id,
+                now=self._clock(),
+            )
+        except NotFound:
+            return
+        call.adopted = True
+        call.user_key = user_key
+        if resolved.version.id == match.template.version_id:
+            call.resolved = resolved
+            call.variables = match.values
+            call.replaced_system = 0
+            return
+        self._render(call, doc, resolved, match.values)
 
     @property
     def routes_by_model(self) -> bool:
@@ -314,9 +384,19 @@ class GatewayService:
             request_id=call.request_id,
             now=self._clock(),
         )
+        self._render(call, doc, resolved, ref.variables)
+
+    def _render(
+        self,
+        call: Call,
+        doc: Mapping[str, Any],
+        resolved: Resolved,
+        variables: Mapping[str, object],
+    ) -> None:
+        """Render the resolved version with the variables and inject it into the body."""
         version = resolved.version
         api: Api = "chat" if call.operation == "chat" else "responses"
-        values = coerce_request_variables(ref.variables, api)
+        values = coerce_request_variables(variables, api)
         rendered = render_request(version.template, values, version.label, api)
         call.variables = values
         reasoning = self._is_reasoning(version.model or doc.get("model"))
@@ -327,6 +407,7 @@ class GatewayService:
             injected = inject_responses(doc, rendered, version, reasoning=reasoning)
             out = injected.body
         call.replaced_system = injected.replaced_system
+        call.injected = True
         call.resolved = resolved
         call.request = out
         call.model = out.get("model") if isinstance(out.get("model"), str) else None
@@ -499,6 +580,7 @@ class GatewayService:
                 template=self._template(version),
                 variables=call.variables or {},
                 replaced_system=call.replaced_system or 0,
+                adopted=call.adopted,
             )
         request = call.request or {}
         capture = self._capture
@@ -549,6 +631,7 @@ class GatewayService:
             ),
             input_cost_usd=input_cost,
             output_cost_usd=output_cost,
+            system_texts=call.system_texts,
         )
 
 
@@ -623,11 +706,11 @@ def _prompt_headers(wanted: Mapping[bytes, str]) -> PromptHeaders:
 
 def _without_usage(call: Call) -> bytes:
     """The call's body without the include_usage the gateway added (the client's bytes when
-    it was unmanaged and had no stream_options field at all: then the field was spliced onto
-    its end, see _splice_usage)."""
+    it was not rewritten (unmanaged, or served by its adopted version unchanged) and had no
+    stream_options field at all: then the field was spliced onto its end, see _splice_usage)."""
     request = dict(call.request or {})
     options = request.get("stream_options")
-    if call.resolved is None and "stream_options" not in request:
+    if not call.injected and "stream_options" not in request:
         return cast(bytes, call.body)[: -len(_USAGE_SPLICE)] + b"}"
     rest = (
         {k: v for k, v in options.items() if k != "include_usage"}

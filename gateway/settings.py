@@ -155,6 +155,21 @@ class ExperimentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptionSettings:
+    """Zero-code adoption of hard-coded prompts (PRODUCT §14)."""
+
+    capture: bool = False
+    """Keep the system prompts of unmanaged calls (fingerprint, count, first and last seen,
+    models, one sample text) for `gateway adoption candidates`. Off by default."""
+    max_candidates: int = 1000
+    """Captured prompts kept in the store, at most; the least recently seen are dropped."""
+    flush_interval: float = 1.0
+    """Seconds captured sightings may wait in memory before their batch is written."""
+    queue_size: int = 10_000
+    """Distinct texts waiting to be written, at most; more are dropped and counted."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server and the command line read from config and environment."""
 
@@ -174,6 +189,8 @@ class Settings:
     """Promotion gate."""
     experiments: ExperimentSettings = field(default_factory=ExperimentSettings)
     """Experiment recording and statistics."""
+    adoption: AdoptionSettings = field(default_factory=AdoptionSettings)
+    """Capture of hard-coded system prompts for adoption."""
     overrides: Overrides = field(default_factory=lambda: Overrides({}, {}))
     """Version overrides: PROMPT_OVERRIDES for this process, then environments.<env>.overrides."""
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -274,6 +291,7 @@ _KEYS = {
     "model_quirks",
     "experiments",
     "telemetry",
+    "adoption",
 }
 
 
@@ -403,6 +421,7 @@ def _build(
         pool_size=int(upstream_number("pool_size", None, 512, 100_000, low=1)),
     )
     experiments = _experiments(raw, environ, where)
+    adoption = _adoption(raw, environ, where)
     routes = _routes(raw, environ, where)
     prices = _prices(environ.get("GATEWAY_PRICES_FILE", raw.get("prices_file")), where)
     telemetry_raw = _mapping(raw.get("telemetry", {}), "telemetry", where)
@@ -429,6 +448,7 @@ def _build(
         prompts_dir=prompts_dir,
         promotion=PromotionSettings(threshold=threshold),
         experiments=experiments,
+        adoption=adoption,
         overrides=Overrides(process, by_env),
         server=server,
         upstream=upstream,
@@ -609,6 +629,33 @@ def _experiments(
         flush_interval=value(
             "flush_interval", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL", 0.2, 0.001, 60
         ),
+    )
+
+
+def _adoption(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> AdoptionSettings:
+    section = _mapping(raw.get("adoption", {}), "adoption", where)
+    _no_unknown(
+        section, {"capture", "max_candidates", "flush_interval", "queue_size"}, "adoption.", where
+    )
+    capture, key, place = _pick(
+        environ, "GATEWAY_ADOPTION_CAPTURE", section, "capture", False, where, prefix="adoption."
+    )
+    if isinstance(capture, str) and capture.lower() in ("true", "1", "yes", "false", "0", "no"):
+        capture = capture.lower() in ("true", "1", "yes")
+    if not isinstance(capture, bool):
+        raise ConfigError(f"{place}: {key} must be true or false, not {capture!r}.")
+
+    def value(key: str, env: str | None, default: float, low: float, high: float) -> float:
+        picked = _pick(environ, env, section, key, default, where, prefix="adoption.")
+        return _number(*picked, low=low, high=high)
+
+    return AdoptionSettings(
+        capture=capture,
+        max_candidates=int(
+            value("max_candidates", "GATEWAY_ADOPTION_MAX_CANDIDATES", 1000, 1, 1_000_000)
+        ),
+        flush_interval=value("flush_interval", None, 1.0, 0.001, 60),
+        queue_size=int(value("queue_size", None, 10_000, 1, 1_000_000)),
     )
 
 

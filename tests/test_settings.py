@@ -332,3 +332,23 @@ def test_bad_span_kind_is_refused(
     """A span kind other than llm or proxy, or a misspelt key, stops start-up naming it."""
     with pytest.raises(ConfigError, match=message):
         load(write(tmp_path, text), environ)
+
+
+def test_adoption_settings(tmp_path: Path) -> None:
+    """Capture is off by default with 1,000 candidates kept; the file and the environment turn it
+    on; a value that is not a boolean stops start-up naming the key."""
+    assert load(None, {}).adoption.capture is False
+    assert load(None, {}).adoption.max_candidates == 1000
+    config = tmp_path / "gateway.yaml"
+    config.write_text("adoption:\n  capture: true\n  max_candidates: 50\n")
+    loaded = load(config, {}).adoption
+    assert (loaded.capture, loaded.max_candidates) == (True, 50)
+    env = {"GATEWAY_ADOPTION_CAPTURE": "false", "GATEWAY_ADOPTION_MAX_CANDIDATES": "7"}
+    overridden = load(config, env).adoption
+    assert (overridden.capture, overridden.max_candidates) == (False, 7)
+    config.write_text("adoption:\n  capture: sometimes\n")
+    with pytest.raises(ConfigError, match=r"adoption\.capture must be true or false"):
+        load(config, {})
+    config.write_text("adoption:\n  captures: true\n")
+    with pytest.raises(ConfigError, match="captures"):
+        load(config, {})

@@ -1,10 +1,10 @@
 """The admin API under /admin (PRODUCT §6.1): bearer tokens with roles, JSON in and out.
 
-One controller per noun: prompts (`admin_prompts`), experiments (`admin_experiments`) and the
-audit log (here). Every route is guarded by `auth.require_role`, which reads the role each route
-needs from `auth.ROUTE_ROLES`; a test walks the OpenAPI schema so no route can skip the table.
-Handlers only call the use cases the command line calls too, and answer the shapes its `--json`
-prints, typed in `admin_models` so that /schema is exact.
+One controller per noun: prompts (`admin_prompts`), experiments (`admin_experiments`), adoption
+(`admin_adoption`) and the audit log (here). Every route is guarded by `auth.require_role`,
+which reads the role each route needs from `auth.ROUTE_ROLES`; a test walks the OpenAPI schema
+so no route can skip the table. Handlers only call the use cases the command line calls too, and
+answer the shapes its `--json` prints, typed in `admin_models` so that /schema is exact.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from litestar import get
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import QueryParameter
 
+from gateway.api.admin_adoption import adoption_controller
 from gateway.api.admin_base import AdminContext, AdminController, documented
 from gateway.api.admin_experiments import experiment_controller
 from gateway.api.admin_models import AuditOut, shaped
@@ -54,4 +55,9 @@ def admin_controllers(ctx: AdminContext) -> list[type[AdminController]]:
             entries = await store.audit(prompt_name=prompt, limit=limit)
             return [shaped(codec.audit_to_dict(e), AuditOut) for e in reversed(entries)]
 
-    return [prompt_controller(ctx), experiment_controller(ctx), AuditController]
+    return [
+        prompt_controller(ctx),
+        experiment_controller(ctx),
+        adoption_controller(ctx),
+        AuditController,
+    ]

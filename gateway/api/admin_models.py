@@ -400,3 +400,50 @@ class PromptFile(Struct):
     client_system: Literal["replace", "keep"] = "replace"
     versions: list[PromptVersionDoc] | None = None
     tests: list[PromptTestDoc] = []
+
+
+# ---- adoption --------------------------------------------------------------------------------
+
+
+class CandidateOut(Struct):
+    """An adoption candidate (`GET /admin/adoption/candidates`, `gateway adoption candidates`)."""
+
+    id: str
+    role: str
+    template: str
+    """The captured text with `{{var1}}`, `{{var2}}`... where the grouped texts differ."""
+    variables: list[str]
+    count: int
+    """Calls whose system message was one of its texts."""
+    texts: int
+    """Distinct texts grouped into it."""
+    first_seen: Timestamp
+    last_seen: Timestamp
+    models: dict[str, int]
+    """Calls per model."""
+    model: str | None
+    """The most common call's model, temperature and max_tokens (what 1.0.0 gets)."""
+    temperature: float | None
+    max_tokens: int | None
+    examples: list[dict[str, str]]
+    """Captured values of a few of its texts."""
+    adoptable: bool
+    problem: str | None
+    """Why it cannot be adopted (an ambiguous template), or null."""
+
+
+class AdoptIn(Struct, forbid_unknown_fields=True):
+    """`POST /admin/adoption/adopt`."""
+
+    candidate: str
+    name: Annotated[str, Meta(pattern=f"^{NAME.pattern}$")]
+    variables: dict[str, str] = field(default_factory=dict)
+    """Renames, e.g. `{"var1": "customer_name"}`; unnamed variables keep their names."""
+
+
+class AdoptOut(Struct):
+    """What adopting created: version 1.0.0 of the new prompt, active."""
+
+    name: str
+    candidate: str
+    version: PromptVersionOut

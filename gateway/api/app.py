@@ -30,6 +30,7 @@ from gateway.core.redaction import redact
 from gateway.core.resolution import dangling_overrides
 from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
+from gateway.recording.capture import CaptureRecorder
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import GatewayService, new_request_id
 from gateway.settings import Settings, load, snapshot_file_for
@@ -93,9 +94,21 @@ def create_app(
         queue_size=settings.experiments.queue_size,
         flush_interval=settings.experiments.flush_interval,
     )
+    # Adoption capture (PRODUCT §14) observes calls only when it is on: off, nothing is kept.
+    capture = (
+        CaptureRecorder(
+            store,
+            limit=settings.adoption.max_candidates,
+            queue_size=settings.adoption.queue_size,
+            flush_interval=settings.adoption.flush_interval,
+        )
+        if settings.adoption.capture
+        else None
+    )
     metrics = Metrics(
         tracer.dropped_spans if tracer is not None else lambda: 0,
         dropped_exposures=lambda: recorder.dropped_exposures,
+        dropped_captures=lambda: capture.dropped if capture is not None else 0,
         registry_stale=lambda: cache.stale,
         refused_connections=lambda: refusals,
     )
@@ -106,7 +119,7 @@ def create_app(
         cache,
         upstream,
         tracer=tracer,
-        observers=(metrics, access_log, recorder),
+        observers=(metrics, access_log, recorder, *([capture] if capture else [])),
         tokens=tokens,
     )
     proxy = ProxyApp(
@@ -156,6 +169,8 @@ def create_app(
     async def start() -> None:
         access_log.start()
         recorder.start()
+        if capture is not None:
+            capture.start()
         await cache.start()
         log.info(
             "gateway ready: environment %s, %d prompts, providers %s, snapshot file %s",
@@ -174,6 +189,8 @@ def create_app(
 
     async def stop() -> None:
         await recorder.stop()
+        if capture is not None:
+            await capture.stop()
         await cache.stop()
         await upstream.close()
         await store.close()

@@ -45,6 +45,8 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/admin/experiments/{id}/results"): "viewer",
     ("POST", "/admin/experiments/{id}/conclude"): "admin",
     ("GET", "/admin/audit"): "viewer",
+    ("GET", "/admin/adoption/candidates"): "viewer",
+    ("POST", "/admin/adoption/adopt"): "editor",
 }
 """(method, route path template as in the OpenAPI schema) -> the lowest role allowed."""
 

@@ -2,14 +2,16 @@
 
 Every command reads the same config as the server, prints tables for people and `--json` for
 scripts, and exits 1 with a one-line reason on failure. The registry commands (`prompts`,
-`experiments`, `audit`) work on a `Backend` (`backend.py`): the store itself (`local.py`), or,
-given a gateway URL and an admin token (`--url`/`--token` or GATEWAY_URL/GATEWAY_ADMIN_TOKEN),
-that gateway's admin API (`remote.py`); they print the same either way.
+`experiments`, `adoption`, `audit`) work on a `Backend` (`backend.py`): the store itself
+(`local.py`), or, given a gateway URL and an admin token (`--url`/`--token` or
+GATEWAY_URL/GATEWAY_ADMIN_TOKEN), that gateway's admin API (`remote.py`); they print the same
+either way.
 
     __init__.py     the app, its root options, main()
     runtime.py      settings, the backend to use, output, failures
     backend.py      the Backend Protocol;  local.py, remote.py  its two implementations
     prompts.py      gateway prompts ...    experiments.py  gateway experiments ...
+    adoption.py     gateway adoption candidates / adopt
     audit.py        gateway audit          serve.py        gateway serve (always local)
     store.py        gateway store export / restore (always local: the whole registry)
     render.py       tables and text drawn from the backends' JSON values
@@ -23,6 +25,7 @@ from typing import Annotated
 import typer
 
 from gateway import __version__
+from gateway.cli.adoption import adoption_app
 from gateway.cli.audit import audit
 from gateway.cli.demo import demo
 from gateway.cli.experiments import experiments_app
@@ -44,6 +47,7 @@ app.command("serve")(serve)
 app.command("demo")(demo)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(adoption_app, name="adoption")
 app.command("audit")(audit)
 app.add_typer(store_app, name="store")
 

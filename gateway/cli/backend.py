@@ -107,6 +107,16 @@ class Backend(Protocol):
         """`{experiment, promoted, results}`: stopped, and the treatment promoted when the
         results recommend it (through the gate unless `force`)."""
 
+    # ---- adoption ----------------------------------------------------------------------------
+
+    async def candidates(self) -> list[Json]:
+        """Adoption candidates, most called first (`GET /admin/adoption/candidates`)."""
+
+    async def adopt(self, candidate: str, name: str, variables: Mapping[str, str]) -> Json:
+        """`{name, candidate, version}`: version 1.0.0 of a new prompt from the candidate, active
+        and bound. CandidateNotFound, VersionConflict (the name exists) or InvalidRequest (a
+        variable the template lacks, an ambiguous candidate) write nothing."""
+
     # ---- audit -------------------------------------------------------------------------------
 
     async def audit(self, prompt: str | None, limit: int) -> list[Json]:

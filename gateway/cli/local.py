@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.adoption import adopt_candidate, candidate_to_dict, list_candidates
 from gateway.cli.backend import Json, TestProgress
 from gateway.core.diffing import diff_versions
 from gateway.core.model import Environment, Experiment
@@ -215,6 +216,22 @@ class LocalBackend:
             "promoted": conclusion.promoted,
             "results": conclusion.results.to_json(),
         }
+
+    # ---- adoption ----------------------------------------------------------------------------
+
+    async def candidates(self) -> list[Json]:
+        return [candidate_to_dict(c) for c in await list_candidates(self.store)]
+
+    async def adopt(self, candidate: str, name: str, variables: Mapping[str, str]) -> Json:
+        return await adopt_candidate(
+            self.store,
+            candidate,
+            name,
+            variables,
+            actor=self.actor,
+            clock=utc_now,
+            new_id=lambda: uuid.uuid4().hex,
+        )
 
     # ---- audit -------------------------------------------------------------------------------
 

@@ -268,6 +268,15 @@ class RemoteBackend:
         path = f"/admin/experiments/{_part(experiment_id)}/conclude"
         return cast(Json, await self._call("POST", path, body={"force": force}))
 
+    # ---- adoption ----------------------------------------------------------------------------
+
+    async def candidates(self) -> list[Json]:
+        return cast(list[Json], await self._call("GET", "/admin/adoption/candidates"))
+
+    async def adopt(self, candidate: str, name: str, variables: Mapping[str, str]) -> Json:
+        body = {"candidate": candidate, "name": name, "variables": dict(variables)}
+        return cast(Json, await self._call("POST", "/admin/adoption/adopt", body=body))
+
     # ---- audit -------------------------------------------------------------------------------
 
     async def audit(self, prompt: str | None, limit: int) -> list[Json]:

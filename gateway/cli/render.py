@@ -260,3 +260,25 @@ def change(entry: Json) -> str:
 def clip(text: str, width: int) -> str:
     """`text`, cut to `width` characters with an ellipsis."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ---- adoption --------------------------------------------------------------------------------
+
+
+def candidates_table(rows: Sequence[Json]) -> Table:
+    """`adoption candidates`: a row per candidate, its template clipped (all of it in --json)."""
+    table = Table(
+        "id", "calls", "texts", "models", "variables", "example", "template", box=box.SIMPLE
+    )
+    for row in rows:
+        example = row["examples"][0] if row["examples"] else {}
+        table.add_row(
+            row["id"] + ("" if row["adoptable"] else " (!)"),
+            str(row["count"]),
+            str(row["texts"]),
+            ", ".join(row["models"]) or "-",
+            ", ".join(row["variables"]) or "-",
+            clip(", ".join(f"{k}={v}" for k, v in example.items()) or "-", 30),
+            clip(" ".join(row["template"].split()), 60),
+        )
+    return table

@@ -149,6 +149,20 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """A prompt adopted from a hard-coded system prompt (PRODUCT §14): unmanaged requests whose
+    system message matches its adopted version's template are served as this prompt."""
+
+    version: str
+    """The version created from the candidate (1.0.0): its first message is the template that
+    requests are matched against, and while it is the version served, bodies pass unchanged."""
+    candidate: str
+    """The candidate id it was adopted from."""
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class PromptState:
     """Everything stored about one prompt name; the unit that admin writes change atomically."""
 
@@ -158,6 +172,8 @@ class PromptState:
     history: tuple[str, ...] = ()
     """Versions active before the current one, oldest first; rollback pops the last."""
     experiments: tuple[Experiment, ...] = ()
+    adoption: Adoption | None = None
+    """Set when the prompt was adopted from captured traffic (PRODUCT §14)."""
     by_version: Mapping[str, PromptVersion] = field(init=False, repr=False, compare=False)
     newest: PromptVersion | None = field(init=False, repr=False, compare=False)
     newest_tested: PromptVersion | None = field(init=False, repr=False, compare=False)

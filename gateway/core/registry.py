@@ -17,6 +17,7 @@ from gateway.core.model import (
     CLIENT_SYSTEM,
     METRICS,
     ROLES,
+    Adoption,
     AuditEntry,
     Experiment,
     PromptDraft,
@@ -52,11 +53,19 @@ class Change:
     activation_changed: bool = False
     experiments: tuple[Experiment, ...] = ()
     audit: tuple[AuditEntry, ...] = ()
+    adoption: Adoption | None = None
+    """A new adoption binding (PRODUCT §14); None leaves the stored one as it is."""
 
     @property
     def is_empty(self) -> bool:
         """True when the operation found nothing to do (e.g. pushing an unchanged version)."""
-        return not (self.versions or self.activation_changed or self.experiments or self.audit)
+        return not (
+            self.versions
+            or self.activation_changed
+            or self.experiments
+            or self.audit
+            or self.adoption
+        )
 
 
 def validate_name(name: object) -> str:

@@ -7,7 +7,8 @@ was read at:
 
     {"format": "prompt-gateway-registry", "format_version": 1, "revision": "12",
      "exported_at": "2025-01-01T00:00:00+00:00",
-     "prompts": [{"name", "active", "history": [...], "versions": [...], "experiments": [...]}],
+     "prompts": [{"name", "active", "history": [...], "versions": [...], "experiments": [...],
+                  "adoption": {"version", "candidate", "at", "by"} or null}],
      "audit": [{"at", "actor", "action", "prompt_name", ...}, ...]}
 
 Versions, experiments and audit entries have the admin API's shapes (`stores.codec`). Experiment
@@ -132,6 +133,7 @@ def _prompts(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
             "history": list(state.history),
             "versions": [codec.version_to_dict(v) for v in state.versions],
             "experiments": [codec.experiment_to_dict(e) for e in state.experiments],
+            "adoption": codec.adoption_to_dict(state.adoption) if state.adoption else None,
         }
         for name, state in sorted(snapshot.prompts.items())
     ]
@@ -151,6 +153,8 @@ def _snapshot(doc: dict[str, Any]) -> RegistrySnapshot:
             active=active,
             history=tuple(item["history"]),
             experiments=tuple(codec.experiment_from_dict(e) for e in item["experiments"]),
+            # Files written before adoption existed have no key.
+            adoption=codec.adoption_from_dict(item["adoption"]) if item.get("adoption") else None,
         )
     revision = str(doc["revision"])
     if not revision.isdigit():

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.core.capture import CapturedPrompt
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
@@ -108,6 +109,27 @@ class OutcomeStore(Protocol):
         ...
 
 
+class CaptureStore(Protocol):
+    """System prompts captured on unmanaged calls for adoption (PRODUCT §14).
+
+    Written in batches by each gateway's capture recorder, off the request path, only when
+    `adoption.capture` is on; with a shared store, every replica's sightings add up.
+    """
+
+    async def record_captures(self, batch: Sequence[CapturedPrompt], *, limit: int) -> None:
+        """Merge a batch into the stored captured prompts (`core.capture.merge`, by fingerprint),
+        then keep only the `limit` most recently seen (the least recently seen are deleted).
+
+        Atomic per batch; two writers merging the same fingerprint both count. Raises
+        StoreUnavailable when the store does not answer (nothing of the batch written).
+        """
+        ...
+
+    async def captured(self) -> list[CapturedPrompt]:
+        """Every captured prompt, most recently seen first."""
+        ...
+
+
 class RegistryBackup(Protocol):
     """The whole registry out and back in (`gateway store export` / `restore`, PRODUCT §15)."""
 
@@ -133,7 +155,7 @@ class RegistryBackup(Protocol):
         ...
 
 
-class Store(PromptReader, PromptWriter, OutcomeStore, RegistryBackup, Protocol):
+class Store(PromptReader, PromptWriter, OutcomeStore, CaptureStore, RegistryBackup, Protocol):
     """A complete backend."""
 
     async def ping(self) -> None:

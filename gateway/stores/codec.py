@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
+from gateway.core.capture import CallShape, CapturedPrompt
 from gateway.core.model import (
+    Adoption,
     AuditEntry,
     Experiment,
     PromptState,
@@ -230,6 +232,7 @@ def load_state(
     docs: Iterable[bytes | str],
     activation: bytes | str | None,
     experiments: Iterable[Experiment],
+    adoption: bytes | str | None = None,
 ) -> PromptState:
     """Assemble one prompt's state from its stored documents."""
     active, history = load_activation(activation)
@@ -240,6 +243,67 @@ def load_state(
         active=active,
         history=history,
         experiments=tuple(experiments),
+        adoption=load_adoption(adoption) if adoption else None,
+    )
+
+
+def adoption_to_dict(adoption: Adoption) -> dict[str, Any]:
+    """An adoption binding: `{version, candidate, at, by}`."""
+    return {
+        "version": adoption.version,
+        "candidate": adoption.candidate,
+        "at": _iso(adoption.at),
+        "by": adoption.by,
+    }
+
+
+def adoption_from_dict(doc: dict[str, Any]) -> Adoption:
+    """Inverse of adoption_to_dict."""
+    at = _time(doc["at"])
+    assert at is not None
+    return Adoption(doc["version"], doc["candidate"], at, doc["by"])
+
+
+def dump_adoption(adoption: Adoption) -> bytes:
+    """Stored form of an adoption binding."""
+    return orjson.dumps(adoption_to_dict(adoption))
+
+
+def load_adoption(raw: bytes | str) -> Adoption:
+    """Inverse of dump_adoption."""
+    return adoption_from_dict(orjson.loads(raw))
+
+
+def dump_captured(prompt: CapturedPrompt) -> bytes:
+    """Stored form of a captured prompt (its fingerprint is the key it is stored under too).
+
+    Shapes are `[model, temperature, max_tokens, count]` lists, most common first.
+    """
+    shapes = sorted(prompt.shapes.items(), key=lambda kv: -kv[1])
+    return orjson.dumps(
+        {
+            "fingerprint": prompt.fingerprint,
+            "role": prompt.role,
+            "sample": prompt.sample,
+            "count": prompt.count,
+            "first_seen": utc_iso(prompt.first_seen),
+            "last_seen": utc_iso(prompt.last_seen),
+            "shapes": [[s.model, s.temperature, s.max_tokens, n] for s, n in shapes],
+        }
+    )
+
+
+def load_captured(raw: bytes | str) -> CapturedPrompt:
+    """Inverse of dump_captured."""
+    doc = orjson.loads(raw)
+    return CapturedPrompt(
+        fingerprint=doc["fingerprint"],
+        role=doc["role"],
+        sample=doc["sample"],
+        count=doc["count"],
+        first_seen=datetime.fromisoformat(doc["first_seen"]),
+        last_seen=datetime.fromisoformat(doc["last_seen"]),
+        shapes={CallShape(m, t, x): n for m, t, x, n in doc["shapes"]},
     )
 
 

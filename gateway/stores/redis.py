@@ -5,11 +5,17 @@ Layout (every key under one prefix, `pg:` by default):
     {p}names                set of prompt names
     {p}versions:{name}      hash version -> version document
     {p}activation:{name}    the active version and those active before it
+    {p}adoption:{name}      the prompt's adoption binding, when it was adopted (PRODUCT §14)
     {p}experiments          hash experiment id -> experiment document
     {p}audit                list of audit documents, oldest first
     {p}audit:{name}         the same, for one prompt
     {p}revision             counter bumped by every write
     {p}changes              pub/sub channel, published on every write
+
+System prompts captured for adoption (not registry data: no revision bump, no announcement):
+
+    {p}captured             hash fingerprint -> captured prompt document (codec)
+    {p}captured-seen        sorted set fingerprint -> last seen (Unix seconds), for the bound
 
 Experiment outcomes (PRODUCT §11), written by every replica into the same keys:
 
@@ -49,6 +55,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
+from gateway.core.capture import CapturedPrompt, merge
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome, Variant
 from gateway.core.redaction import redact
@@ -199,6 +206,7 @@ class RedisStore:
         for name in names:
             pipe.hvals(self._k("versions", name))
             pipe.get(self._k("activation", name))
+            pipe.get(self._k("adoption", name))
         pipe.hvals(self._k("experiments"))
         pipe.get(self._k("revision"))
 
@@ -208,7 +216,11 @@ class RedisStore:
         experiments = _by_prompt(experiment_docs)
         prompts = {
             name: codec.load_state(
-                name, per_prompt[2 * i], per_prompt[2 * i + 1], experiments.get(name, [])
+                name,
+                per_prompt[3 * i],
+                per_prompt[3 * i + 1],
+                experiments.get(name, []),
+                per_prompt[3 * i + 2],
             )
             for i, name in enumerate(names)
         }
@@ -283,6 +295,8 @@ class RedisStore:
                     self._k("experiments"),
                     mapping={e.id: codec.dump_experiment(e) for e in state.experiments},
                 )
+            if state.adoption is not None:
+                pipe.set(self._k("adoption", name), codec.dump_adoption(state.adoption))
         if backup.audit:
             pipe.rpush(self._k("audit"), *(codec.dump_audit(e) for e in backup.audit))
             by_prompt: dict[str, list[bytes]] = {}
@@ -299,23 +313,29 @@ class RedisStore:
                 pipe.hvals(self._k("versions", name))
                 pipe.get(self._k("activation", name))
                 pipe.hvals(self._k("experiments"))
-                docs, activation, experiment_docs = await pipe.execute()
-        return codec.load_state(name, docs, activation, _by_prompt(experiment_docs).get(name, []))
+                pipe.get(self._k("adoption", name))
+                docs, activation, experiment_docs, adoption = await pipe.execute()
+        ours = _by_prompt(experiment_docs).get(name, [])
+        return codec.load_state(name, docs, activation, ours, adoption)
 
     async def apply(self, name: str, plan: Plan) -> Change:
         versions_key = self._k("versions", name)
         activation_key = self._k("activation", name)
         experiments_key = self._k("experiments")
+        adoption_key = self._k("adoption", name)
         with self._translate():
             async with self._client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(versions_key, activation_key, experiments_key)
+                        await pipe.watch(
+                            versions_key, activation_key, experiments_key, adoption_key
+                        )
                         docs = await pipe.hvals(versions_key)
                         activation = await pipe.get(activation_key)
                         all_experiments = await pipe.hgetall(experiments_key)
+                        adoption = await pipe.get(adoption_key)
                         ours = _by_prompt(list(all_experiments.values())).get(name, [])
-                        state = codec.load_state(name, docs, activation, ours)
+                        state = codec.load_state(name, docs, activation, ours, adoption)
                         taken = frozenset(_text(k) for k in all_experiments)
                         change = plan(state, taken)
                         if change.is_empty:
@@ -346,6 +366,8 @@ class RedisStore:
                 self._k("experiments"),
                 mapping={e.id: codec.dump_experiment(e) for e in change.experiments},
             )
+        if change.adoption is not None:
+            pipe.set(self._k("adoption", name), codec.dump_adoption(change.adoption))
         if change.audit:
             docs = [codec.dump_audit(e) for e in change.audit]
             pipe.rpush(self._k("audit"), *docs)
@@ -398,6 +420,55 @@ class RedisStore:
             raw = await self._read_units(keys=[self._k("unit-totals", experiment_id)])
         # Decoding 100,000 units takes a quarter of a second: off the event loop that serves calls.
         return await asyncio.to_thread(_unit_outcomes, raw, metric)
+
+    async def record_captures(self, batch: Sequence[CapturedPrompt], *, limit: int) -> None:
+        if not batch:
+            return
+        docs_key, seen_key = self._k("captured"), self._k("captured-seen")
+        keys = list(dict.fromkeys(p.fingerprint for p in batch))
+        with self._translate():
+            async with self._client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        # WATCH makes read-merge-write one step: a replica that wrote in
+                        # between makes this one read and merge again, so both batches count.
+                        await pipe.watch(docs_key)
+                        found = await pipe.hmget(docs_key, keys)
+                        stored = {
+                            fp: codec.load_captured(doc)
+                            for fp, doc in zip(keys, found, strict=True)
+                            if doc is not None
+                        }
+                        for prompt in batch:
+                            stored[prompt.fingerprint] = merge(
+                                stored.get(prompt.fingerprint), prompt
+                            )
+                        pipe.multi()
+                        pipe.hset(
+                            docs_key,
+                            mapping={fp: codec.dump_captured(p) for fp, p in stored.items()},
+                        )
+                        pipe.zadd(
+                            seen_key, {fp: p.last_seen.timestamp() for fp, p in stored.items()}
+                        )
+                        await pipe.execute()
+                        break
+                    except WatchError:
+                        continue
+            # The bound: drop the least recently seen beyond `limit`.
+            old = await self._client.zrange(seen_key, 0, -limit - 1)
+            if old:
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.hdel(docs_key, *old)
+                    pipe.zrem(seen_key, *old)
+                    await pipe.execute()
+
+    async def captured(self) -> list[CapturedPrompt]:
+        with self._translate():
+            docs = await self._client.hvals(self._k("captured"))
+        found = [codec.load_captured(doc) for doc in docs]
+        found.sort(key=lambda p: (-p.last_seen.timestamp(), p.fingerprint))
+        return found
 
     async def changes(self) -> AsyncIterator[None]:
         # Pub/sub makes a change visible at once; comparing the revision counter on every quiet

@@ -1,5 +1,9 @@
 """The embedded store: one SQLite file, safe for several processes on one host (WAL, IMMEDIATE).
 
+Adoption bindings (PRODUCT §14) are one row per adopted prompt in `adoptions`, read with the
+registry; captured system prompts are one row per fingerprint in `captured` (not registry data:
+writing them does not change the revision, so gateways do not reload for them).
+
 Experiment outcomes (PRODUCT §11) live in four tables beside the registry's:
 
     exposures      one row per request id: the call as recorded (Exposure's fields)
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.core.capture import CapturedPrompt, merge
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
 from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
 from gateway.core.registry import Change
@@ -40,6 +45,10 @@ CREATE TABLE IF NOT EXISTS experiments (
 CREATE INDEX IF NOT EXISTS experiments_by_prompt ON experiments (prompt_name);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_name TEXT NOT NULL, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS adoptions (name TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS captured (
+    fingerprint TEXT PRIMARY KEY, last_seen TEXT NOT NULL, doc BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS captured_by_last_seen ON captured (last_seen);
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (1, 0);
 -- exposures keeps a rowid: rows are appended in arrival order and only the request id's index
@@ -209,8 +218,15 @@ class SQLiteStore:
         experiments: dict[str, list[Experiment]] = {}
         for name, doc in conn.execute("SELECT prompt_name, doc FROM experiments"):
             experiments.setdefault(name, []).append(codec.load_experiment(doc))
+        adoptions = dict(conn.execute("SELECT name, doc FROM adoptions").fetchall())
         prompts = {
-            name: codec.load_state(name, docs, activations.get(name), experiments.get(name, []))
+            name: codec.load_state(
+                name,
+                docs,
+                activations.get(name),
+                experiments.get(name, []),
+                adoptions.get(name),
+            )
             for name, docs in versions.items()
         }
         return RegistrySnapshot(prompts, str(revision))
@@ -233,7 +249,10 @@ class SQLiteStore:
             codec.load_experiment(d)
             for (d,) in conn.execute("SELECT doc FROM experiments WHERE prompt_name = ?", (name,))
         ]
-        return codec.load_state(name, docs, row[0] if row else None, experiments)
+        adopted = conn.execute("SELECT doc FROM adoptions WHERE name = ?", (name,)).fetchone()
+        return codec.load_state(
+            name, docs, row[0] if row else None, experiments, adopted[0] if adopted else None
+        )
 
     async def apply(self, name: str, plan: Plan) -> Change:
         return await asyncio.to_thread(self._apply, name, plan)
@@ -269,6 +288,11 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO experiments (id, prompt_name, doc) VALUES (?, ?, ?)",
             [(e.id, e.prompt_name, codec.dump_experiment(e)) for e in change.experiments],
         )
+        if change.adoption is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO adoptions (name, doc) VALUES (?, ?)",
+                (name, codec.dump_adoption(change.adoption)),
+            )
         conn.executemany(
             "INSERT INTO audit (prompt_name, doc) VALUES (?, ?)",
             [(e.prompt_name, codec.dump_audit(e)) for e in change.audit],
@@ -383,6 +407,53 @@ class SQLiteStore:
                 ).fetchall()
         return [UnitOutcome(*row) for row in rows]
 
+    async def record_captures(self, batch: Sequence[CapturedPrompt], *, limit: int) -> None:
+        if batch:
+            await asyncio.to_thread(self._record_captures, batch, limit)
+
+    def _record_captures(self, batch: Sequence[CapturedPrompt], limit: int) -> None:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")  # read, merge and write as one step across writers
+            try:
+                keys = orjson.dumps([p.fingerprint for p in batch]).decode()
+                stored = {
+                    fp: codec.load_captured(doc)
+                    for fp, doc in conn.execute(
+                        "SELECT fingerprint, doc FROM captured "
+                        "WHERE fingerprint IN (SELECT value FROM json_each(?))",
+                        (keys,),
+                    )
+                }
+                for prompt in batch:
+                    stored[prompt.fingerprint] = merge(stored.get(prompt.fingerprint), prompt)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO captured (fingerprint, last_seen, doc) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (p.fingerprint, codec.utc_iso(p.last_seen), codec.dump_captured(p))
+                        for p in stored.values()
+                    ],
+                )
+                conn.execute(
+                    "DELETE FROM captured WHERE fingerprint IN (SELECT fingerprint FROM captured "
+                    "ORDER BY last_seen DESC, fingerprint LIMIT -1 OFFSET ?)",
+                    (limit,),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    async def captured(self) -> list[CapturedPrompt]:
+        return await asyncio.to_thread(self._captured)
+
+    def _captured(self) -> list[CapturedPrompt]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM captured ORDER BY last_seen DESC, fingerprint"
+            ).fetchall()
+        return [codec.load_captured(doc) for (doc,) in rows]
+
     async def changes(self) -> AsyncIterator[None]:
         # PRAGMA data_version changes on one connection whenever another connection commits,
         # so a single long-lived connection polls it cheaply without reading any table. Only
@@ -436,6 +507,7 @@ def _restored(state: PromptState) -> Change:
         history=state.history,
         activation_changed=state.active is not None or bool(state.history),
         experiments=state.experiments,
+        adoption=state.adoption,
     )
 
 

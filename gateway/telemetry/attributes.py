@@ -157,6 +157,7 @@ def steady_key(record: CallRecord) -> tuple[object, ...]:
             prompt.experiment_id,
             prompt.assignment,
             prompt.replaced_system,
+            prompt.adopted,
         ),
     )
 
@@ -213,6 +214,8 @@ def steady_attributes(record: CallRecord, span_kind: SpanKind = "llm") -> Attrib
             attrs["gateway.experiment.id"] = prompt.experiment_id
         if prompt.assignment is not None:
             attrs["gateway.experiment.assignment"] = prompt.assignment
+        if prompt.adopted:
+            attrs["gateway.prompt.adopted"] = True
     model = record.response_model or record.request_model
     if kind == "LLM" and model is not None:
         attrs["llm.model_name"] = model

@@ -24,6 +24,9 @@ class PromptInfo:
     """Rendered-in values (text, or content parts); exported only when content capture is on."""
     replaced_system: int = 0
     """How many of the client's system/developer messages the prompt replaced."""
+    adopted: bool = False
+    """Served as an adopted prompt: the request named none, its system message matched the
+    template of one (PRODUCT §14)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class CallRecord:
     """The input tokens' share of cost_usd (cached input at its own rate)."""
     output_cost_usd: float | None = None
     """The output tokens' share of cost_usd."""
+    system_texts: tuple[tuple[str, str], ...] = ()
+    """(role, text) of the system/developer messages of an unmanaged call, only when adoption
+    capture is on (for `recording.capture`; never exported)."""
 
 
 class Observer(Protocol):

@@ -107,12 +107,14 @@ class Metrics:
         dropped_spans: Callable[[], int] = lambda: 0,
         *,
         dropped_exposures: Callable[[], int] = lambda: 0,
+        dropped_captures: Callable[[], int] = lambda: 0,
         registry_stale: Callable[[], bool] = lambda: False,
         refused_connections: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._dropped_spans = dropped_spans
         self._refused_connections = refused_connections
         self._dropped_exposures = dropped_exposures
+        self._dropped_captures = dropped_captures
         self._registry_stale = registry_stale
         self.requests = Counter(
             "gateway_requests_total",
@@ -199,6 +201,10 @@ class Metrics:
             "# HELP gateway_exposures_dropped_total Experiment exposures lost before the store.",
             "# TYPE gateway_exposures_dropped_total counter",
             f"gateway_exposures_dropped_total {self._dropped_exposures()}",
+            "# HELP gateway_adoption_dropped_total System prompt sightings lost before the store "
+            "(adoption capture).",
+            "# TYPE gateway_adoption_dropped_total counter",
+            f"gateway_adoption_dropped_total {self._dropped_captures()}",
             "# HELP gateway_registry_stale 1 while the store holds older data than is served.",
             "# TYPE gateway_registry_stale gauge",
             f"gateway_registry_stale {int(self._registry_stale())}",

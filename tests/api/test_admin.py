@@ -31,6 +31,8 @@ from gateway.api.app import create_app
 from gateway.api.auth import ROUTE_ROLES
 from gateway.cli import app as cli_app
 from gateway.core import model
+from gateway.core.candidates import find_candidates
+from gateway.core.capture import CallShape, sighting
 from gateway.core.promptfile import parse_prompt_file
 from gateway.core.rendering import Message
 from gateway.files import ExperimentSpec, load_prompt_files
@@ -39,6 +41,7 @@ from gateway.settings import ROLES, load
 from gateway.stores import codec
 from gateway.stores.sqlite import SQLiteStore
 from tests.conftest import ROOT
+from tests.factories import T0
 from tests.servers import OtlpReceiver, ServedGateway
 
 VIEWER = "viewer-secret-3f9a1c7e52"
@@ -194,7 +197,18 @@ class Sample:
     path: str
     body: Any = None
     prepare: Callable[[PromptRegistry], Awaitable[Any]] | None = None
-    """Run first; when it returns a path, the request goes there instead of `path`."""
+    """Run first; when it returns a path, the request goes there instead of `path`; when it
+    returns (path, body), that body is sent too."""
+
+
+async def with_candidate(registry: PromptRegistry) -> tuple[str, dict[str, Any]]:
+    """A captured system prompt, and a body adopting its candidate under a fresh name."""
+    text = "You are the walk assistant. Answer in one line."
+    shape = CallShape("gpt-4o-mini", None, None)
+    await registry.store.record_captures([sighting("system", text, shape, T0)], limit=100)
+    (candidate,) = find_candidates([sighting("system", text, shape, T0)])
+    name = f"walk-adopted-{uuid.uuid4().hex[:8]}"
+    return "/admin/adoption/adopt", {"candidate": candidate.id, "name": name}
 
 
 async def with_history(registry: PromptRegistry) -> None:
@@ -270,6 +284,8 @@ SAMPLES = {
         "/admin/experiments/walk-exp/conclude", prepare=with_running_experiment
     ),
     ("GET", "/admin/audit"): Sample("/admin/audit?limit=5"),
+    ("GET", "/admin/adoption/candidates"): Sample("/admin/adoption/candidates"),
+    ("POST", "/admin/adoption/adopt"): Sample("/admin/adoption/adopt", prepare=with_candidate),
 }
 """One request per /admin route; the walk below fails on a route that has none."""
 
@@ -284,12 +300,14 @@ def test_every_admin_route_answers_as_its_role_allows(served: Served, caller: st
     mismatches = []
     for method, template in sorted(routes):
         sample = SAMPLES[(method, template)]
-        path = sample.path
+        path, body = sample.path, sample.body
         if sample.prepare is not None:
             prepared = served.run(sample.prepare)
             path = prepared if isinstance(prepared, str) else path
+            if isinstance(prepared, tuple):
+                path, body = prepared
         needed = ROUTE_ROLES[(method, template)]
-        response = served.api(method, path, token=CALLERS[caller], json=sample.body)
+        response = served.api(method, path, token=CALLERS[caller], json=body)
         got = response.status_code
         if caller in ("none", "wrong"):
             ok = got == 401 and response.json()["error"]["code"] == "invalid_admin_token"

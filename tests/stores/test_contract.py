@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,35 +33,7 @@ from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
 from tests.factories import T0
 from tests.factories import version as factory_version
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How to open one store, picklable so other processes can open the same one."""
-
-    kind: str
-    location: str
-    prefix: str = ""
-
-    def open(self) -> Store:
-        if self.kind == "sqlite":
-            return SQLiteStore(self.location, poll_interval=0.05)
-        return RedisStore(self.location, prefix=self.prefix, poll_interval=0.1)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", str(tmp_path / "gateway.db"))
-    redis_url: str = request.getfixturevalue("redis_url")
-    return Backend("redis", redis_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = backend.open()
-    yield opened
-    await opened.close()
+from tests.stores.conftest import Backend
 
 
 @pytest.fixture

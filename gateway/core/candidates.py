@@ -1,0 +1,281 @@
+"""Adoption candidates: captured system prompts grouped into templates (PRODUCT §14).
+
+Texts that differ only in a few spans (a name, a date, a plan) become one candidate whose
+template has `{{var1}}`, `{{var2}}`... at the differing spans. The alignment is difflib's
+`SequenceMatcher` over word, whitespace and punctuation tokens (so a name is replaced whole, not
+letter by letter):
+
+1. Captured prompts are taken by count, most called first; each joins the first group (same
+   role) whose representative it aligns with closely enough, else it starts a group.
+   Closely enough: at most MAX_SPANS differing spans, covering at most MAX_DIFFERING_SHARE of
+   the longer text's characters. Texts that differ more stay separate candidates.
+2. A group's template keeps the representative's tokens that every member has in an equal block;
+   each run of the others (and each place a member inserted text) is a variable. Two variables
+   separated only by spaces or punctuation are one (`{{var1}}` for "Ada Lovelace", not two).
+3. Each member's values are read off its alignment. A candidate with a captured value that
+   contains the literal text before or after it (so a request's text could be split two ways)
+   carries a `problem` and cannot be adopted: ambiguity is decided here, once, not per request.
+
+Pure and deterministic: the same captured prompts give the same candidates and ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from difflib import SequenceMatcher
+
+from gateway.core.capture import CallShape, CapturedPrompt
+from gateway.core.rendering import PLACEHOLDER
+
+MAX_DIFFERING_SHARE = 0.3
+"""Texts whose differing spans cover more of the longer one than this stay separate."""
+MAX_SPANS = 8
+"""Texts that differ in more spans than this stay separate."""
+MAX_EXAMPLES = 3
+"""Members' captured values shown per candidate."""
+
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+_ALNUM = re.compile(r"[^\W_]")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A template for one or more captured prompts, ready to adopt unless it has a `problem`."""
+
+    id: str
+    """`c` and 10 hex digits of the template's sha256: the same template keeps its id."""
+    role: str
+    literals: tuple[str, ...]
+    """The literal text around the variables: one more than there are variables."""
+    variables: tuple[str, ...]
+    """`var1`, `var2`... in order of appearance."""
+    count: int
+    """Calls its texts were seen in."""
+    texts: int
+    """Distinct texts (fingerprints) it groups."""
+    first_seen: datetime
+    last_seen: datetime
+    shapes: Mapping[CallShape, int]
+    examples: tuple[Mapping[str, str], ...]
+    """The values of up to MAX_EXAMPLES members, most called first."""
+    values: tuple[tuple[str, ...], ...] = field(repr=False)
+    """Every member's values, in variable order (for the ambiguity check)."""
+    problem: str | None = None
+    """Why it cannot be adopted, or None."""
+
+    @property
+    def template(self) -> str:
+        """The literals joined by `{{varN}}` placeholders."""
+        return template_text(self.literals, self.variables)
+
+    def values_as_dicts(self) -> list[dict[str, str]]:
+        """Every member's values by variable name."""
+        return [dict(zip(self.variables, v, strict=True)) for v in self.values]
+
+    @property
+    def models(self) -> dict[str, int]:
+        """Calls per model."""
+        found: dict[str, int] = {}
+        for shape, count in self.shapes.items():
+            if shape.model is not None:
+                found[shape.model] = found.get(shape.model, 0) + count
+        return found
+
+
+def template_text(literals: Sequence[str], variables: Sequence[str]) -> str:
+    """`literals[0]{{variables[0]}}literals[1]...`."""
+    out = [literals[0]]
+    for name, literal in zip(variables, literals[1:], strict=True):
+        out.append("{{" + name + "}}")
+        out.append(literal)
+    return "".join(out)
+
+
+def template_pattern(literals: Sequence[str]) -> re.Pattern[str]:
+    """The matcher the gateway serves with: the literals in order, each variable the shortest
+    text that lets the rest match (use `fullmatch`)."""
+    return re.compile("(.*?)".join(re.escape(lit) for lit in literals), re.DOTALL)
+
+
+def find_candidates(prompts: Sequence[CapturedPrompt]) -> list[Candidate]:
+    """Group the captured prompts into candidates, most called first."""
+    groups: list[_Group] = []
+    for prompt in sorted(prompts, key=lambda p: (-p.count, p.fingerprint)):
+        tokens = _TOKEN.findall(prompt.sample)
+        for group in groups:
+            if group.role == prompt.role and group.join(prompt, tokens):
+                break
+        else:
+            groups.append(_Group(prompt, tokens))
+    found = [g.candidate() for g in groups]
+    found.sort(key=lambda c: (-c.count, c.id))
+    return found
+
+
+def ambiguity(
+    literals: Sequence[str], variables: Sequence[str], values: Sequence[str]
+) -> str | None:
+    """Why these values make the template ambiguous, or None.
+
+    A value that contains the literal text before or after it could be split at that literal
+    instead (`Dear {{var1}} and {{var2}}` with "Tom and Jerry", "Ann"), so it is refused; so is
+    any value the serving matcher would read back differently.
+    """
+    for i, (name, value) in enumerate(zip(variables, values, strict=True)):
+        for literal, where in ((literals[i], "before"), (literals[i + 1], "after")):
+            if literal and literal in value:
+                return (
+                    f"the captured value {value!r} of {name} contains {literal!r}, the literal "
+                    f"text {where} it, so a request's text could be read two ways"
+                )
+    text = [literals[0]]
+    for value, literal in zip(values, literals[1:], strict=True):
+        text += [value, literal]
+    match = template_pattern(literals).fullmatch("".join(text))
+    if match is None or match.groups() != tuple(values):
+        return f"the captured values {list(values)!r} would be read back differently"
+    return None
+
+
+class _Group:
+    """A representative text and the texts aligned to it."""
+
+    def __init__(self, prompt: CapturedPrompt, tokens: list[str]) -> None:
+        self.role = prompt.role
+        self.rep = tokens
+        self.size = len(prompt.sample)
+        self.members: list[tuple[CapturedPrompt, list[str], list[tuple[str, int, int, int, int]]]]
+        self.members = [(prompt, tokens, [("equal", 0, len(tokens), 0, len(tokens))])]
+        # SequenceMatcher caches what it learns about its second sequence: the representative.
+        self._matcher = SequenceMatcher(None, autojunk=False)
+        self._matcher.set_seq2(tokens)
+
+    def join(self, prompt: CapturedPrompt, tokens: list[str]) -> bool:
+        """Add the text when it aligns closely enough with the representative."""
+        longer = max(self.size, len(prompt.sample))
+        if abs(self.size - len(prompt.sample)) > MAX_DIFFERING_SHARE * longer:
+            return False
+        matcher = self._matcher
+        matcher.set_seq1(tokens)
+        ops: list[tuple[str, int, int, int, int]] = list(matcher.get_opcodes())
+        changed = [op for op in ops if op[0] != "equal"]
+        if len(changed) > MAX_SPANS:
+            return False
+        differing = sum(
+            max(_chars(tokens, i1, i2), _chars(self.rep, j1, j2)) for _, i1, i2, j1, j2 in changed
+        )
+        if differing > MAX_DIFFERING_SHARE * longer:
+            return False
+        self.members.append((prompt, tokens, list(ops)))
+        return True
+
+    def candidate(self) -> Candidate:
+        rep = self.rep
+        n = len(rep)
+        stable = [True] * n
+        gap = [False] * (n + 1)
+        for _, _, ops in self.members:
+            for tag, _, _, j1, j2 in ops:
+                if tag == "equal":
+                    continue
+                for j in range(j1, j2):
+                    stable[j] = False
+                if j1 == j2:
+                    gap[j1] = True
+        segments = _segments(rep, stable, gap)
+        literals = tuple("".join(rep[a:b]) for is_var, a, b in segments if not is_var)
+        variables = tuple(f"var{i + 1}" for i in range(len(literals) - 1))
+        spans = [(a, b) for is_var, a, b in segments if not is_var]
+        values = tuple(_values(tokens, ops, spans) for _, tokens, ops in self.members)
+        prompts = [p for p, _, _ in self.members]
+        problem = None
+        if any(PLACEHOLDER.search(lit) for lit in literals):
+            problem = "its literal text contains {{...}}, which a template would read as a variable"
+        else:
+            for member in values:
+                problem = ambiguity(literals, variables, member)
+                if problem is not None:
+                    break
+        shapes: dict[CallShape, int] = {}
+        for p in prompts:
+            for shape, count in p.shapes.items():
+                shapes[shape] = shapes.get(shape, 0) + count
+        template = template_text(literals, variables)
+        digest = hashlib.sha256(f"{self.role}\0{template}".encode()).hexdigest()
+        return Candidate(
+            id="c" + digest[:10],
+            role=self.role,
+            literals=literals,
+            variables=variables,
+            count=sum(p.count for p in prompts),
+            texts=len(prompts),
+            first_seen=min(p.first_seen for p in prompts),
+            last_seen=max(p.last_seen for p in prompts),
+            shapes=shapes,
+            examples=tuple(dict(zip(variables, v, strict=True)) for v in values[:MAX_EXAMPLES])
+            if variables
+            else (),
+            values=values,
+            problem=problem,
+        )
+
+
+def _chars(tokens: list[str], start: int, end: int) -> int:
+    return sum(len(t) for t in tokens[start:end])
+
+
+def _segments(rep: list[str], stable: list[bool], gap: list[bool]) -> list[tuple[bool, int, int]]:
+    """(is_variable, start, end) runs over the representative's tokens, literal first and last
+    (possibly empty), alternating, with variables split only by spaces or punctuation merged."""
+    raw: list[tuple[bool, int, int]] = []
+    for k in range(len(rep) + 1):
+        if gap[k]:
+            raw.append((True, k, k))
+        if k < len(rep):
+            raw.append((not stable[k], k, k + 1))
+    merged: list[tuple[bool, int, int]] = [(False, 0, 0)]
+    for is_var, a, b in raw:
+        last_var, la, lb = merged[-1]
+        if last_var == is_var:
+            merged[-1] = (is_var, la, max(lb, b))
+        else:
+            merged.append((is_var, a, b))
+    # A literal with no letter or digit between two variables joins them.
+    out: list[tuple[bool, int, int]] = []
+    for i, (is_var, a, b) in enumerate(merged):
+        between = 0 < i < len(merged) - 1 and not is_var
+        if between and not _ALNUM.search("".join(rep[a:b])):
+            _, pa, _ = out.pop()
+            out.append((True, pa, b))
+            continue
+        if is_var and out and out[-1][0]:
+            _, pa, _ = out.pop()
+            out.append((True, pa, b))
+            continue
+        out.append((is_var, a, b))
+    if out[-1][0]:
+        out.append((False, len(rep), len(rep)))
+    return out
+
+
+def _values(
+    tokens: list[str], ops: list[tuple[str, int, int, int, int]], spans: list[tuple[int, int]]
+) -> tuple[str, ...]:
+    """A member's text between its copies of the template's literal spans."""
+    position: dict[int, int] = {}
+    for tag, i1, _, j1, j2 in ops:
+        if tag == "equal":
+            for d in range(j2 - j1):
+                position[j1 + d] = i1 + d
+    bounds: list[tuple[int, int]] = []
+    for index, (a, b) in enumerate(spans):
+        if a == b:  # an empty literal: only first (at the start) or last (at the end)
+            at = 0 if index == 0 else len(tokens)
+            bounds.append((at, at))
+        else:
+            bounds.append((position[a], position[b - 1] + 1))
+    return tuple("".join(tokens[bounds[i][1] : bounds[i + 1][0]]) for i in range(len(bounds) - 1))
