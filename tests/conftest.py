@@ -43,15 +43,23 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A redis-server process of the test session's own, on loopback, persisting nothing, or,
     given `data_dir`, every write to an append-only file there (fsync always), so a server
-    started again on that folder comes back with its data."""
+    started again on that folder comes back with its data; with `dumps_only`, only the dumps
+    SAVE writes there (a server started again comes back with the data of the last SAVE)."""
 
     def __init__(
-        self, binary: str, port: int | None = None, *, data_dir: Path | None = None
+        self,
+        binary: str,
+        port: int | None = None,
+        *,
+        data_dir: Path | None = None,
+        dumps_only: bool = False,
     ) -> None:
         self.port = port or free_port()
         persistence = ["--appendonly", "no"]
         if data_dir is not None:
             persistence = ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
+            if dumps_only:  # only what SAVE wrote comes back: a restart loses later writes
+                persistence = ["--dir", str(data_dir), "--appendonly", "no"]
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence],
             stdout=subprocess.DEVNULL,

@@ -206,6 +206,11 @@ class RegistrySnapshot:
 
     prompts: Mapping[str, PromptState] = field(default_factory=dict)
     revision: str = ""
+    lineage: str = ""
+    """Which life of the store this came from: a random id a store takes with its first write
+    (and anew when it is restored), so the same store come back with older data (same lineage,
+    lower revision: a Redis restarted from an older dump) is told from a store emptied and filled
+    again on purpose (a new lineage). Empty when the store has none yet."""
 
     def experiment(self, experiment_id: str) -> Experiment | None:
         """Find an experiment by id."""

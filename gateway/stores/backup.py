@@ -21,7 +21,7 @@ read from in `source`, so a gateway never serves another store's registry from i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ def dump_snapshot(snapshot: RegistrySnapshot, *, source: str) -> bytes:
         "format_version": FORMAT_VERSION,
         "source": source,
         "revision": snapshot.revision or "0",
+        "lineage": snapshot.lineage,
         "prompts": _prompts(snapshot),
     }
     return orjson.dumps(doc)
@@ -103,7 +104,8 @@ def load_snapshot(raw: bytes, *, where: str) -> tuple[RegistrySnapshot, str]:
     content is not a snapshot file."""
     doc = _document(raw, SNAPSHOT_FORMAT, where)
     try:
-        return _snapshot(doc), str(doc["source"])
+        snapshot = _snapshot(doc)
+        return replace(snapshot, lineage=str(doc.get("lineage") or "")), str(doc["source"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidRequest(f"{where} is not a complete snapshot: {_reason(exc)}.") from exc
 

@@ -77,8 +77,9 @@ class SnapshotCache:
     the store holds newer data again (`gateway store restore` refills it).
 
     With a `disk` file, every snapshot taken from the store at a new revision is written there by
-    the watcher (in a worker thread, never on the request path); a process whose first load
-    fails serves the file's snapshot (`from_disk`) until the store answers, under the same rule.
+    the watcher (in a worker thread, never on the request path). A process starts from the file's
+    snapshot (`from_disk`) and offers the store's first answer against it under the same rule:
+    a store come back empty or older while no gateway ran is not taken either.
 
     `max_backoff` caps the wait between attempts while the store is down: a store that comes
     back is read again within that (plus the client's connect time), so keep it well under the
@@ -95,8 +96,9 @@ class SnapshotCache:
         self._reader = reader
         self._max_backoff = max_backoff
         self._disk = disk
-        self._fallback: RegistrySnapshot | None = None
-        self._written = ""
+        self._written = ("", "")
+        """(lineage, revision) of the snapshot in the disk file."""
+        self._file_logged = False
         self._task: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
         self.current = RegistrySnapshot()
@@ -118,9 +120,14 @@ class SnapshotCache:
         The disk file, if any, is read first (in a worker thread), kept for a failed first load.
         """
         if self._disk is not None and self._task is None:
-            self._fallback = await asyncio.to_thread(self._disk.read)
-            if self._fallback is not None:
-                self._written = self._fallback.revision
+            kept = await asyncio.to_thread(self._disk.read)
+            if kept is not None:
+                # The file is where this process starts from: the store's first answer is
+                # offered against it, so a store come back empty or older while no process was
+                # running is not taken either (and the file is never overwritten by it).
+                self._written = (kept.lineage, kept.revision)
+                self._serve(kept)
+                self.from_disk = True
         if self._task is None:
             self._task = asyncio.create_task(self._watch(), name="registry-snapshot")
         with contextlib.suppress(TimeoutError):
@@ -162,20 +169,20 @@ class SnapshotCache:
             backoff = min(backoff * 2, self._max_backoff)
 
     def _offer(self, snapshot: RegistrySnapshot) -> None:
-        """Serve `snapshot`, unless it would take the registry backwards."""
+        """Serve `snapshot`, unless it would take the registry backwards: the same store (same
+        lineage, or one without any) at a lower revision, or no prompts where some are served.
+        A store of another lineage (emptied and filled again, or restored) is taken, and logged."""
         served = self.current
+        same_life = not snapshot.lineage or not served.lineage or snapshot.lineage == served.lineage
+        older = same_life and _revision(snapshot.revision) < _revision(served.revision)
         emptied = not snapshot.prompts and bool(served.prompts)
-        # Older, and missing prompts this gateway serves: a store that lost data. (A store
-        # refilled by pushing everything again counts from a lower revision; it is taken.)
-        older = _revision(snapshot.revision) < _revision(served.revision) and not (
-            served.prompts.keys() <= snapshot.prompts.keys()
-        )
         if self.loaded and (older or emptied):
             if not self.stale:
                 log.error(
                     "the registry store holds older data (revision %s, %d prompts) than this "
-                    "gateway serves (revision %s, %d prompts); still serving what it has. Refill "
-                    "the store: gateway store restore FILE, or push and promote again",
+                    "gateway serves (revision %s, %d prompts); still serving what it has "
+                    "(gateway_registry_stale 1). Refill the store: gateway store restore FILE, "
+                    "or push and promote again",
                     snapshot.revision or "0",
                     len(snapshot.prompts),
                     served.revision,
@@ -183,14 +190,26 @@ class SnapshotCache:
                 )
             self.stale = True
             return
-        if self.stale:
+        if self.loaded and not same_life:
+            log.warning(
+                "the registry store was replaced (emptied and filled again, or restored): "
+                "serving its revision %s (%d prompts) instead of revision %s (%d prompts)",
+                snapshot.revision or "0",
+                len(snapshot.prompts),
+                served.revision,
+                len(served.prompts),
+            )
+        elif self.stale:
             log.info("the registry store holds current data again: revision %s", snapshot.revision)
         self.stale = False
+        self._serve(snapshot)
+        self.from_disk = False
+
+    def _serve(self, snapshot: RegistrySnapshot) -> None:
         self.current = snapshot
         self.loaded = True
         for listener in self.listeners:
             listener(snapshot)
-        self.from_disk = False
 
     async def _save(self) -> None:
         """Write the snapshot served to the disk file when it came from the store at a revision
@@ -198,17 +217,15 @@ class SnapshotCache:
         snapshot = self.current
         if self._disk is None or self.from_disk or not self.loaded:
             return
-        if snapshot.revision == self._written:
+        written = (snapshot.lineage, snapshot.revision)
+        if written == self._written:
             return
         if await asyncio.to_thread(self._disk.write, snapshot):
-            self._written = snapshot.revision
+            self._written = written
 
     def _mark_down(self, exc: Exception) -> None:
-        if not self.loaded and self._fallback is not None and self._disk is not None:
-            self.current, self._fallback = self._fallback, None
-            self.loaded = self.from_disk = True
-            for listener in self.listeners:
-                listener(self.current)
+        if self.from_disk and self._disk is not None and not self._file_logged:
+            self._file_logged = True
             log.warning(
                 "serving the snapshot file %s (revision %s, %d prompts) until the store answers",
                 self._disk.path,

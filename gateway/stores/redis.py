@@ -10,6 +10,7 @@ Layout (every key under one prefix, `pg:` by default):
     {p}audit                list of audit documents, oldest first
     {p}audit:{name}         the same, for one prompt
     {p}revision             counter bumped by every write
+    {p}lineage              random id set by the first write (anew by a restore): the store's life
     {p}changes              pub/sub channel, published on every write
 
 System prompts captured for adoption (not registry data: no revision bump, no announcement):
@@ -44,6 +45,7 @@ units while it encodes them.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -209,10 +211,11 @@ class RedisStore:
             pipe.get(self._k("adoption", name))
         pipe.hvals(self._k("experiments"))
         pipe.get(self._k("revision"))
+        pipe.get(self._k("lineage"))
 
     def _assemble(self, names: list[str], replies: list[object]) -> RegistrySnapshot:
         """The snapshot from the replies of `_read_registry` (in its order)."""
-        *per_prompt, experiment_docs, revision = cast(list[Any], replies)
+        *per_prompt, experiment_docs, revision, lineage = cast(list[Any], replies)
         experiments = _by_prompt(experiment_docs)
         prompts = {
             name: codec.load_state(
@@ -224,7 +227,7 @@ class RedisStore:
             )
             for i, name in enumerate(names)
         }
-        return RegistrySnapshot(prompts, _text(revision or b"0"))
+        return RegistrySnapshot(prompts, _text(revision or b"0"), _text(lineage or b""))
 
     @property
     def location(self) -> str:
@@ -305,6 +308,7 @@ class RedisStore:
             for name, docs in by_prompt.items():
                 pipe.rpush(self._k("audit", name), *docs)
         pipe.set(self._k("revision"), int(backup.snapshot.revision or 0) + 1)
+        pipe.set(self._k("lineage"), secrets.token_hex(8))  # a restore starts a new life
         pipe.publish(self._k("changes"), "")
 
     async def prompt(self, name: str) -> PromptState:
@@ -373,6 +377,7 @@ class RedisStore:
             pipe.rpush(self._k("audit"), *docs)
             pipe.rpush(self._k("audit", name), *docs)
         pipe.incr(self._k("revision"))
+        pipe.setnx(self._k("lineage"), secrets.token_hex(8))
         pipe.publish(self._k("changes"), name)
 
     async def find_experiment(self, experiment_id: str) -> Experiment | None:

@@ -18,6 +18,7 @@ Each `record_outcomes` batch updates the unit tables in the transaction that wri
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS captured (
 CREATE INDEX IF NOT EXISTS captured_by_last_seen ON captured (last_seen);
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS lineage (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL);
+INSERT OR IGNORE INTO lineage VALUES (1, lower(hex(randomblob(8))));
 -- exposures keeps a rowid: rows are appended in arrival order and only the request id's index
 -- takes the random inserts, which makes a batch about a quarter cheaper than WITHOUT ROWID.
 CREATE TABLE IF NOT EXISTS exposures (
@@ -117,6 +120,8 @@ class SQLiteStore:
         self.poll_interval = poll_interval
         self._ready = False
         self._outcomes: sqlite3.Connection | None = None
+        self._outcomes_file: tuple[int, int] | None = None
+        """Which file `_outcomes` was opened on (device, inode)."""
         self._outcomes_lock = threading.Lock()
 
     @classmethod
@@ -202,6 +207,8 @@ class SQLiteStore:
                 )
                 revision = int(backup.snapshot.revision or 0) + 1
                 conn.execute("UPDATE revision SET value = ?", (revision,))
+                # A restore starts a new life of the store (RegistrySnapshot.lineage).
+                conn.execute("UPDATE lineage SET value = lower(hex(randomblob(8)))")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -211,6 +218,7 @@ class SQLiteStore:
     def _read_snapshot(conn: sqlite3.Connection) -> RegistrySnapshot:
         """The registry as of the open read transaction on `conn`."""
         revision = conn.execute("SELECT value FROM revision").fetchone()[0]
+        (lineage,) = conn.execute("SELECT value FROM lineage").fetchone()
         activations = dict(conn.execute("SELECT name, doc FROM activations").fetchall())
         versions: dict[str, list[bytes]] = {}
         for name, doc in conn.execute("SELECT name, doc FROM versions"):
@@ -229,7 +237,7 @@ class SQLiteStore:
             )
             for name, docs in versions.items()
         }
-        return RegistrySnapshot(prompts, str(revision))
+        return RegistrySnapshot(prompts, str(revision), lineage)
 
     async def prompt(self, name: str) -> PromptState:
         return await asyncio.to_thread(self._prompt, name)
@@ -357,6 +365,9 @@ class SQLiteStore:
         closes it; the next batch opens a new one.
         """
         conn = self._outcomes
+        if conn is not None and _identity(self.path) != self._outcomes_file:
+            conn.close()  # the file was replaced (a restore into a new file): write to the new one
+            conn = self._outcomes = None
         if conn is None:
             with self._connect():  # creates the schema on first use
                 pass
@@ -367,6 +378,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite store {self.path} cannot be opened: {exc}") from exc
             self._outcomes = conn
+            self._outcomes_file = _identity(self.path)
         try:
             yield conn
         except sqlite3.Error as exc:
@@ -474,11 +486,16 @@ class SQLiteStore:
                 conn.close()
 
         try:
+            opened = _identity(self.path)
             seen = await asyncio.to_thread(poll, _data_version)
             revision = await asyncio.to_thread(poll, _revision)
             yield None
             while True:
                 await asyncio.sleep(self.poll_interval)
+                if _identity(self.path) != opened:
+                    # The file was deleted or replaced (a restore into a new file): the watch
+                    # connection still reads the old one. Start over on the file there now.
+                    raise StoreUnavailable(f"SQLite store {self.path} was replaced; reopening it.")
                 current = await asyncio.to_thread(poll, _data_version)
                 if current == seen:
                     continue
@@ -625,6 +642,15 @@ def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> t
     )
     conn.executemany(_MOVE_FEEDBACK, moves)
     return len(rows), len(feedback) - len(rows)
+
+
+def _identity(path: str | Path) -> tuple[int, int] | None:
+    """The file's device and inode (None when it is missing): which file a path names now."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _revision(conn: sqlite3.Connection) -> int:

@@ -25,6 +25,7 @@ from gateway.core.rendering import Message
 from gateway.prompts import PromptRegistry
 from gateway.settings import load
 from gateway.stores.redis import RedisStore
+from gateway.stores.sqlite import SQLiteStore
 from tests.conftest import ROOT, RedisServer
 from tests.servers import FakeProvider, ServedGateway
 
@@ -304,3 +305,119 @@ def test_a_gateway_started_while_redis_is_down_serves_its_snapshot_file(
         assert managed_call(sdk) == "1.1.0"
     finally:
         server.stop()
+
+
+def test_redis_back_with_older_data_never_takes_the_registry_backwards(
+    redis_binary: str, make_gateway: Callable[[str], ServedGateway], tmp_path: Path
+) -> None:
+    """Redis restarted from a dump older than what is served (its default RDB persistence, or
+    an AOF that lost its last second): the same store at a lower revision. Every replica keeps
+    serving 1.1.0 (stale 1, no failed call), a gateway restarted meanwhile starts from its
+    snapshot file and is not taken back either, nor after Redis is emptied; a new write after
+    the outage is taken."""
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    server = RedisServer(redis_binary, data_dir=data, dumps_only=True)
+    asyncio.run(_push(server.url))  # 1.0.0 active
+    asyncio.run(_save(server.url))
+    asyncio.run(_promote(server.url, "1.1.0"))  # not in the dump
+    gateway = make_gateway(server.url)
+    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test", max_retries=0)
+    wait_until(lambda: managed_call(sdk) == "1.1.0", 5, "1.1.0 served")
+    served_revision = ready(gateway)[1]["revision"]
+    load_ = Load(gateway, threads=2)
+    try:
+        server.kill()
+        server = RedisServer(redis_binary, port=server.port, data_dir=data, dumps_only=True)
+        code, body = wait_until(
+            lambda: (r := ready(gateway))[1].get("stale") and r, 5, "the older store seen"
+        )
+        assert code == 200 and body["status"] == "degraded" and body["store"] == "ok"
+        assert body["revision"] == served_revision
+        assert stale_metric(gateway) == "1"
+        time.sleep(0.5)
+    finally:
+        load_.stop()
+    assert load_.failures == []
+    assert {v for _, v in load_.versions} == {"1.1.0"}
+
+    gateway.stop()  # a restart while the store is older: the snapshot file is where it starts
+    restarted = make_gateway(server.url)
+    sdk = openai.OpenAI(base_url=restarted.url + "/v1", api_key="sk-test", max_retries=0)
+    assert managed_call(sdk) == "1.1.0"
+    wait_until(lambda: ready(restarted)[1].get("stale"), 5, "stale after the restart")
+    asyncio.run(_flush(server.url))  # and emptied: still not taken
+    time.sleep(0.5)
+    assert managed_call(sdk) == "1.1.0" and ready(restarted)[1]["prompts"] == 1
+    restarted.stop()
+    again = make_gateway(server.url)
+    sdk = openai.OpenAI(base_url=again.url + "/v1", api_key="sk-test", max_retries=0)
+    assert managed_call(sdk) == "1.1.0"
+    assert wait_until(lambda: ready(again)[1].get("stale"), 5, "stale when empty")
+    try:
+        asyncio.run(_push(server.url, promote="1.1.0"))  # filled again: a new life, taken
+        wait_until(lambda: not ready(again)[1].get("stale"), 5, "the refilled store taken")
+        assert managed_call(sdk) == "1.1.0"
+    finally:
+        server.stop()
+
+
+def test_a_sqlite_file_replaced_under_a_running_gateway_is_followed(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """The SQLite file deleted and restored into a new one while a gateway runs: the gateway
+    follows the new file (it kept reading the deleted one, serving the old registry forever)."""
+    path = tmp_path / "gateway.db"
+    url = f"sqlite:///{path}"
+    for command in (
+        ("prompts", "push", str(ROOT / "config/prompts")),
+        ("prompts", "promote", "support-agent", "1.0.0", "--force"),
+    ):
+        assert run_gateway_command(*command, store_url=url, cwd=tmp_path).returncode == 0
+    settings = load(
+        None,
+        {"GATEWAY_UPSTREAM_URL": provider.url, "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "s.json")},
+    )
+    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path, poll_interval=0.05)))
+    try:
+        exported = run_gateway_command("store", "export", "b.json", store_url=url, cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        for leftover in tmp_path.glob("gateway.db*"):
+            leftover.unlink()
+        for command in (
+            ("store", "restore", "b.json"),
+            ("prompts", "promote", "support-agent", "1.1.0", "--force"),
+        ):
+            done = run_gateway_command(*command, store_url=url, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+        wait_until(lambda: _served_version(gateway) == "1.1.0", 5, "the replaced file's promotion")
+        assert ready(gateway)[1]["status"] == "ready"
+    finally:
+        gateway.stop()
+
+
+def _served_version(gateway: ServedGateway) -> str:
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [],
+            "prompt": {
+                "id": "support-agent",
+                "variables": {"company": "A", "timezone": "UTC", "tools": "x"},
+            },
+        },
+    )
+    return response.headers.get("x-prompt-version", "")
+
+
+async def _save(url: str) -> None:
+    store = RedisStore(url)
+    await store._client.save()
+    await store.close()
+
+
+async def _flush(url: str) -> None:
+    store = RedisStore(url)
+    await store._client.flushall()
+    await store.close()
