@@ -95,6 +95,15 @@ PROMPT_BODY = {
     },
 }
 
+STREAM_PROMPT = "support-agent-stream"
+"""support-agent with its model routed to the SSE location (made by `start_gateway`)."""
+STREAM_BODY = {
+    **PROMPT_BODY,
+    "model": "stream-gpt-4o-mini",
+    "stream": True,
+    "prompt": {**PROMPT_BODY["prompt"], "id": STREAM_PROMPT},  # type: ignore[dict-item]
+}
+
 APP_BODY = {
     "model": "gpt-4o-mini",
     "temperature": 0.2,
@@ -213,9 +222,21 @@ adoption: {{capture: {str(capture).lower()}}}
     if tracing:  # nginx doubles as the OTLP sink: it answers /v1/traces with an empty 200
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
     if not (work / db).exists():
+        # The prompt's version names the model, so a streamed managed call needs a prompt of
+        # its own whose model routes to the SSE location: support-agent-stream.
+        streamed = work / "stream-prompts"
+        streamed.mkdir(exist_ok=True)
+        (streamed / "support-agent-stream.yaml").write_text(
+            (ROOT / "config/prompts/support-agent.yaml")
+            .read_text()
+            .replace("name: support-agent", f"name: {STREAM_PROMPT}")
+            .replace("model: gpt-4o-mini", "model: stream-gpt-4o-mini")
+        )
         commands = [
             ["prompts", "push", str(ROOT / "config/prompts")],
+            ["prompts", "push", str(streamed)],
             ["prompts", "promote", "support-agent", "1.1.0", "--force"],
+            ["prompts", "promote", STREAM_PROMPT, "1.1.0", "--force"],
         ]
         if experiment:
             create = ["experiments", "create", "--id", "bench", "--prompt", "support-agent"]
@@ -515,31 +536,33 @@ def floor(
     (streams/s, CPU per stream), 1 connection (p50, p99). Prints every round, then the medians
     and each gateway row's ratio to the forwarder."""
     stream = {"model": "stream-gpt-4o-mini", "stream": True}
-    # name: (pid, port, body, stream body, headers)
-    targets: dict[str, tuple[int, int, dict[str, object], dict[str, object], dict[str, str]]] = {
-        "bare forwarder": (*forwarder, PLAIN_BODY, {**PLAIN_BODY, **stream}, {}),
+    # name: (pid, port, body, stream body, headers, stream headers)
+    Target = tuple[int, int, dict[str, object], dict[str, object], dict[str, str], dict[str, str]]
+    targets: dict[str, Target] = {
+        "bare forwarder": (*forwarder, PLAIN_BODY, {**PLAIN_BODY, **stream}, {}, {}),
         "gateway, prompt in header": (
             *gateway,
             PLAIN_BODY,
             {**PLAIN_BODY, **stream},
             HEADER_PROMPT,
+            {**HEADER_PROMPT, "X-Prompt-Name": STREAM_PROMPT},
         ),
-        "gateway, prompt in body": (*gateway, PROMPT_BODY, {**PROMPT_BODY, **stream}, {}),
+        "gateway, prompt in body": (*gateway, PROMPT_BODY, STREAM_BODY, {}, {}),
     }
     columns = ("req/s", "CPU/req ms", "streams/s", "CPU/stream ms", "p50 ms", "p99 ms")
     results: dict[str, list[tuple[float, ...]]] = {name: [] for name in targets}
-    for _pid, port, body, _stream_body, headers in targets.values():
+    for _pid, port, body, _stream_body, headers, _stream_headers in targets.values():
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wrk(work, url, body, 16, 2, headers=headers)  # warm up
     print(f"{'round':>5} {'target':>26}" + "".join(f"{c:>14}" for c in columns), flush=True)
     for number in range(1, rounds + 1):
-        for name, (pid, port, body, stream_body, headers) in targets.items():
+        for name, (pid, port, body, stream_body, headers, stream_headers) in targets.items():
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             before = cpu_seconds(pid)
             loaded = wrk(work, url, body, 64, seconds, headers=headers)
             cpu_req = (cpu_seconds(pid) - before) * 1000 / max(loaded["total"], 1)
             before = cpu_seconds(pid)
-            streams = wrk(work, url, stream_body, 8, seconds, headers=headers)
+            streams = wrk(work, url, stream_body, 8, seconds, headers=stream_headers)
             cpu_stream = (cpu_seconds(pid) - before) * 1000 / max(streams["total"], 1)
             single = wrk(work, url, body, 1, max(seconds // 2, 2), headers=headers)
             row = (
@@ -589,7 +612,7 @@ def run(work: Path, seconds: int, upstream: int, gateway: int, pid: int) -> None
     direct = f"http://127.0.0.1:{upstream}"
     via = f"http://127.0.0.1:{gateway}"
     plain = {k: v for k, v in PROMPT_BODY.items() if k != "prompt"}
-    stream_body = {**PROMPT_BODY, "model": "stream-gpt-4o-mini", "stream": True}
+    stream_body = STREAM_BODY
     direct_stream = {**plain, "stream": True}
 
     wrk(work, via + "/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up
