@@ -5,10 +5,16 @@ loopback only: nginx as the provider (a static chat completion, and a static 20-
 the gateway under `taskset -c 0` with a managed prompt injected on every request, and wrk under
 `taskset -c 1`. Every run is bounded in time; everything it started is stopped at the end.
 
-Run: python benchmarks/bench_proxy.py [--seconds 10]
+Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10]
+     python benchmarks/bench_proxy.py --direct [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --experiment [--redis] [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --capture [--rounds 8] [--seconds 4]
+
+By default (issue 15) it compares the gateway with every feature on (a managed prompt named in
+the X-Prompt-* headers or in the body, tracing exported to nginx, metrics, the access log) with
+the bare forwarder of `bare_forwarder.py` (FLOOR.md), both on core 0, loaded in interleaved
+rounds, and prints the ratio of each row. `--direct` is the earlier single run against nginx.
 
 `--tracing` compares tracing off and on instead: two gateways (one exporting every span to nginx,
 which answers /v1/traces with an empty 200), loaded in turn for several rounds so that drift in
@@ -87,6 +93,15 @@ PROMPT_BODY = {
         "id": "support-agent",
         "variables": {"company": "Acme", "timezone": "Europe/Berlin", "tools": "search"},
     },
+}
+
+STREAM_PROMPT = "support-agent-stream"
+"""support-agent with its model routed to the SSE location (made by `start_gateway`)."""
+STREAM_BODY = {
+    **PROMPT_BODY,
+    "model": "stream-gpt-4o-mini",
+    "stream": True,
+    "prompt": {**PROMPT_BODY["prompt"], "id": STREAM_PROMPT},  # type: ignore[dict-item]
 }
 
 APP_BODY = {
@@ -207,9 +222,21 @@ adoption: {{capture: {str(capture).lower()}}}
     if tracing:  # nginx doubles as the OTLP sink: it answers /v1/traces with an empty 200
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{upstream}"})
     if not (work / db).exists():
+        # The prompt's version names the model, so a streamed managed call needs a prompt of
+        # its own whose model routes to the SSE location: support-agent-stream.
+        streamed = work / "stream-prompts"
+        streamed.mkdir(exist_ok=True)
+        (streamed / "support-agent-stream.yaml").write_text(
+            (ROOT / "config/prompts/support-agent.yaml")
+            .read_text()
+            .replace("name: support-agent", f"name: {STREAM_PROMPT}")
+            .replace("model: gpt-4o-mini", "model: stream-gpt-4o-mini")
+        )
         commands = [
             ["prompts", "push", str(ROOT / "config/prompts")],
+            ["prompts", "push", str(streamed)],
             ["prompts", "promote", "support-agent", "1.1.0", "--force"],
+            ["prompts", "promote", STREAM_PROMPT, "1.1.0", "--force"],
         ]
         if experiment:
             create = ["experiments", "create", "--id", "bench", "--prompt", "support-agent"]
@@ -227,6 +254,20 @@ adoption: {{capture: {str(capture).lower()}}}
     return proc
 
 
+def start_forwarder(work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
+    """The bare forwarder (`bare_forwarder.py`, FLOOR.md) on core 0, like the gateway."""
+    base = f"http://127.0.0.1:{upstream}"
+    script = str(ROOT / "benchmarks/bare_forwarder.py")
+    urls = ["--upstream", f"{base}/v1", "--stream-upstream", f"{base}/sse/v1"]
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, script, "--port", str(port), *urls],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
 def wrk(
     work: Path,
     url: str,
@@ -235,14 +276,20 @@ def wrk(
     seconds: int,
     *,
     delay_ms: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """One wrk run (one thread, on core 1); with `delay_ms`, each connection waits that long
     before each request. Requests/s, total, non-2xx `errors`, `socket_errors`, p50/p99 (ms)."""
-    script = work / f"wrk-{abs(hash(orjson.dumps(body)))}-{delay_ms}.lua"
+    key = orjson.dumps([body, headers])
+    script = work / f"wrk-{abs(hash(key))}-{delay_ms}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {orjson.dumps(orjson.dumps(body).decode()).decode()}\n"
+        + "".join(
+            f"wrk.headers[{orjson.dumps(n).decode()}] = {orjson.dumps(v).decode()}\n"
+            for n, v in (headers or {}).items()
+        )
+        + f"wrk.body = {orjson.dumps(orjson.dumps(body).decode()).decode()}\n"
         + (f"function delay() return {delay_ms} end\n" if delay_ms is not None else "")
     )
     out = subprocess.run(
@@ -342,10 +389,15 @@ def main() -> None:
         help="compare adoption capture off and on (an unmanaged call with a system prompt)",
     )
     parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="the old single run: the gateway against nginx hit directly (no forwarder)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
-        default=8,
-        help="rounds with --tracing, --experiment or --capture",
+        default=None,
+        help="interleaved rounds (default 3 against the forwarder, 8 with the comparisons)",
     )
     parser.add_argument(
         "--redis",
@@ -376,6 +428,8 @@ def main() -> None:
             else ("nocapture", "capture")
             if args.capture
             else ("off",)
+            if args.direct
+            else ("on",)
         )
         for number, name in enumerate(names, start=1):
             if redis is not None:
@@ -395,7 +449,17 @@ def main() -> None:
             )
         if len(names) == 2:
             body = APP_BODY if args.capture else PROMPT_BODY
-            compare(work, args.seconds, args.rounds, gateways, names, body)
+            compare(work, args.seconds, args.rounds or 8, gateways, names, body)
+        elif names == ("on",):
+            forwarder_port = free_port()
+            forwarder = start_forwarder(work, forwarder_port, upstream_port)
+            try:
+                proc, port = gateways["on"]
+                pair = (forwarder.pid, forwarder_port), (proc.pid, port)
+                floor(work, args.seconds, args.rounds or 3, *pair)
+            finally:
+                forwarder.send_signal(signal.SIGINT)
+                forwarder.wait(15)
         else:
             proc, port = gateways["off"]
             run(work, args.seconds, upstream_port, port, proc.pid)
@@ -457,11 +521,98 @@ def compare(
     )
 
 
+HEADER_PROMPT = {
+    "X-Prompt-Name": "support-agent",
+    "X-Prompt-Variables": orjson.dumps(PROMPT_BODY["prompt"]["variables"]).decode(),  # type: ignore[index]
+}
+PLAIN_BODY = {k: v for k, v in PROMPT_BODY.items() if k != "prompt"}
+
+
+def floor(
+    work: Path, seconds: int, rounds: int, forwarder: tuple[int, int], gateway: tuple[int, int]
+) -> None:
+    """The bare forwarder and the gateway (every feature on), loaded in turn for `rounds`
+    rounds: per target, 64 connections (requests/s, CPU per request), 8 streaming connections
+    (streams/s, CPU per stream), 1 connection (p50, p99). Prints every round, then the medians
+    and each gateway row's ratio to the forwarder."""
+    stream = {"model": "stream-gpt-4o-mini", "stream": True}
+    # name: (pid, port, body, stream body, headers, stream headers)
+    Target = tuple[int, int, dict[str, object], dict[str, object], dict[str, str], dict[str, str]]
+    targets: dict[str, Target] = {
+        "bare forwarder": (*forwarder, PLAIN_BODY, {**PLAIN_BODY, **stream}, {}, {}),
+        "gateway, prompt in header": (
+            *gateway,
+            PLAIN_BODY,
+            {**PLAIN_BODY, **stream},
+            HEADER_PROMPT,
+            {**HEADER_PROMPT, "X-Prompt-Name": STREAM_PROMPT},
+        ),
+        "gateway, prompt in body": (*gateway, PROMPT_BODY, STREAM_BODY, {}, {}),
+    }
+    columns = ("req/s", "CPU/req ms", "streams/s", "CPU/stream ms", "p50 ms", "p99 ms")
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in targets}
+    for _pid, port, body, _stream_body, headers, _stream_headers in targets.values():
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wrk(work, url, body, 16, 2, headers=headers)  # warm up
+    print(f"{'round':>5} {'target':>26}" + "".join(f"{c:>14}" for c in columns), flush=True)
+    for number in range(1, rounds + 1):
+        for name, (pid, port, body, stream_body, headers, stream_headers) in targets.items():
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            before = cpu_seconds(pid)
+            loaded = wrk(work, url, body, 64, seconds, headers=headers)
+            cpu_req = (cpu_seconds(pid) - before) * 1000 / max(loaded["total"], 1)
+            before = cpu_seconds(pid)
+            streams = wrk(work, url, stream_body, 8, seconds, headers=stream_headers)
+            cpu_stream = (cpu_seconds(pid) - before) * 1000 / max(streams["total"], 1)
+            single = wrk(work, url, body, 1, max(seconds // 2, 2), headers=headers)
+            row = (
+                loaded["rps"],
+                cpu_req,
+                streams["rps"],
+                cpu_stream,
+                single["p50"],
+                single["p99"],
+            )
+            results[name].append(row)
+            print(
+                f"{number:>5} {name:>26}{row[0]:>14,.0f}{row[1]:>14.3f}{row[2]:>14,.0f}"
+                f"{row[3]:>14.3f}{row[4]:>14.2f}{row[5]:>14.2f}",
+                flush=True,
+            )
+            errors = sum(r["errors"] + r["socket_errors"] for r in (loaded, streams, single))
+            if errors:
+                print(f"      errors (non-2xx or socket): {errors:,.0f}")
+    medians = {
+        name: [statistics.median(r[i] for r in rows) for i in range(len(columns))]
+        for name, rows in results.items()
+    }
+    base = medians["bare forwarder"]
+    print(f"\nmedians of {rounds} rounds ({seconds} s runs); ratio = gateway / bare forwarder")
+    print(f"{'':26}" + "".join(f"{c:>14}" for c in columns))
+    for name, row in medians.items():
+        print(f"{name:26}" + "".join(f"{v:>14,.3f}" for v in row))
+        if name != "bare forwarder":
+            ratios = [v / b if b else float("nan") for v, b in zip(row, base, strict=True)]
+            print(f"{'  ratio':26}" + "".join(f"{r:>14.2f}" for r in ratios))
+            # each round's throughput ratio pairs runs made within seconds of each other
+            paired = [
+                statistics.median(
+                    g[i] / b[i]
+                    for g, b in zip(results[name], results["bare forwarder"], strict=True)
+                )
+                for i in (0, 2)
+            ]
+            print(
+                f"{'  within-round ratio':26}{paired[0]:>14.2f}{'':>14}{paired[1]:>14.2f}"
+                f"{'':>14}{row[4] - base[4]:>+14.2f}{row[5] - base[5]:>+14.2f}  (p50/p99: added ms)"
+            )
+
+
 def run(work: Path, seconds: int, upstream: int, gateway: int, pid: int) -> None:
     direct = f"http://127.0.0.1:{upstream}"
     via = f"http://127.0.0.1:{gateway}"
     plain = {k: v for k, v in PROMPT_BODY.items() if k != "prompt"}
-    stream_body = {**PROMPT_BODY, "model": "stream-gpt-4o-mini", "stream": True}
+    stream_body = STREAM_BODY
     direct_stream = {**plain, "stream": True}
 
     wrk(work, via + "/v1/chat/completions", PROMPT_BODY, 16, 3)  # warm up

@@ -155,6 +155,8 @@ class SSETap:
         in many chunks is searched for its end once, never rescanned from its start.
         """
         buffer = self._buffer
+        if not buffer and b"\r" not in chunk:
+            return self._feed_lf(chunk)
         buffer += chunk
         kept: list[bytes] = []
         start = 0
@@ -164,13 +166,38 @@ class SSETap:
             self._scanned = 0
             if self._observe(event):
                 # Chunks carry "usage": null only because usage was requested: hide that too.
-                kept.append(_USAGE_NULL_FIELD.sub(b"", event) if self._strip else event)
+                strip = self._strip and b'"usage"' in event
+                kept.append(_USAGE_NULL_FIELD.sub(b"", event) if strip else event)
         if start:
             del buffer[:start]
         self._scanned = max(0, len(buffer) - _LONGEST_END)
         if not self._strip:
             return chunk
         return b"".join(kept)
+
+    def _feed_lf(self, chunk: bytes) -> bytes:
+        """`feed` for a chunk that starts a new event and holds no CR (what providers send): an
+        event then ends at each LF LF, so one `split` finds every end (as `event_end` would, one
+        by one), with no copy of the chunk into the buffer."""
+        parts = chunk.split(b"\n\n")
+        rest = parts.pop()
+        observe = self._observe
+        if not self._strip:
+            for part in parts:
+                observe(part + b"\n\n")
+            out = chunk
+        else:
+            kept = [event for part in parts if observe(event := part + b"\n\n")]
+            out = b"".join(kept) if len(kept) < len(parts) else chunk[: len(chunk) - len(rest)]
+            if b'"usage"' in out:  # chunks carry "usage": null only because it was requested
+                out = b"".join(
+                    _USAGE_NULL_FIELD.sub(b"", event) if b'"usage"' in event else event
+                    for event in kept
+                )
+        if rest:
+            self._buffer += rest
+            self._scanned = max(0, len(rest) - _LONGEST_END)
+        return out
 
     def finish(self) -> bytes:
         """The stream ended: return whatever partial event is still held."""
@@ -202,7 +229,7 @@ class SSETap:
             interesting = (
                 first
                 or self._keep_text
-                or not _FINISH_NULL.search(probe)
+                or (b'"finish_reason":null' not in probe and not _FINISH_NULL.search(probe))
                 or (b'"usage"' in probe and not _USAGE_NULL.search(probe))
             )
             if not interesting:
@@ -315,6 +342,9 @@ def event_end(buffer: bytes | bytearray, pos: int) -> int:
 
 def _data(event: bytes) -> bytes | None:
     """The event's data field (several data lines joined by newlines), or None."""
+    line = event.rstrip(b"\n")
+    if line.startswith(b"data:") and b"\n" not in line and b"\r" not in line:
+        return line[5:].lstrip(b" ")  # one data line, the common case
     lines = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
     if not lines:
         return None

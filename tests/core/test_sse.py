@@ -57,6 +57,25 @@ def test_stripping_holds_a_partial_event_until_it_completes() -> None:
     assert tap.feed(event[10:]) == event
 
 
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("size", [1, 5, 64, 10_000])
+def test_whole_events_in_one_chunk_read_as_when_split(strip: bool, size: int) -> None:
+    """A chunk of whole LF-ended events (read with one split) gives what the same bytes give
+    fed in pieces (read event by event through the buffer): output, usage, counts."""
+    stream = chunk("Hel") + b"\n" + chunk("lo") + chunk(finish="stop") + USAGE + DONE + b": c\n"
+    whole = SSETap(orjson.loads, strip_usage=strip, keep_text=True)
+    split = SSETap(orjson.loads, strip_usage=strip, keep_text=True)
+    out_whole = whole.feed(stream) + whole.finish()
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+    out_split = b"".join(split.feed(p) for p in pieces) + split.finish()
+    assert out_whole == out_split
+    assert whole.outcome == split.outcome
+    assert whole.outcome.usage == Usage(7, 2)
+    assert whole.outcome.output_text == ["Hel", "lo"]
+    assert whole.outcome.content_chunks == 2
+    assert whole.events == split.events
+
+
 def test_responses_stream_usage_from_the_completed_event() -> None:
     """Responses API streams report usage and status in response.completed."""
     tap = SSETap(orjson.loads, keep_text=True)
