@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -611,6 +612,56 @@ def test_usage_errors_with_json_are_json(project: Path, args: list[str], message
     assert done.returncode == 1
     error = orjson.loads(done.stdout)["error"]
     assert error["code"] == "usage_error" and message in error["message"]
+
+
+@pytest.fixture
+def demo_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder of the test's own where the demo makes its store, and the demo's
+    environment variables restored after the test (the demo sets them in this process)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    for name in ("GATEWAY_UPSTREAM_URL", "GATEWAY_ADMIN_TOKENS", "GATEWAY_CONFIG"):
+        monkeypatch.setenv(name, "unset")
+    for name in ("GATEWAY_STORE_URL", "GATEWAY_ENV"):
+        monkeypatch.setenv(name, os.environ.get(name, "unset"))
+    return folder
+
+
+@pytest.mark.local_only
+def test_demo_on_a_port_in_use_fails_first_and_leaves_nothing(
+    gateway: Gateway, demo_tmp: Path
+) -> None:
+    """A taken port is the demo's first and only line: no store built, no banner, no folder."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = gateway("demo", "--port", str(port), ok=False)
+    lines = failed.output.strip().splitlines()
+    assert len(lines) == 1 and f"Port {port} on 127.0.0.1 is in use" in lines[0], failed.output
+    assert list(demo_tmp.iterdir()) == []
+
+
+@pytest.mark.local_only
+def test_a_demo_that_fails_removes_its_folder(
+    gateway: Gateway, demo_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When building the demo's store fails, the temporary folder is removed with it."""
+    from gateway.errors import StoreUnavailable
+
+    demo = sys.modules["gateway.cli.demo"]  # `gateway.cli.demo` is also the command's function
+
+    seen: list[int] = []
+
+    def broken(paths: object) -> list[object]:
+        seen.append(len(list(demo_tmp.iterdir())))
+        raise StoreUnavailable("the disk is full")
+
+    monkeypatch.setattr(demo, "load_prompt_files", broken)
+    failed = gateway("demo", "--port", str(free_port()), ok=False)
+    assert failed.output.strip() == "error: the disk is full"
+    assert seen == [1] and list(demo_tmp.iterdir()) == []  # made, then removed
 
 
 def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:
