@@ -375,9 +375,12 @@ def test_a_folder_without_config_says_where_it_looked(
 
 
 @pytest.mark.local_only  # serve runs locally
-def test_serve_without_config_warns_it_serves_an_empty_registry(project: Path) -> None:
+def test_serve_without_config_warns_it_serves_an_empty_registry(
+    gateway: Gateway, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`gateway serve` in a folder without config/ says where it looked and warns, on start and
-    in its log, that it serves no managed prompts; /readyz still answers."""
+    in its log, that it serves no managed prompts; /readyz still answers. The reading commands
+    run there afterwards say the same on stderr (the output itself is the empty registry's)."""
     elsewhere = project / "elsewhere"
     elsewhere.mkdir()
     port = free_port()
@@ -397,6 +400,19 @@ def test_serve_without_config_warns_it_serves_an_empty_registry(project: Path) -
     assert f"no config file: config/gateway.yaml is not in {elsewhere}" in text
     assert f"warning: no registry at {elsewhere}/gateway.db yet" in text
     assert "serving an empty registry (store sqlite:///gateway.db" in text
+
+    monkeypatch.chdir(elsewhere)
+    for args in (("prompts", "list"), ("experiments", "list"), ("audit",)):
+        listed = gateway(*args)
+        note = " ".join(listed.stderr.split())
+        assert (
+            f"note: the registry at {elsewhere}/gateway.db holds no prompts (no config file: "
+            in note
+        )
+        assert "push some: gateway prompts push PATH" in note
+    assert gateway("prompts", "list", "--json") == []
+    gateway("prompts", "push", str(project / "config/prompts"))
+    assert gateway("prompts", "list").stderr == ""
 
 
 @pytest.mark.local_only  # the provider is the command's own (from its environment)
