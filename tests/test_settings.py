@@ -228,6 +228,33 @@ def test_a_leftover_upstream_url_does_not_silently_replace_the_files_providers(
     assert load(path, {"GATEWAY_UPSTREAM_URL": ""}).routes[0].provider.name == "local"
 
 
+def test_a_leftover_upstream_key_is_not_silently_ignored_beside_providers(
+    tmp_path: Path,
+) -> None:
+    """GATEWAY_UPSTREAM_API_KEY with providers: stops start-up, naming both and the way out,
+    unless a provider takes it as its api_key; set but empty counts as unset."""
+    path = write(tmp_path, "providers:\n  local: {base_url: 'http://127.0.0.1:8000/v1'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, {"GATEWAY_UPSTREAM_API_KEY": "sk-left-over"})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: providers: is set, and so is GATEWAY_UPSTREAM_API_KEY")
+    assert "Unset GATEWAY_UPSTREAM_API_KEY" in message and "sk-left-over" not in message
+    assert "\n" not in message
+    assert load(path, {"GATEWAY_UPSTREAM_API_KEY": ""}).routes[0].provider.api_key is None
+    used = write(
+        tmp_path,
+        "providers:\n  local: {base_url: 'http://127.0.0.1:8000/v1'}\n"
+        "  openai: {base_url: 'https://api.openai.com/v1',\n"
+        "           api_key: '${GATEWAY_UPSTREAM_API_KEY}'}\n"
+        "routes: [{model: 'gpt-*', provider: openai}, {model: '*', provider: local}]\n",
+    )
+    routed = load(used, {"GATEWAY_UPSTREAM_API_KEY": "sk-used"}).routes
+    assert [(r.provider.name, r.provider.api_key) for r in routed] == [
+        ("openai", "sk-used"),
+        ("local", None),
+    ]
+
+
 def test_one_token_under_two_names_is_refused(tmp_path: Path) -> None:
     """The same token for a viewer and an admin would make the viewer an admin: refused."""
     with pytest.raises(ConfigError, match="already given to 'low'") as caught:
