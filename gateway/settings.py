@@ -23,6 +23,7 @@ from gateway.core.model import ENVIRONMENTS, Environment
 from gateway.core.pricing import Price, PriceTable
 from gateway.core.resolution import Overrides
 from gateway.errors import ConfigError
+from gateway.files import yaml_problem
 from gateway.upstream.routing import MOCK, Provider, Route
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
@@ -246,7 +247,7 @@ def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML{yaml_problem(exc)}.") from exc
     doc = _expand(doc, path, environ)
     if doc is None:
         return {}
@@ -752,8 +753,10 @@ def _prices(value: object, where: str) -> PriceTable:
     path = Path(_string(value, "prices_file", where))
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: prices_file {path} cannot be loaded: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: prices_file {path} cannot be read: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: prices_file {path}: invalid YAML{yaml_problem(exc)}.") from exc
     models = _mapping(
         (doc or {}).get("models", {}) if isinstance(doc, dict) else None, f"{path}: models", where
     )

@@ -374,6 +374,20 @@ def test_a_folder_without_config_says_where_it_looked(
     assert len(gateway("prompts", "list", "--json")) == 3
 
 
+@pytest.mark.local_only  # the config is the command's own
+@pytest.mark.parametrize("command", [("prompts", "list"), ("serve",)])
+def test_a_config_that_is_not_yaml_is_one_line(
+    gateway: Gateway, project: Path, command: tuple[str, ...]
+) -> None:
+    """An invalid YAML config stops a command in one line naming the file, line and column."""
+    (project / "config/gateway.yaml").write_text("server:\n  port: 8080\n host: x\n")
+    failed = gateway(*command, ok=False)
+    assert failed.stderr.splitlines() == [
+        "error: config/gateway.yaml: invalid YAML at line 3, column 2: expected <block end>, "
+        "but found '<block mapping start>'."
+    ]
+
+
 @pytest.mark.local_only  # serve runs locally
 def test_serve_without_config_warns_it_serves_an_empty_registry(
     gateway: Gateway, project: Path, monkeypatch: pytest.MonkeyPatch
