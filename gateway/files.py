@@ -37,10 +37,16 @@ def read_yaml(path: Path) -> object:
     except OSError as exc:
         raise InvalidPrompt(f"{path}: cannot be read: {exc.strerror}.") from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidPrompt(f"{path}: invalid YAML{at}: {problem}.") from exc
+        raise InvalidPrompt(f"{path}: invalid YAML{yaml_problem(exc)}.") from exc
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """` at line L, column C: the problem`, one line: PyYAML's own message quotes the text
+    around the mark over several lines, which a one-line error must not."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{at}: {' '.join(str(problem).split())}"
 
 
 def load_prompt_files(paths: Iterable[str | Path]) -> list[PromptFile]:

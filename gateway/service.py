@@ -42,6 +42,7 @@ from gateway.errors import (
     InvalidPromptVariables,
     ModelNotRouted,
     NotFound,
+    StoreUnavailable,
 )
 from gateway.settings import Settings
 from gateway.telemetry.attributes import (
@@ -86,6 +87,9 @@ class SnapshotSource(Protocol):
     """Where the current registry snapshot is read from (a plain attribute, never awaited)."""
 
     current: RegistrySnapshot
+    loaded: bool
+    """A snapshot was taken into service (from the store or the disk file). Until then
+    `current` is an empty stand-in, which must not answer that a prompt does not exist."""
 
 
 @dataclass(slots=True)
@@ -303,6 +307,8 @@ class GatewayService:
                 and ref.name.startswith(HOSTED_PROMPT_PREFIX)
                 and ref.name not in snapshot.prompts
             ):
+                if not self._snapshots.loaded:
+                    raise _not_loaded(ref.name)
                 self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
             return
         index = self._adoptions(snapshot)
@@ -641,6 +647,16 @@ GENAI_OPERATIONS = {
     "/embeddings": "embeddings",
     "/completions": "text_completion",
 }
+
+
+def _not_loaded(name: str) -> StoreUnavailable:
+    """503 for a managed call before the first snapshot: whether `name` exists is not known yet,
+    and a 404 would tell clients (which retry a 503) that it never will."""
+    return StoreUnavailable(
+        f"The prompt registry is not loaded yet (its store has not answered since this gateway "
+        f"started, and there is no snapshot file), so prompt {name!r} cannot be resolved. "
+        "Retry shortly; /readyz says 503 until it is loaded."
+    )
 
 
 def template_json(version: PromptVersion) -> str:

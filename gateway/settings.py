@@ -23,6 +23,7 @@ from gateway.core.model import ENVIRONMENTS, Environment
 from gateway.core.pricing import Price, PriceTable
 from gateway.core.resolution import Overrides
 from gateway.errors import ConfigError
+from gateway.files import yaml_problem
 from gateway.upstream.routing import MOCK, Provider, Route
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
@@ -246,7 +247,7 @@ def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML{yaml_problem(exc)}.") from exc
     doc = _expand(doc, path, environ)
     if doc is None:
         return {}
@@ -472,7 +473,9 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
     """GATEWAY_UPSTREAM_URL names one provider for every model when the file names none.
 
     Both at once is refused: a variable left over from a shell would otherwise route every
-    model past the file's providers and routes without a word.
+    model past the file's providers and routes without a word. So is GATEWAY_UPSTREAM_API_KEY
+    with providers: unless a provider's api_key is that key (`${GATEWAY_UPSTREAM_API_KEY}`):
+    it would otherwise be ignored without a word, and every call sent without the key.
     """
     from_env = environ.get("GATEWAY_UPSTREAM_URL") or None  # set but empty counts as unset
     if from_env is not None and "providers" in raw:
@@ -514,6 +517,14 @@ def _routes(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> t
         )
     if not providers:
         raise ConfigError(f"{where}: providers is empty; name at least one provider.")
+    env_key = environ.get("GATEWAY_UPSTREAM_API_KEY") or None  # set but empty counts as unset
+    if env_key is not None and all(p.api_key != env_key for p in providers.values()):
+        raise ConfigError(
+            f"{where}: providers: is set, and so is GATEWAY_UPSTREAM_API_KEY, which only keys "
+            "the one provider used without providers:, so no provider would use it. Unset "
+            "GATEWAY_UPSTREAM_API_KEY, or give it to a provider in the file: "
+            "api_key: ${GATEWAY_UPSTREAM_API_KEY}."
+        )
     routes_raw = raw.get("routes") or [{"model": "*", "provider": next(iter(providers))}]
     routes = []
     for i, item in enumerate(_list(routes_raw, "routes", where)):
@@ -742,8 +753,10 @@ def _prices(value: object, where: str) -> PriceTable:
     path = Path(_string(value, "prices_file", where))
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: prices_file {path} cannot be loaded: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: prices_file {path} cannot be read: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: prices_file {path}: invalid YAML{yaml_problem(exc)}.") from exc
     models = _mapping(
         (doc or {}).get("models", {}) if isinstance(doc, dict) else None, f"{path}: models", where
     )

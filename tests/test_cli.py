@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -373,10 +374,27 @@ def test_a_folder_without_config_says_where_it_looked(
     assert len(gateway("prompts", "list", "--json")) == 3
 
 
+@pytest.mark.local_only  # the config is the command's own
+@pytest.mark.parametrize("command", [("prompts", "list"), ("serve",)])
+def test_a_config_that_is_not_yaml_is_one_line(
+    gateway: Gateway, project: Path, command: tuple[str, ...]
+) -> None:
+    """An invalid YAML config stops a command in one line naming the file, line and column."""
+    (project / "config/gateway.yaml").write_text("server:\n  port: 8080\n host: x\n")
+    failed = gateway(*command, ok=False)
+    assert failed.stderr.splitlines() == [
+        "error: config/gateway.yaml: invalid YAML at line 3, column 2: expected <block end>, "
+        "but found '<block mapping start>'."
+    ]
+
+
 @pytest.mark.local_only  # serve runs locally
-def test_serve_without_config_warns_it_serves_an_empty_registry(project: Path) -> None:
+def test_serve_without_config_warns_it_serves_an_empty_registry(
+    gateway: Gateway, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`gateway serve` in a folder without config/ says where it looked and warns, on start and
-    in its log, that it serves no managed prompts; /readyz still answers."""
+    in its log, that it serves no managed prompts; /readyz still answers. The reading commands
+    run there afterwards say the same on stderr (the output itself is the empty registry's)."""
     elsewhere = project / "elsewhere"
     elsewhere.mkdir()
     port = free_port()
@@ -396,6 +414,19 @@ def test_serve_without_config_warns_it_serves_an_empty_registry(project: Path) -
     assert f"no config file: config/gateway.yaml is not in {elsewhere}" in text
     assert f"warning: no registry at {elsewhere}/gateway.db yet" in text
     assert "serving an empty registry (store sqlite:///gateway.db" in text
+
+    monkeypatch.chdir(elsewhere)
+    for args in (("prompts", "list"), ("experiments", "list"), ("audit",)):
+        listed = gateway(*args)
+        note = " ".join(listed.stderr.split())
+        assert (
+            f"note: the registry at {elsewhere}/gateway.db holds no prompts (no config file: "
+            in note
+        )
+        assert "push some: gateway prompts push PATH" in note
+    assert gateway("prompts", "list", "--json") == []
+    gateway("prompts", "push", str(project / "config/prompts"))
+    assert gateway("prompts", "list").stderr == ""
 
 
 @pytest.mark.local_only  # the provider is the command's own (from its environment)
@@ -611,6 +642,56 @@ def test_usage_errors_with_json_are_json(project: Path, args: list[str], message
     assert done.returncode == 1
     error = orjson.loads(done.stdout)["error"]
     assert error["code"] == "usage_error" and message in error["message"]
+
+
+@pytest.fixture
+def demo_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder of the test's own where the demo makes its store, and the demo's
+    environment variables restored after the test (the demo sets them in this process)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    for name in ("GATEWAY_UPSTREAM_URL", "GATEWAY_ADMIN_TOKENS", "GATEWAY_CONFIG"):
+        monkeypatch.setenv(name, "unset")
+    for name in ("GATEWAY_STORE_URL", "GATEWAY_ENV"):
+        monkeypatch.setenv(name, os.environ.get(name, "unset"))
+    return folder
+
+
+@pytest.mark.local_only
+def test_demo_on_a_port_in_use_fails_first_and_leaves_nothing(
+    gateway: Gateway, demo_tmp: Path
+) -> None:
+    """A taken port is the demo's first and only line: no store built, no banner, no folder."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = gateway("demo", "--port", str(port), ok=False)
+    lines = failed.output.strip().splitlines()
+    assert len(lines) == 1 and f"Port {port} on 127.0.0.1 is in use" in lines[0], failed.output
+    assert list(demo_tmp.iterdir()) == []
+
+
+@pytest.mark.local_only
+def test_a_demo_that_fails_removes_its_folder(
+    gateway: Gateway, demo_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When building the demo's store fails, the temporary folder is removed with it."""
+    from gateway.errors import StoreUnavailable
+
+    demo = sys.modules["gateway.cli.demo"]  # `gateway.cli.demo` is also the command's function
+
+    seen: list[int] = []
+
+    def broken(paths: object) -> list[object]:
+        seen.append(len(list(demo_tmp.iterdir())))
+        raise StoreUnavailable("the disk is full")
+
+    monkeypatch.setattr(demo, "load_prompt_files", broken)
+    failed = gateway("demo", "--port", str(free_port()), ok=False)
+    assert failed.output.strip() == "error: the disk is full"
+    assert seen == [1] and list(demo_tmp.iterdir()) == []  # made, then removed
 
 
 def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:

@@ -105,3 +105,64 @@ def test_export_human_output(gateway: Gateway) -> None:
     result = gateway("store", "export", "registry.json")
     assert result.stdout.startswith("exported revision ")
     assert "to registry.json: 3 prompts, 4 versions, 1 experiments" in result.stdout
+
+
+def _first(doc: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(p for p in doc["prompts"] if p["name"] == name)
+
+
+def _active_unknown(doc: dict) -> None:  # type: ignore[type-arg]
+    _first(doc, "support-agent")["active"] = "8.8.8"
+
+
+def _control_unknown(doc: dict) -> None:  # type: ignore[type-arg]
+    _first(doc, "support-agent")["experiments"][0]["control_version"] = "7.7.7"
+
+
+def _version_twice(doc: dict) -> None:  # type: ignore[type-arg]
+    versions = _first(doc, "support-agent")["versions"]
+    versions[1]["version"] = versions[0]["version"]
+
+
+def _split_out_of_range(doc: dict) -> None:  # type: ignore[type-arg]
+    _first(doc, "support-agent")["experiments"][0]["traffic_split"] = 5
+
+
+def _prompt_twice(doc: dict) -> None:  # type: ignore[type-arg]
+    doc["prompts"].append(_first(doc, "release-notes"))
+
+
+def _broken_template(doc: dict) -> None:  # type: ignore[type-arg]
+    _first(doc, "release-notes")["versions"][0]["messages"][0]["content"] = "{{#broken"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_active_unknown, "prompt 'support-agent': Its activation (active) names version '8.8.8'"),
+        (_control_unknown, "prompt 'support-agent': Experiment 'tone': Prompt 'support-agent' "),
+        (_version_twice, "prompt 'support-agent': Prompt support-agent@1.0.0 is listed twice"),
+        (_split_out_of_range, "Experiment 'tone': traffic_split must be between 0 and 1, not 5"),
+        (_prompt_twice, "prompt 'release-notes' is listed twice"),
+        (_broken_template, "prompt 'release-notes': Prompt release-notes@1.0.0 has a system "),
+    ],
+)
+def test_an_inconsistent_export_is_refused_before_anything_is_written(
+    gateway: Gateway, project: Path, edit: object, message: str
+) -> None:
+    """An export the gateway could not have written (an activation or an experiment naming no
+    version, a version or a prompt listed twice, a split out of range, a template that does not
+    compile) is refused in one line naming the file and the entry, exit 1, no store created."""
+    fill(gateway)
+    gateway("store", "export", "registry.json")
+    doc = orjson.loads((project / "registry.json").read_bytes())
+    edit(doc)  # type: ignore[operator]
+    (project / "bad.json").write_bytes(orjson.dumps(doc))
+    other = {"GATEWAY_STORE_URL": "sqlite:///other.db"}
+    result = gateway("store", "restore", "bad.json", ok=False, env=other)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: bad.json ") and message in lines[0]
+    assert not (project / "other.db").exists()
+    failed = gateway("store", "restore", "bad.json", "--json", ok=False, env=other)
+    assert orjson.loads(failed.stdout)["error"]["code"] == "invalid_request"

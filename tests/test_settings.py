@@ -98,7 +98,7 @@ def test_config_overrides_per_environment(tmp_path: Path) -> None:
             {},
             "${MISSING} is used but that variable is unset",
         ),
-        ("env: [\n", {}, "is not valid YAML"),
+        ("env: [\n", {}, "invalid YAML at line 2, column 1"),
         ("- a\n", {}, "the top level must be a mapping"),
         ("", {"PROMPT_OVERRIDES": "{nope"}, "PROMPT_OVERRIDES is not valid JSON"),
         ("", {"GATEWAY_ENV": "qa"}, "environment: GATEWAY_ENV must be one of"),
@@ -115,6 +115,38 @@ def test_invalid_config_names_the_key(
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text), environ)
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("env: [\n", "line 2, column 1: expected the node content, but found '<stream end>'"),
+        ("server:\n  port: 1\n port: 2\n", "line 3, column 2: expected <block end>, but found"),
+        ("a: b: c\n", "line 1, column 5: mapping values are not allowed here"),
+        ("\tenv: staging\n", "line 1, column 1: found character '\\t' that cannot start any"),
+    ],
+)
+def test_invalid_yaml_is_one_line_naming_the_file_line_and_column(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """A config file that is not YAML stops loading in one line: the file, the line and column,
+    and PyYAML's problem, without its excerpt of the text."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, {})
+    message = caught.value.message
+    assert message.startswith(f"{path}: invalid YAML at {where}") and "\n" not in message
+
+
+def test_invalid_yaml_in_the_prices_file_is_one_line(tmp_path: Path) -> None:
+    """The prices file named by the config is reported the same way, under its key."""
+    (tmp_path / "prices.yaml").write_text("models:\n  gpt: {input: 1\n")
+    path = write(tmp_path, f"prices_file: {tmp_path / 'prices.yaml'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, {})
+    message = caught.value.message
+    assert message.startswith(f"{path}: prices_file {tmp_path / 'prices.yaml'}: invalid YAML at ")
+    assert "\n" not in message
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
@@ -226,6 +258,33 @@ def test_a_leftover_upstream_url_does_not_silently_replace_the_files_providers(
     with pytest.raises(ConfigError, match="Unset GATEWAY_UPSTREAM_URL"):
         load(path, {"GATEWAY_UPSTREAM_URL": "mock"})
     assert load(path, {"GATEWAY_UPSTREAM_URL": ""}).routes[0].provider.name == "local"
+
+
+def test_a_leftover_upstream_key_is_not_silently_ignored_beside_providers(
+    tmp_path: Path,
+) -> None:
+    """GATEWAY_UPSTREAM_API_KEY with providers: stops start-up, naming both and the way out,
+    unless a provider takes it as its api_key; set but empty counts as unset."""
+    path = write(tmp_path, "providers:\n  local: {base_url: 'http://127.0.0.1:8000/v1'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, {"GATEWAY_UPSTREAM_API_KEY": "sk-left-over"})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: providers: is set, and so is GATEWAY_UPSTREAM_API_KEY")
+    assert "Unset GATEWAY_UPSTREAM_API_KEY" in message and "sk-left-over" not in message
+    assert "\n" not in message
+    assert load(path, {"GATEWAY_UPSTREAM_API_KEY": ""}).routes[0].provider.api_key is None
+    used = write(
+        tmp_path,
+        "providers:\n  local: {base_url: 'http://127.0.0.1:8000/v1'}\n"
+        "  openai: {base_url: 'https://api.openai.com/v1',\n"
+        "           api_key: '${GATEWAY_UPSTREAM_API_KEY}'}\n"
+        "routes: [{model: 'gpt-*', provider: openai}, {model: '*', provider: local}]\n",
+    )
+    routed = load(used, {"GATEWAY_UPSTREAM_API_KEY": "sk-used"}).routes
+    assert [(r.provider.name, r.provider.api_key) for r in routed] == [
+        ("openai", "sk-used"),
+        ("local", None),
+    ]
 
 
 def test_one_token_under_two_names_is_refused(tmp_path: Path) -> None:

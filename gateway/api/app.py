@@ -172,11 +172,23 @@ def create_app(
         if capture is not None:
             capture.start()
         await cache.start()
+        providers = ", ".join(sorted({r.provider.name for r in settings.routes}))
+        if not cache.loaded:
+            log.warning(
+                "gateway started, registry not loaded yet: store %s has not answered and there "
+                "is no snapshot file %s; managed calls get 503 store_unavailable (retryable) "
+                "and /readyz 503 until it answers (environment %s, providers %s)",
+                redact(store.location),
+                snapshot_file.path,
+                settings.env,
+                providers,
+            )
+            return
         log.info(
             "gateway ready: environment %s, %d prompts, providers %s, snapshot file %s",
             settings.env,
             len(cache.current.prompts),
-            ", ".join(sorted({r.provider.name for r in settings.routes})),
+            providers,
             snapshot_file.path,
         )
         if cache.loaded and not cache.current.prompts:

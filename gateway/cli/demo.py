@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,7 @@ import typer
 
 from gateway.cli.backend import Json
 from gateway.cli.runtime import err, failures, out
-from gateway.cli.serve import serve
+from gateway.cli.serve import check_free, serve
 from gateway.core.promptfile import PromptFile
 from gateway.core.versions import parse_version
 from gateway.errors import ConfigError
@@ -48,7 +49,26 @@ def demo(
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8080,
 ) -> None:
     """Serve a ready demo: the mock provider, example prompts tested and promoted, an experiment."""
+    with failures():
+        # Before anything is built or printed: a taken port is the likeliest failure.
+        check_free(host, port)
+        if not EXAMPLES.is_dir():
+            raise ConfigError(
+                f"The example prompts are not at {EXAMPLES}; run the demo from a clone of the "
+                "repository (pip install -e .)."
+            )
     folder = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        _start(folder, host, port)
+    except BaseException:
+        # Kept only once the gateway serves it (serve replaces this process and never returns).
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _start(folder: Path, host: str, port: int) -> None:
+    """Fill the store in `folder`, print what to try, and serve (this process becomes the
+    server); raises (typer.Exit after a one-line reason) when any step fails."""
     token = "demo-" + secrets.token_urlsafe(18)
     environ = {
         "GATEWAY_STORE_URL": f"sqlite:///{folder / 'gateway.db'}",
@@ -59,11 +79,6 @@ def demo(
     }
     (folder / "gateway.yaml").write_text("# gateway demo: settings come from the environment\n")
     with failures():
-        if not EXAMPLES.is_dir():
-            raise ConfigError(
-                f"The example prompts are not at {EXAMPLES}; run the demo from a clone of the "
-                "repository (pip install -e .)."
-            )
         os.environ.update(environ)
         report = asyncio.run(_prepare(load_prompt_files([EXAMPLES])))
     url = f"http://{host}:{port}"

@@ -74,7 +74,8 @@ class Runtime:
 
         Locally, with no config file found, a SQLite store that does not exist yet is created
         only by a command that `creates_store` (saying so on stderr, with where the config was
-        looked for); any other command fails with StoreNotFound naming both.
+        looked for); any other command fails with StoreNotFound naming both, and says on stderr
+        when the store holds no prompt (`gateway serve` there makes an empty one).
         """
         if self.url is None:
             self.check_store(creates_store)
@@ -82,6 +83,8 @@ class Runtime:
         async def main() -> T:
             backend = await self._open()
             try:
+                if not creates_store:
+                    await self._note_empty(backend)
                 return await work(backend)
             finally:
                 await backend.close()
@@ -103,6 +106,23 @@ class Runtime:
                 "from the project's folder, or push prompts first: gateway prompts push PATH."
             )
         err.print(f"note: creating a new registry at {path.absolute()} ({where})", markup=False)
+
+    async def _note_empty(self, backend: Backend) -> None:
+        """With no config file found, say on stderr where it was looked for when the default
+        SQLite store holds no prompt: an empty table alone would hide a wrong working directory
+        as surely as a missing file does (`check_store`)."""
+        from gateway.cli.local import LocalBackend
+
+        settings = self.settings
+        path = settings.sqlite_path()
+        if path is None or settings.source is not None or not isinstance(backend, LocalBackend):
+            return
+        if not (await backend.store.snapshot()).prompts:
+            err.print(
+                f"note: the registry at {path.absolute()} holds no prompts "
+                f"({settings.sources(Path.cwd())}); push some: gateway prompts push PATH",
+                markup=False,
+            )
 
     async def _open(self) -> Backend:
         if self.url is None:

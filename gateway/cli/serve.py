@@ -33,7 +33,7 @@ def serve(
     server = settings.server
     chosen_host, chosen_port = host or server.host, port or server.port
     with failures(as_json):
-        _check_free(chosen_host, chosen_port)
+        check_free(chosen_host, chosen_port)
     err.print(
         f"Prompt Gateway on http://{chosen_host}:{chosen_port}/v1 "
         f"(environment {settings.env}, store {redact(settings.store_url)}, "
@@ -74,7 +74,7 @@ def serve(
     os.execv(sys.executable, args)
 
 
-def _check_free(host: str, port: int) -> None:
+def check_free(host: str, port: int) -> None:
     """Fail in one line when the address is taken, before uvicorn prints a traceback."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

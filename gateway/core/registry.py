@@ -25,7 +25,7 @@ from gateway.core.model import (
     PromptVersion,
     TestResults,
 )
-from gateway.core.rendering import Message, placeholders
+from gateway.core.rendering import Message, placeholders, unclosed_placeholder
 from gateway.core.versions import parse_version
 from gateway.errors import (
     ExperimentConflict,
@@ -107,6 +107,13 @@ def make_draft(
             raise InvalidPrompt(
                 f"Prompt {label} has a message with role {message.role!r}; "
                 f"use one of {', '.join(sorted(ROLES))}.",
+                param="messages",
+            )
+        unclosed = unclosed_placeholder(message.content)
+        if unclosed is not None:
+            raise InvalidPrompt(
+                f"Prompt {label} has a {message.role} message with an unclosed placeholder "
+                f"at {unclosed!r}; write placeholders as {{{{name}}}}.",
                 param="messages",
             )
     used = placeholders(messages)
@@ -473,3 +480,96 @@ def _pass_rate_detail(version: PromptVersion) -> str:
     if results is None:
         return "no test run"
     return f"pass rate {results.pass_rate:.0%} ({results.passed}/{results.total})"
+
+
+def check_restored(state: PromptState, *, taken_ids: Iterable[str], now: datetime) -> None:
+    """Check one prompt of an export (`gateway store restore`) as push, promote and
+    `experiments create` would have checked it when it was written; raise the error they raise
+    (a VersionConflict for a version listed twice), naming the version or experiment.
+
+    Each version is validated as a draft (name, semver, roles, template and variables, model
+    parameters) and replayed in number order; the activation and its history must name versions
+    the prompt holds; each experiment goes through `plan_create_experiment` against the versions,
+    the experiment ids taken so far (`taken_ids`, grown with this prompt's) and, when it runs,
+    the running experiments before it; an adoption must name a version.
+    """
+    replayed = PromptState(state.name)
+    numbers: set[int] = set()
+    for version in sorted(state.versions, key=lambda v: v.number):
+        if version.name != state.name:
+            raise InvalidPrompt(
+                f"Version {version.version} of prompt {state.name!r} is named {version.name!r}.",
+                param="name",
+            )
+        make_draft(
+            name=version.name,
+            version=version.version,
+            messages=version.messages,
+            variables=version.variables,
+            model=version.model,
+            max_tokens=version.max_tokens,
+            temperature=version.temperature,
+            tags=version.tags,
+            client_system=version.client_system,
+        )
+        if version.version in replayed.by_version:
+            raise VersionConflict(
+                f"Prompt {version.label} is listed twice; a version exists once.", param="version"
+            )
+        if isinstance(version.number, bool) or not isinstance(version.number, int):
+            raise InvalidPrompt(f"{version.label} has number {version.number!r}, not an integer.")
+        if version.number in numbers:
+            raise VersionConflict(
+                f"{version.label} has number {version.number}, which another version of "
+                f"{state.name!r} has too.",
+                param="number",
+            )
+        numbers.add(version.number)
+        replayed = PromptState(state.name, versions=(*replayed.versions, version))
+    for label, named in [("active", state.active), *(("history", v) for v in state.history)]:
+        if named is not None:
+            _require_named(replayed, named, f"Its activation ({label})")
+    if state.adoption is not None:
+        _require_named(replayed, state.adoption.version, "Its adoption")
+    taken = set(taken_ids)
+    running: tuple[Experiment, ...] = ()
+    for experiment in state.experiments:
+        where = f"Experiment {experiment.id!r}"
+        if experiment.prompt_name != state.name:
+            raise InvalidExperiment(
+                f"{where} is listed under prompt {state.name!r} but names prompt "
+                f"{experiment.prompt_name!r}.",
+                param="prompt_name",
+            )
+        split = experiment.traffic_split
+        if isinstance(split, bool) or not isinstance(split, int | float):
+            raise InvalidExperiment(
+                f"{where}: traffic_split must be a number between 0 and 1, not {split!r}.",
+                param="traffic_split",
+            )
+        if experiment.status not in ("running", "stopped"):
+            raise InvalidExperiment(
+                f"{where}: status must be 'running' or 'stopped', not {experiment.status!r}.",
+                param="status",
+            )
+        is_running = experiment.status == "running"
+        # A stopped experiment may have overlapped one that ran after it; only running ones
+        # must not overlap (the rule of `experiments create`).
+        against = replace(replayed, experiments=running if is_running else ())
+        try:
+            plan_create_experiment(against, experiment, taken_ids=taken, now=now)
+        except (VersionNotFound, InvalidExperiment, ExperimentConflict) as exc:
+            raise type(exc)(f"{where}: {exc}", param=exc.param) from exc
+        taken.add(experiment.id)
+        if is_running:
+            running = (*running, experiment)
+
+
+def _require_named(state: PromptState, version: str, what: str) -> None:
+    if version not in state.by_version:
+        known = ", ".join(v.version for v in state.versions) or "none"
+        raise VersionNotFound(
+            f"{what} names version {version!r} of prompt {state.name!r}, which it does not hold "
+            f"(versions: {known}).",
+            param="version",
+        )

@@ -125,6 +125,18 @@ def placeholders(messages: Sequence[Message]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def unclosed_placeholder(content: str) -> str | None:
+    """The text from a `{{` that no `}}` follows (an unfinished placeholder, `{{#broken`), or None.
+
+    Braces that are closed but are not placeholders (`{{ not-a-var }}`) render as they are; an
+    opening with nothing to close it is a typo the renderer would send to the model verbatim.
+    """
+    start = content.rfind("{{")
+    if start < 0 or "}}" in content[start + 2 :]:
+        return None
+    return content[start : start + 30]
+
+
 def compile_template(messages: Sequence[Message]) -> Template:
     """Split every message at its placeholders once, so rendering is a join."""
     return Template(tuple(_compile(m) for m in messages), placeholders(messages))

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gateway.core.model import AuditEntry, PromptState, RegistrySnapshot
-from gateway.errors import InvalidRequest
+from gateway.core.registry import check_restored
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.stores import codec
 
 REGISTRY_FORMAT = "prompt-gateway-registry"
@@ -75,15 +76,38 @@ def dump_export(backup: RegistryExport, *, exported_at: datetime) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def load_export(raw: bytes, *, where: str) -> RegistryExport:
-    """Parse an export document; InvalidRequest naming `where` (the file) when it is not one."""
+def load_export(raw: bytes, *, where: str, now: datetime | None = None) -> RegistryExport:
+    """Parse an export document and check it as the commands that wrote it would have
+    (`check_restored`: versions as drafts, activations, experiments, adoptions; each prompt and
+    each version once), at `now` (default: the clock). InvalidRequest naming `where` (the file)
+    and the entry when it is not a registry export or is not one the gateway could have written.
+    """
     doc = _document(raw, REGISTRY_FORMAT, where)
     try:
         audit = tuple(codec.audit_from_dict(e) for e in doc.get("audit", []))
         snapshot = _snapshot(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidRequest(f"{where} is not a complete registry export: {_reason(exc)}.") from exc
+    except GatewayError as exc:  # a version whose semver is bad, from PromptVersion itself
+        raise _refused(where, exc) from exc
+    now = now or datetime.now(UTC)
+    taken: set[str] = set()
+    for name, state in snapshot.prompts.items():
+        try:
+            check_restored(state, taken_ids=taken, now=now)
+        except GatewayError as exc:
+            raise _refused(where, exc, name) from exc
+        taken.update(e.id for e in state.experiments)
     return RegistryExport(snapshot, audit)
+
+
+def _refused(where: str, exc: GatewayError, name: str | None = None) -> InvalidRequest:
+    prompt = f"prompt {name!r}: " if name else ""
+    return InvalidRequest(
+        f"{where} cannot be restored: {prompt}{str(exc).rstrip('.')}. Nothing was written; "
+        "fix the file or export it again.",
+        param="file",
+    )
 
 
 def dump_snapshot(snapshot: RegistrySnapshot, *, source: str) -> bytes:
@@ -145,6 +169,8 @@ def _snapshot(doc: dict[str, Any]) -> RegistrySnapshot:
     prompts: dict[str, PromptState] = {}
     for item in doc["prompts"]:
         name, active = str(item["name"]), item["active"]
+        if name in prompts:
+            raise ValueError(f"prompt {name!r} is listed twice")
         versions = sorted(
             (codec.version_from_dict(v, active=active) for v in item["versions"]),
             key=lambda v: v.number,

@@ -235,11 +235,14 @@ class SnapshotCache:
         # Logged once per outage, not on every retry.
         if not self._outage_logged:
             reason = str(exc) if isinstance(exc, StoreUnavailable) else repr(exc)
-            log.warning(
-                "registry store unreachable; serving the last good snapshot (revision %s): %s",
-                self.current.revision or "none",
-                reason,
-            )
+            if self.loaded:
+                log.warning(
+                    "registry store unreachable; serving the last good snapshot (revision %s): %s",
+                    self.current.revision or "0",
+                    reason,
+                )
+            else:
+                log.warning("registry store unreachable, no registry loaded yet: %s", reason)
         self._outage_logged = True
         self.healthy = False
 

@@ -26,7 +26,7 @@ from gateway.prompts import PromptRegistry
 from gateway.settings import load
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
-from tests.conftest import ROOT, RedisServer
+from tests.conftest import ROOT, RedisServer, free_port
 from tests.servers import FakeProvider, ServedGateway
 
 
@@ -421,3 +421,43 @@ async def _flush(url: str) -> None:
     store = RedisStore(url)
     await store._client.flushall()
     await store.close()
+
+
+def test_a_managed_call_before_the_registry_is_loaded_is_503_not_404(
+    redis_binary: str,
+    make_gateway: Callable[[str], ServedGateway],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gateway started with Redis down and no snapshot file does not know which prompts
+    exist: a managed call gets 503 store_unavailable (the SDK's retryable kind), not 404, an
+    unmanaged one is forwarded, and the start log says the registry is not loaded; once Redis
+    answers, the same call is served."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    gateway = make_gateway(url)
+    started = capsys.readouterr().err  # the gateway's log handler writes to stderr
+    assert f"gateway started, registry not loaded yet: store {url} prefix " in started
+    assert "gateway ready" not in started
+    assert ready(gateway)[0] == 503
+
+    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        managed_call(sdk)
+    assert caught.value.status_code == 503
+    error = caught.value.response.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "store_unavailable")
+    assert "The prompt registry is not loaded yet" in error["message"]
+    assert "'greeter'" in error["message"]
+    plain = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert plain.choices
+
+    server = RedisServer(redis_binary, port=port)
+    try:
+        asyncio.run(_push(server.url))
+        wait_until(lambda: ready(gateway)[0] == 200, 5, "registry loaded")
+        assert managed_call(sdk) == "1.0.0"
+    finally:
+        server.stop()

@@ -60,6 +60,8 @@ def apply(state: PromptState, change: plans.Change) -> PromptState:
         ({"temperature": 3}, "temperature"),
         ({"messages": [Message("robot", "x")]}, "role 'robot'"),
         ({"messages": []}, "has no messages"),
+        ({"messages": [Message("system", "{{#broken")]}, "unclosed placeholder at '{{#broken'"),
+        ({"messages": [Message("user", "Hi {{company}} {{ tone")]}, "user message with an uncl"),
     ],
 )
 def test_invalid_drafts_are_refused_naming_the_field(
@@ -338,3 +340,81 @@ def test_concluding_a_stopped_experiment_is_refused() -> None:
             actor="ops",
             now=T0,
         )
+
+
+def test_closed_braces_that_are_not_placeholders_are_text() -> None:
+    """Only an unclosed `{{` is refused: closed braces that name no variable stay literal text."""
+    made = draft(content='JSON like {"a": {"b": 1}} and {{ not-a-var }}, for {{company}}')
+    assert made.variables == ("company",)
+
+
+def test_a_consistent_export_passes_the_restore_check() -> None:
+    """Versions, an activation with history, a stopped experiment listed after a running one
+    that overlaps it: what the registry's own commands write passes."""
+    state = PromptState(
+        "support-agent",
+        (version(), version(ver="1.1.0", number=2)),
+        "1.1.0",
+        ("1.0.0",),
+        (
+            experiment(id="now"),
+            experiment(id="before", status="stopped", control="1.1.0", treatment="1.0.0"),
+        ),
+    )
+    plans.check_restored(state, taken_ids={"elsewhere"}, now=T0)
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "message"),
+    [
+        (
+            PromptState("support-agent", (version(), version(ver="1.0.0", number=2))),
+            VersionConflict,
+            "support-agent@1.0.0 is listed twice",
+        ),
+        (
+            PromptState("support-agent", (version(), version(ver="1.1.0", number=1))),
+            VersionConflict,
+            "support-agent@1.1.0 has number 1, which another version",
+        ),
+        (
+            PromptState("support-agent", (version(),), "1.0.0", ("0.9.0",)),
+            VersionNotFound,
+            r"Its activation \(history\) names version '0.9.0'",
+        ),
+        (
+            PromptState("support-agent", (version(),), experiments=(experiment(),)),
+            VersionNotFound,
+            "Experiment 'exp-1': Prompt 'support-agent' has no version '1.1.0'",
+        ),
+        (
+            PromptState(
+                "support-agent",
+                (version(), version(ver="1.1.0", number=2)),
+                experiments=(experiment(), experiment(id="exp-2")),
+            ),
+            ExperimentConflict,
+            "Experiment 'exp-2': Experiment 'exp-1' is already running",
+        ),
+        (
+            PromptState(
+                "support-agent",
+                (version(), version(ver="1.1.0", number=2)),
+                experiments=(experiment(id="taken"),),
+            ),
+            ExperimentConflict,
+            "Experiment 'taken' already exists",
+        ),
+        (
+            PromptState("other", (version(),)),
+            InvalidPrompt,
+            "Version 1.0.0 of prompt 'other' is named 'support-agent'",
+        ),
+    ],
+)
+def test_an_inconsistent_export_fails_the_restore_check(
+    state: PromptState, error: type[Exception], message: str
+) -> None:
+    """What no command of the registry could have written is refused, naming the entry."""
+    with pytest.raises(error, match=message):
+        plans.check_restored(state, taken_ids={"taken"}, now=T0)
