@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 
 from gateway import __version__
 from gateway.api.admin import SECURITY, admin_controllers
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
+from gateway.api.console import TEMPLATES, console_router
 from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
@@ -190,6 +194,9 @@ def create_app(
         settings=settings,
         upstream=upstream,
     )
+    authenticator = Authenticator(settings.admin_tokens)
+    # Without ui.session_secret, each start makes its own: sessions end with the process.
+    secret = settings.ui.session_secret or secrets.token_bytes(32)
     return Litestar(
         route_handlers=[
             openai_api,
@@ -198,11 +205,13 @@ def create_app(
             readyz,
             prometheus,
             *admin_controllers(admin),
+            console_router(admin, authenticator, secret),
         ],
         on_startup=[start],
         on_shutdown=[stop],
         after_request=_with_request_id,
-        state=State({"authenticator": Authenticator(settings.admin_tokens)}),
+        state=State({"authenticator": authenticator}),
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         exception_handlers={
             GatewayError: gateway_error_handler,
             HTTPException: http_error_handler,
