@@ -1,6 +1,8 @@
-"""The console's routes under /ui (its templates, assets and pure parts live in `gateway/ui/`): sign-in, pages, and forms that call the admin use cases.
+"""The console's routes under /ui: sign-in, pages, and forms that call the admin use cases.
 
-Every route but the sign-in page and its stylesheet needs a session (`console_guard`); every
+Its templates, assets and pure parts (session signing, charts, page shapes) live in `gateway/ui/`.
+
+Every route but the sign-in page and its stylesheet needs a session (`guard`); every
 POST needs the session's CSRF token and the role of the admin route whose use case it calls
 (`UI_ACTIONS` names that route, `auth.ROUTE_ROLES` its role): the console is never a way around
 the admin API's roles. Pages are Jinja templates (`templates/`), assets are files of the package
@@ -47,6 +49,9 @@ TEMPLATES = UI / "templates"
 STATIC = UI / "static"
 PUBLIC_ASSETS = frozenset({"console.css"})
 """Assets the sign-in page needs, served without a session."""
+
+MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+"""Content types of the assets (sent with nosniff: a stylesheet must say it is one)."""
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -247,7 +252,8 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
         path = STATIC / file
         if "/" in file or file.startswith(".") or not path.is_file():
             raise NotFoundException(f"No console asset {file!r}.")
-        return File(path, content_disposition_type="inline")
+        media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+        return File(path, content_disposition_type="inline", media_type=media)
 
     @get("/")
     async def home() -> Redirect:
