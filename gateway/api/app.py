@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.api.server import refusals
 from gateway.core.model import RegistrySnapshot
 from gateway.core.redaction import redact
 from gateway.core.resolution import dangling_overrides
+from gateway.core.stats import warm_up as warm_up_stats
 from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
 from gateway.recording.outcomes import OutcomeRecorder
@@ -158,6 +160,10 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def start() -> None:
+        if settings.admin_tokens:
+            # The console and /admin results need scipy, whose import takes about a second:
+            # paid in a thread at start, not by the first person who opens an experiment.
+            threading.Thread(target=warm_up_stats, name="import-scipy", daemon=True).start()
         access_log.start()
         recorder.start()
         await cache.start()
@@ -205,7 +211,9 @@ def create_app(
             readyz,
             prometheus,
             *admin_controllers(admin),
-            console_router(admin, authenticator, secret),
+            console_router(
+                admin, authenticator, secret, lambda: cache.current if cache.loaded else None
+            ),
         ],
         on_startup=[start],
         on_shutdown=[stop],

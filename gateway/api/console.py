@@ -31,9 +31,10 @@ from litestar.response import File, Redirect, Template
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import FORCE_ROLE, Authenticator, Principal, require, role_for
 from gateway.core.diffing import side_by_side
-from gateway.core.model import Experiment
+from gateway.core.model import Experiment, RegistrySnapshot
 from gateway.core.rendering import render
 from gateway.core.stats import ExperimentResults
+from gateway.core.trend import difference_over_time
 from gateway.errors import GatewayError, InsufficientRole, InvalidAdminToken
 from gateway.experiments import conclude_experiment, experiment_results, stored_experiment
 from gateway.prompts import existing_version, stored_prompt, utc_now
@@ -74,9 +75,25 @@ UI_ACTIONS: dict[tuple[str, str], tuple[str, str]] = {
 (`auth.ROUTE_ROLES`). A POST missing here needs admin. Every GET needs a session (viewer)."""
 
 RESULTS_TTL = 5.0
-"""Seconds the Experiment page reuses an experiment's results: computing them costs time in
-users (about 0.4 s for 100,000), so a page viewed again, or by several people, answers at once.
-Concluding always computes them afresh."""
+"""Seconds the Experiment page reuses an experiment's results as they are: computing them costs
+time in users (about 0.4 s for 100,000), so a page viewed again, or by several people, answers at
+once. Concluding always computes them afresh."""
+
+RESULTS_STALE = 120.0
+"""Up to this age, results older than RESULTS_TTL are still shown (with their age) while a
+background task computes them again; the page never waits for that. Older ones are computed
+before the page answers."""
+
+WROTE_COOKIE = "gateway_console_wrote"
+"""Names the prompts this browser changed in the last WROTE_MAX_AGE seconds: pages read those
+prompts from the store rather than from the app's snapshot, which trails a write by the store's
+poll interval (and in another worker process, by that worker's). Not secret: a forged one only
+makes pages read a few prompts from the store."""
+WROTE_MAX_AGE = 30
+WROTE_MAX_NAMES = 8
+
+Registry = Callable[[], RegistrySnapshot | None]
+"""The app's in-memory snapshot (the request path's SnapshotCache), None before it loaded."""
 
 
 def ui_role(method: str, path_template: str) -> Role:
@@ -110,11 +127,30 @@ class Caller:
 class Console:
     """The console's state for one app: the session signer and the results cache."""
 
-    def __init__(self, ctx: AdminContext, authenticator: Authenticator, secret: bytes) -> None:
+    def __init__(
+        self, ctx: AdminContext, authenticator: Authenticator, secret: bytes, current: Registry
+    ) -> None:
         self.ctx = ctx
         self.authenticator = authenticator
         self.signer = SessionSigner(secret, ctx.settings.ui.session_max_age)
+        self._current = current
         self._results: dict[str, tuple[float, ExperimentResults]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    async def registry(self, request: ASGIConnection) -> RegistrySnapshot:  # type: ignore[type-arg]
+        """The registry for a page: the app's snapshot, with the prompts this browser just
+        changed read from the store (WROTE_COOKIE); the store's whole registry only before the
+        snapshot first loaded."""
+        snapshot = self._current()
+        if snapshot is None:
+            return await self.ctx.store.snapshot()
+        wrote = views.wrote_names(request.cookies.get(WROTE_COOKIE), WROTE_MAX_NAMES)
+        if not wrote:
+            return snapshot
+        fresh = await asyncio.gather(*(self.ctx.store.prompt(n) for n in wrote))
+        prompts = dict(snapshot.prompts)
+        prompts.update((state.name, state) for state in fresh if state.versions)
+        return RegistrySnapshot(prompts, snapshot.revision)
 
     def caller(self, connection: ASGIConnection) -> Caller:  # type: ignore[type-arg]
         """The signed-in caller, or SignInNeeded."""
@@ -126,26 +162,44 @@ class Console:
             raise SignInNeeded
         return Caller(Principal(token.name, token.role), session)
 
-    async def results(self, experiment_id: str) -> ExperimentResults:
-        """The experiment's results, reused for RESULTS_TTL seconds."""
+    async def results(self, experiment_id: str) -> tuple[ExperimentResults, float]:
+        """The experiment's results and their age in seconds: reused for RESULTS_TTL seconds,
+        then shown while a background task computes them again, up to RESULTS_STALE."""
         now = time.monotonic()
         cached = self._results.get(experiment_id)
-        if cached is not None and now - cached[0] < RESULTS_TTL:
-            return cached[1]
-        found = await experiment_results(
-            self.ctx.store, experiment_id, self.ctx.settings.experiments
-        )
-        self._results[experiment_id] = (now, found)
-        return found
+        if cached is not None and now - cached[0] < RESULTS_STALE:
+            if now - cached[0] >= RESULTS_TTL and experiment_id not in self._refreshing:
+                task = asyncio.create_task(self._refresh(experiment_id))
+                self._refreshing[experiment_id] = task
+            return cached[1], now - cached[0]
+        await self._refresh(experiment_id)
+        return self._results[experiment_id][1], 0.0
+
+    async def _refresh(self, experiment_id: str) -> None:
+        started = time.monotonic()
+        try:
+            found = await experiment_results(
+                self.ctx.store, experiment_id, self.ctx.settings.experiments
+            )
+        except GatewayError as exc:
+            if experiment_id in self._refreshing:  # a background refresh: keep what is shown
+                log.warning("console: results of %s not refreshed: %s", experiment_id, exc)
+                return
+            raise
+        finally:
+            self._refreshing.pop(experiment_id, None)
+        self._results[experiment_id] = (started, found)
 
     def forget(self, experiment_id: str) -> None:
         """Drop cached results after a change to the experiment."""
         self._results.pop(experiment_id, None)
 
 
-def console_router(ctx: AdminContext, authenticator: Authenticator, secret: bytes) -> Router:
-    """The /ui router, bound to this app's store, registry, settings and tokens."""
-    console = Console(ctx, authenticator, secret)
+def console_router(
+    ctx: AdminContext, authenticator: Authenticator, secret: bytes, current: Registry
+) -> Router:
+    """The /ui router, bound to this app's store, registry, settings, tokens and snapshot."""
+    console = Console(ctx, authenticator, secret, current)
     store, registry, settings = ctx.store, ctx.registry, ctx.settings
 
     async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
@@ -262,13 +316,26 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
 
     # ---- prompts ------------------------------------------------------------------------------
 
+    def wrote(request: Request[Any, Any, Any], response: Response[Any], name: str) -> None:
+        """Remember in the browser that it changed `name` (WROTE_COOKIE)."""
+        names = views.wrote_names(request.cookies.get(WROTE_COOKIE), WROTE_MAX_NAMES)
+        kept = [name, *(n for n in names if n != name)][:WROTE_MAX_NAMES]
+        response.cookies.append(
+            Cookie(
+                key=WROTE_COOKIE,
+                value=views.wrote_cookie(kept),
+                path="/ui",
+                max_age=WROTE_MAX_AGE,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        )
+
     @get("/prompts")
     async def prompts_page(request: Request[Any, Any, Any]) -> Template:
         """Every prompt: versions, what each environment serves, experiment, last change."""
-        snapshot = await store.snapshot()
-        names = [n for n, s in snapshot.prompts.items() if s.versions]
-        entries = await asyncio.gather(*(store.audit(prompt_name=n, limit=1) for n in names))
-        last = {n: e[-1] for n, e in zip(names, entries, strict=True) if e}
+        snapshot, last = await asyncio.gather(console.registry(request), store.last_changes())
         rows = views.prompt_rows(snapshot, settings.overrides, settings.env, utc_now(), last)
         return page(request, "prompts.html.j2", rows=rows, threshold=settings.promotion.threshold)
 
@@ -324,7 +391,11 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
             await work()
         except GatewayError as exc:
             return await prompt_view(request, name, exc.status, error=exc.message)
-        return Redirect(f"/ui/prompts/{name}?{urlencode({'done': done, **query})}", status_code=303)
+        response = Redirect(
+            f"/ui/prompts/{name}?{urlencode({'done': done, **query})}", status_code=303
+        )
+        wrote(request, response, name)
+        return response
 
     @post("/prompts/{name:str}/promote", status_code=303)
     async def promote(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
@@ -377,7 +448,7 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
     @get("/experiments")
     async def experiments_page(request: Request[Any, Any, Any]) -> Template:
         """Every experiment, running ones first."""
-        snapshot = await store.snapshot()
+        snapshot = await console.registry(request)
         now = utc_now()
         found = [e for s in snapshot.prompts.values() for e in s.experiments]
         found.sort(key=lambda e: (not e.is_running(now), e.start), reverse=False)
@@ -387,7 +458,11 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
         request: Request[Any, Any, Any], experiment_id: str, status: int = 200, **extra: Any
     ) -> Template:
         experiment = await stored_experiment(store, experiment_id)
-        results = await console.results(experiment_id)
+        (results, age), totals = await asyncio.gather(
+            console.results(experiment_id),
+            store.period_totals(experiment_id, experiment.metric),
+        )
+        over_time = difference_over_time(totals)
         lookup = request.query_params.get("request")
         exposure = await store.exposure(lookup) if lookup else None
         if exposure is not None and exposure.experiment_id != experiment_id:
@@ -400,6 +475,9 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
             running=experiment.is_running(utc_now()),
             results=results,
             chart=views.results_chart(results),
+            results_age=age,
+            over_time=over_time,
+            over_time_chart=views.over_time_chart(results.metric, over_time),
             lookup=lookup,
             exposure=exposure,
             exposure_link=views.trace_link(settings.ui.trace_url, request_id=exposure.request_id)
@@ -422,7 +500,11 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
             return await experiment_view(request, experiment_id, exc.status, error=exc.message)
         finally:
             console.forget(experiment_id)
-        return Redirect(f"/ui/experiments/{experiment_id}?done=1", status_code=303)
+        response = Redirect(f"/ui/experiments/{experiment_id}?done=1", status_code=303)
+        found = await store.find_experiment(experiment_id)
+        if found is not None:
+            wrote(request, response, found.prompt_name)
+        return response
 
     @post("/experiments/{id:str}/stop", status_code=303)
     async def stop(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
@@ -458,8 +540,9 @@ def console_router(ctx: AdminContext, authenticator: Authenticator, secret: byte
     async def audit_page(request: Request[Any, Any, Any]) -> Template:
         """The audit log, newest first, of one prompt when chosen."""
         prompt = request.query_params.get("prompt") or None
-        entries = await store.audit(prompt_name=prompt, limit=200)
-        snapshot = await store.snapshot()
+        entries, snapshot = await asyncio.gather(
+            store.audit(prompt_name=prompt, limit=200), console.registry(request)
+        )
         return page(
             request,
             "audit.html.j2",

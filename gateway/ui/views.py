@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from gateway.core.model import (
     ENVIRONMENTS,
@@ -18,8 +18,9 @@ from gateway.core.model import (
 )
 from gateway.core.resolution import Overrides, resolve
 from gateway.core.stats import ExperimentResults
+from gateway.core.trend import TrendPoint
 from gateway.errors import GatewayError
-from gateway.ui.charts import Bar, interval_chart
+from gateway.ui.charts import Bar, Point, interval_chart, series_chart
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +132,29 @@ def audit_change(entry: AuditEntry) -> list[tuple[str, Any, Any]]:
     before, after = dict(entry.before or {}), dict(entry.after or {})
     keys = list(dict.fromkeys([*before, *after]))
     return [(k, before.get(k), after.get(k)) for k in keys]
+
+
+def over_time_chart(metric: str, points: list[TrendPoint]) -> str:
+    """The difference over time (`trend.difference_over_time`) as SVG, one point per period."""
+    return series_chart(
+        f"Difference in mean {metric} over time, treatment minus control, 95% interval",
+        [Point(_period_label(p.period), p.difference, p.low, p.high) for p in points],
+    )
+
+
+def _period_label(period: str) -> str:
+    """`2026-03-01T14` -> `2026-03-01 14:00`; a day stays as it is."""
+    return f"{period[:10]} {period[11:13]}:00" if len(period) > 10 else period
+
+
+def wrote_names(cookie: str | None, limit: int) -> list[str]:
+    """The prompt names a console's `wrote` cookie holds (at most `limit`, empty when none)."""
+    if not cookie:
+        return []
+    names = [unquote(part) for part in cookie.split(",") if part]
+    return list(dict.fromkeys(names))[:limit]
+
+
+def wrote_cookie(names: list[str]) -> str:
+    """The cookie value for `names`: each percent-encoded, comma-separated."""
+    return ",".join(quote(n, safe="") for n in names)

@@ -311,6 +311,10 @@ def test_an_experiment_shows_both_variants_in_its_chart_and_table(
     table = visit.get_by_role("table").filter(has_text="95% interval")
     rows = {r.get_by_role("rowheader").inner_text() for r in table.get_by_role("row").all()[1:]}
     assert {"control", "treatment", "difference"} <= rows
+    over_time = visit.get_by_role("img", name=re.compile("Difference in mean user_satisfaction"))
+    assert over_time.count() == 1
+    periods = visit.get_by_role("table").filter(has_text="Difference over time")
+    assert len(periods.get_by_role("row").all()) >= 2  # a header and one hour at least
     assert visit.get_by_role("heading", name=re.compile("Recommendation: keep running")).count()
     assert (
         "fewer than" in visit.get_by_role("region", name=re.compile("Recommendation")).inner_text()
