@@ -135,7 +135,10 @@ class Console:
         self.signer = SessionSigner(secret, ctx.settings.ui.session_max_age)
         self._current = current
         self._results: dict[str, tuple[float, ExperimentResults]] = {}
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refreshing: dict[str, asyncio.Task[ExperimentResults | None]] = {}
+        self._forgotten: dict[str, int] = {}
+        """How often each experiment's results were dropped: a computation that began before a
+        change does not store its result after it."""
 
     async def registry(self, request: ASGIConnection) -> RegistrySnapshot:  # type: ignore[type-arg]
         """The registry for a page: the app's snapshot, with the prompts this browser just
@@ -169,30 +172,37 @@ class Console:
         cached = self._results.get(experiment_id)
         if cached is not None and now - cached[0] < RESULTS_STALE:
             if now - cached[0] >= RESULTS_TTL and experiment_id not in self._refreshing:
-                task = asyncio.create_task(self._refresh(experiment_id))
+                task = asyncio.create_task(self._refresh(experiment_id, background=True))
                 self._refreshing[experiment_id] = task
             return cached[1], now - cached[0]
-        await self._refresh(experiment_id)
-        return self._results[experiment_id][1], 0.0
+        found = await self._refresh(experiment_id, background=False)
+        assert found is not None  # not in the background: an error was raised
+        return found, 0.0
 
-    async def _refresh(self, experiment_id: str) -> None:
-        started = time.monotonic()
+    async def _refresh(self, experiment_id: str, *, background: bool) -> ExperimentResults | None:
+        """Compute the results and keep them, unless the experiment changed meanwhile. In the
+        `background`, an error is logged and the results shown stay; otherwise it is raised."""
+        started, generation = time.monotonic(), self._forgotten.get(experiment_id, 0)
         try:
             found = await experiment_results(
                 self.ctx.store, experiment_id, self.ctx.settings.experiments
             )
         except GatewayError as exc:
-            if experiment_id in self._refreshing:  # a background refresh: keep what is shown
+            if background:
                 log.warning("console: results of %s not refreshed: %s", experiment_id, exc)
-                return
+                return None
             raise
         finally:
-            self._refreshing.pop(experiment_id, None)
-        self._results[experiment_id] = (started, found)
+            if background:
+                self._refreshing.pop(experiment_id, None)
+        if generation == self._forgotten.get(experiment_id, 0):  # else: a change came meanwhile
+            self._results[experiment_id] = (started, found)
+        return found
 
     def forget(self, experiment_id: str) -> None:
         """Drop cached results after a change to the experiment."""
         self._results.pop(experiment_id, None)
+        self._forgotten[experiment_id] = self._forgotten.get(experiment_id, 0) + 1
 
 
 def console_router(

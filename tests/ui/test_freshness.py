@@ -97,3 +97,42 @@ def test_the_page_after_a_write_shows_it_and_other_pages_use_the_snapshot(
         # still serves 1.0.0: the pages do not read the whole store.
         client.cookies.delete(WROTE_COOKIE)
         assert production(client) == "1.0.0"
+
+
+async def test_results_are_reused_then_shown_while_computed_again_and_dropped_on_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within RESULTS_TTL the cached results answer; up to RESULTS_STALE they answer with their
+    age while one background task computes them again; after forget() a computation that began
+    before the change is not kept."""
+    from gateway.api import console as module
+
+    computed: list[int] = []
+    gate = asyncio.Event()
+
+    async def fake_results(store: object, experiment_id: str, settings: object) -> int:
+        computed.append(len(computed))
+        if len(computed) == 2:
+            await gate.wait()
+        return len(computed)
+
+    clock = [1000.0]
+    monkeypatch.setattr(module, "experiment_results", fake_results)
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    ctx = type("Ctx", (), {"store": None, "settings": load(None, {"GATEWAY_CONFIG": "/dev/null"})})
+    console = module.Console(ctx, None, b"k" * 32, lambda: None)  # type: ignore[arg-type]
+    assert await console.results("e") == (1, 0.0)
+    clock[0] += 1
+    assert await console.results("e") == (1, 1.0)
+    clock[0] += module.RESULTS_TTL
+    assert await console.results("e") == (1, 1.0 + module.RESULTS_TTL)  # shown, recomputing
+    assert await console.results("e") == (1, 1.0 + module.RESULTS_TTL)  # one task only
+    await asyncio.sleep(0)
+    assert len(computed) == 2
+    console.forget("e")  # a change while the task runs: its result is not kept
+    gate.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await console.results("e") == (3, 0.0)
+    clock[0] += module.RESULTS_STALE
+    assert await console.results("e") == (4, 0.0)  # too old to show: computed first
