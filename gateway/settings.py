@@ -171,6 +171,21 @@ class AdoptionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UISettings:
+    """The web console under /ui (PRODUCT §6.3)."""
+
+    session_secret: bytes | None = field(default=None, repr=False)
+    """Key that signs console session cookies. None: a random one made at each start, so a
+    restart (or another worker or replica) signs everyone out; set it (16+ characters) to keep
+    sessions across restarts and workers."""
+    session_max_age: int = 8 * 3600
+    """Seconds a console session lasts after sign-in."""
+    trace_url: str | None = None
+    """Link to the tracing backend for a trace id: a URL with `{trace_id}` (and, optionally,
+    `{request_id}`), e.g. http://jaeger:16686/trace/{trace_id}. None: ids are plain text."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server and the command line read from config and environment."""
 
@@ -206,6 +221,8 @@ class Settings:
     """OPENAI_API_KEY: what `gateway prompts test` sends to a provider without a key of its own."""
     prices: PriceTable = field(default_factory=lambda: PriceTable({}))
     """Model prices for gateway.cost.usd (prices_file, default config/prices.yaml)."""
+    ui: UISettings = field(default_factory=UISettings)
+    """The web console."""
     source: str | None = None
     """The config file these settings came from, if any."""
 
@@ -293,6 +310,7 @@ _KEYS = {
     "experiments",
     "telemetry",
     "adoption",
+    "ui",
 }
 
 
@@ -440,6 +458,7 @@ def _build(
         )
     )
     telemetry = replace(_telemetry(environ), span_kind=cast(SpanKind, span_kind))
+    ui = _ui(raw, environ, where)
 
     return Settings(
         env=cast(Environment, env),
@@ -457,6 +476,7 @@ def _build(
         telemetry=telemetry,
         test_api_key=environ.get("OPENAI_API_KEY") or None,
         prices=prices,
+        ui=ui,
         source=source,
     )
 
@@ -667,6 +687,47 @@ def _adoption(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) ->
         ),
         flush_interval=value("flush_interval", None, 1.0, 0.001, 60),
         queue_size=int(value("queue_size", None, 10_000, 1, 1_000_000)),
+    )
+
+
+def _ui(raw: Mapping[str, Any], environ: Mapping[str, str], where: str) -> UISettings:
+    section = _mapping(raw.get("ui", {}) or {}, "ui", where)
+    _no_unknown(section, {"session_secret", "session_max_age", "trace_url"}, "ui.", where)
+    secret = _pick(
+        environ, "GATEWAY_UI_SESSION_SECRET", section, "session_secret", None, where, prefix="ui."
+    )
+    if secret[0] is not None and len(_string(*secret)) < 16:
+        raise ConfigError(
+            f"{secret[2]}: {secret[1]} must be at least 16 characters (a random string; "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)."
+        )
+    max_age = _pick(
+        environ,
+        "GATEWAY_UI_SESSION_MAX_AGE",
+        section,
+        "session_max_age",
+        8 * 3600,
+        where,
+        prefix="ui.",
+    )
+    trace_url = _pick(
+        environ, "GATEWAY_UI_TRACE_URL", section, "trace_url", None, where, prefix="ui."
+    )
+    if trace_url[0] is not None:
+        url = _string(*trace_url)
+        if "{trace_id}" not in url and "{request_id}" not in url:
+            raise ConfigError(
+                f"{trace_url[2]}: {trace_url[1]} must hold {{trace_id}} (or {{request_id}}), "
+                f"e.g. http://jaeger:16686/trace/{{trace_id}}, not {url!r}."
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{trace_url[2]}: {trace_url[1]} must be an http:// or https:// URL, not {url!r}."
+            )
+    return UISettings(
+        session_secret=secret[0].encode() if secret[0] is not None else None,
+        session_max_age=_integer(*max_age, low=60, high=30 * 86400),
+        trace_url=trace_url[0],
     )
 
 

@@ -22,12 +22,15 @@ from gateway.core.promptfile import PromptTest
 from gateway.core.rendering import Message, coerce_variables, render
 from gateway.errors import (
     GatewayError,
+    InvalidRequest,
     TestRunAborted,
     UpstreamReset,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from gateway.prompts import PromptRegistry
 from gateway.settings import Settings
+from gateway.stores import codec
 from gateway.upstream.base import Upstream
 from gateway.upstream.routing import Router
 
@@ -220,3 +223,55 @@ def _check_schema(schema: Any, output: str) -> list[Miss]:
     except jsonschema.SchemaError as exc:
         return [Miss("json_schema", f"the schema itself is invalid: {exc.message}")]
     return []
+
+
+async def run_and_record(
+    registry: PromptRegistry,
+    settings: Settings,
+    upstream: Upstream,
+    version: PromptVersion,
+    tests: Sequence[PromptTest],
+    *,
+    actor: str,
+    concurrency: int,
+    now: datetime,
+    on_done: Callable[[TestOutcome], None] | None = None,
+) -> dict[str, Any]:
+    """The test use case of the command line, the admin API and the console: run `tests` on
+    `version` through `upstream`, store the pass rate (is_tested follows the promotion
+    threshold), and return the result as `gateway prompts test --json` prints it.
+
+    Raises TestRunAborted (nothing stored) when the tests cannot reach a provider.
+    """
+    runner = TestRunner(
+        settings,
+        upstream,
+        await registry.store.snapshot(),
+        api_key=settings.test_api_key,
+        concurrency=concurrency,
+    )
+    results, _ = await runner.run(version, tests, now=now, on_done=on_done)
+    await registry.record_test_run(version.name, version.version, results, actor=actor)
+    threshold = settings.promotion.threshold
+    head: dict[str, Any] = {
+        "name": version.name,
+        "version": version.version,
+        "threshold": threshold,
+        "is_tested": results.pass_rate >= threshold,
+    }
+    return head | codec.results_to_dict(results)
+
+
+async def served_tests(settings: Settings, name: str) -> list[PromptTest]:
+    """The tests of prompt `name` in the server's prompts_dir (what a test run without a file
+    runs); InvalidRequest when its files hold none."""
+    from gateway.files import load_prompt_files  # file I/O: off the event loop below
+
+    where = settings.prompts_dir
+    files = await asyncio.to_thread(load_prompt_files, [where])
+    tests = [t for f in files if f.name == name for t in f.tests]
+    if not tests:
+        raise InvalidRequest(
+            f"No tests for prompt {name!r} in {where}; add a tests: list to its file."
+        )
+    return tests

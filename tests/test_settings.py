@@ -106,6 +106,12 @@ def test_config_overrides_per_environment(tmp_path: Path) -> None:
         ("", {"GATEWAY_STORE_URL": "sqlite://g.db"}, "three before its path: sqlite:///g.db"),
         ("store_url: sqlite://g.db\n", {}, "store_url 'sqlite://g.db' has two slashes"),
         ("", {"GATEWAY_STORE_URL": "postgres://x"}, "GATEWAY_STORE_URL must be sqlite:///"),
+        ("ui: {theme: dark}\n", {}, "unknown key ui.theme; known keys here: ui.session_max_age"),
+        ("ui: {session_secret: short}\n", {}, "ui.session_secret must be at least 16"),
+        ("", {"GATEWAY_UI_SESSION_SECRET": "x"}, "GATEWAY_UI_SESSION_SECRET must be at least 16"),
+        ("ui: {session_max_age: 5}\n", {}, "ui.session_max_age must be between 60"),
+        ("ui: {trace_url: 'http://j/t'}\n", {}, "ui.trace_url must hold {trace_id}"),
+        ("", {"GATEWAY_UI_TRACE_URL": "ftp://j/{trace_id}"}, "must be an http:// or https://"),
     ],
 )
 def test_invalid_config_names_the_key(
@@ -411,3 +417,22 @@ def test_adoption_settings(tmp_path: Path) -> None:
     config.write_text("adoption:\n  captures: true\n")
     with pytest.raises(ConfigError, match="captures"):
         load(config, {})
+
+
+def test_ui_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """ui.* keys are read from the file; their environment variables win; no secret by default
+    (each start then makes its own)."""
+    assert load(write(tmp_path, ""), {}).ui.session_secret is None
+    path = write(
+        tmp_path,
+        "ui: {session_secret: from-the-file-0123456789, trace_url: 'http://j/trace/{trace_id}'}\n",
+    )
+    ui = load(path, {"GATEWAY_UI_SESSION_MAX_AGE": "600"}).ui
+    assert (ui.session_secret, ui.session_max_age, ui.trace_url) == (
+        b"from-the-file-0123456789",
+        600,
+        "http://j/trace/{trace_id}",
+    )
+    assert "from-the-file" not in repr(ui)
+    env = {"GATEWAY_UI_SESSION_SECRET": "from-the-environment-0123"}
+    assert load(path, env).ui.session_secret == b"from-the-environment-0123"

@@ -7,7 +7,6 @@ Each handler calls the registry's use cases (`gateway.prompts`, `core.registry`,
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -42,11 +41,10 @@ from gateway.api.admin_models import (
 from gateway.api.auth import FORCE_ROLE, require
 from gateway.core.diffing import diff_versions
 from gateway.core.model import AuditEntry, Environment, PromptState
-from gateway.core.promptfile import PromptFile, parse_prompt_file
+from gateway.core.promptfile import parse_prompt_file
 from gateway.core.rendering import coerce_variables, render
 from gateway.core.resolution import resolve
 from gateway.errors import InvalidPrompt, InvalidRequest
-from gateway.files import load_prompt_files
 from gateway.prompts import (
     activation_result,
     existing_version,
@@ -55,7 +53,7 @@ from gateway.prompts import (
     utc_now,
 )
 from gateway.stores import codec
-from gateway.testing import TestRunner
+from gateway.testing import run_and_record, served_tests
 
 Source = Annotated[
     str,
@@ -195,39 +193,30 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             that cannot reach a provider is 502 test_run_aborted and stores nothing."""
             chosen = existing_version(await stored(name), version)
             if data is None:
-                where = settings.prompts_dir
-                files: list[PromptFile] = await asyncio.to_thread(load_prompt_files, [where])
+                tests = await served_tests(settings, name)
             else:
-                where = source
-                files = [parse_prompt_file(data.doc, source)]
-                if files[0].name != name:
+                file = parse_prompt_file(data.doc, source)
+                if file.name != name:
                     raise InvalidPrompt(
-                        f"{source}: the file describes prompt {files[0].name!r}, not {name!r}.",
+                        f"{source}: the file describes prompt {file.name!r}, not {name!r}.",
                         param="name",
                     )
-            tests = [t for f in files if f.name == name for t in f.tests]
-            if not tests:
-                raise InvalidRequest(
-                    f"No tests for prompt {name!r} in {where}; add a tests: list to its file."
-                )
-            actor = audited(request, "test", chosen.label)
-            runner = TestRunner(
+                if not file.tests:
+                    raise InvalidRequest(
+                        f"No tests for prompt {name!r} in {source}; add a tests: list to its file."
+                    )
+                tests = list(file.tests)
+            result = await run_and_record(
+                registry,
                 settings,
                 ctx.upstream,
-                await store.snapshot(),
-                api_key=settings.test_api_key,
+                chosen,
+                tests,
+                actor=audited(request, "test", chosen.label),
                 concurrency=concurrency,
+                now=utc_now(),
             )
-            results, _ = await runner.run(chosen, tests, now=utc_now())
-            await registry.record_test_run(name, chosen.version, results, actor=actor)
-            threshold = settings.promotion.threshold
-            head = {
-                "name": name,
-                "version": chosen.version,
-                "threshold": threshold,
-                "is_tested": results.pass_rate >= threshold,
-            }
-            return shaped(head | codec.results_to_dict(results), TestRunOut)
+            return shaped(result, TestRunOut)
 
         @get(
             "/{name:str}/resolve",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,14 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 
 from gateway import __version__
 from gateway.api.admin import SECURITY, admin_controllers
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
+from gateway.api.console import TEMPLATES, console_router
 from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
@@ -28,6 +33,7 @@ from gateway.api.server import refusals
 from gateway.core.model import RegistrySnapshot
 from gateway.core.redaction import redact
 from gateway.core.resolution import dangling_overrides
+from gateway.core.stats import warm_up as warm_up_stats
 from gateway.errors import GatewayError
 from gateway.prompts import PromptRegistry
 from gateway.recording.capture import CaptureRecorder
@@ -167,6 +173,10 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def start() -> None:
+        if settings.admin_tokens:
+            # The console and /admin results need scipy, whose import takes about a second:
+            # paid in a thread at start, not by the first person who opens an experiment.
+            threading.Thread(target=warm_up_stats, name="import-scipy", daemon=True).start()
         access_log.start()
         recorder.start()
         if capture is not None:
@@ -219,6 +229,9 @@ def create_app(
         settings=settings,
         upstream=upstream,
     )
+    authenticator = Authenticator(settings.admin_tokens)
+    # Without ui.session_secret, each start makes its own: sessions end with the process.
+    secret = settings.ui.session_secret or secrets.token_bytes(32)
     return Litestar(
         route_handlers=[
             openai_api,
@@ -227,11 +240,15 @@ def create_app(
             readyz,
             prometheus,
             *admin_controllers(admin),
+            console_router(
+                admin, authenticator, secret, lambda: cache.current if cache.loaded else None
+            ),
         ],
         on_startup=[start],
         on_shutdown=[stop],
         after_request=_with_request_id,
-        state=State({"authenticator": Authenticator(settings.admin_tokens)}),
+        state=State({"authenticator": authenticator}),
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         exception_handlers={
             GatewayError: gateway_error_handler,
             HTTPException: http_error_handler,

@@ -90,6 +90,16 @@ class Authenticator:
             raise InvalidAdminToken(
                 "Send an admin token as `Authorization: Bearer <token>`.", param="authorization"
             )
+        found = self.token_for(token)
+        return Principal(found.name, found.role)
+
+    def token_for(self, token: str) -> AdminToken:
+        """The configured token `token` is, or InvalidAdminToken (401)."""
+        if not self._tokens:
+            raise InvalidAdminToken(
+                "The admin API has no tokens configured, so it refuses every call. Add one with "
+                "GATEWAY_ADMIN_TOKENS=name:role:token or admin_tokens in the config file."
+            )
         digest = hashlib.sha256(token.strip().encode()).digest()
         found: AdminToken | None = None
         for candidate in self._tokens:  # every one, always: no early exit to time
@@ -97,7 +107,12 @@ class Authenticator:
                 found = candidate
         if found is None:
             raise InvalidAdminToken("The admin token is not valid.", param="authorization")
-        return Principal(found.name, found.role)
+        return found
+
+    @property
+    def tokens(self) -> tuple[AdminToken, ...]:
+        """The configured tokens (their digests; never the tokens)."""
+        return self._tokens
 
 
 def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]

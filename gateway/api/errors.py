@@ -56,7 +56,8 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     if status == 404 and message == "Not Found":
         message = (
             f"Unknown path {request.url.path}. The gateway serves the OpenAI API under /v1, "
-            "the admin API under /admin (described at /schema), /healthz, /readyz and /metrics."
+            "the console under /ui, the admin API under /admin (described at /schema), /healthz, "
+            "/readyz and /metrics."
         )
     elif status == 405 and message == "Method Not Allowed":
         message = f"{request.method} is not allowed on {request.url.path}."

@@ -126,7 +126,7 @@ class LocalBackend:
         progress: TestProgress,
     ) -> Json:
         # Imported on use: the runner and the provider client are only needed here.
-        from gateway.testing import TestRunner
+        from gateway.testing import run_and_record
         from gateway.upstream.client import HttpUpstream
 
         chosen = existing_version(await stored_prompt(self.store, name), version)
@@ -135,31 +135,22 @@ class LocalBackend:
                 f"{file.source}: the file describes prompt {file.name!r}, not {name!r}.",
                 param="name",
             )
-        settings = self.settings
-        upstream = HttpUpstream(settings.upstream)
-        runner = TestRunner(
-            settings,
-            upstream,
-            await self.store.snapshot(),
-            api_key=settings.test_api_key,
-            concurrency=concurrency,
-        )
+        upstream = HttpUpstream(self.settings.upstream)
         progress.start(chosen.label, len(file.tests))
         try:
-            results, _ = await runner.run(
-                chosen, file.tests, now=utc_now(), on_done=lambda _: progress.advance()
+            return await run_and_record(
+                self.registry,
+                self.settings,
+                upstream,
+                chosen,
+                file.tests,
+                actor=self.actor,
+                concurrency=concurrency,
+                now=utc_now(),
+                on_done=lambda _: progress.advance(),
             )
         finally:
             await upstream.close()
-        await self.registry.record_test_run(name, chosen.version, results, actor=self.actor)
-        threshold = settings.promotion.threshold
-        head: Json = {
-            "name": name,
-            "version": chosen.version,
-            "threshold": threshold,
-            "is_tested": results.pass_rate >= threshold,
-        }
-        return head | codec.results_to_dict(results)
 
     async def diff(self, name: str, old: str, new: str) -> Json:
         state = await stored_prompt(self.store, name)

@@ -85,6 +85,29 @@ class UnitOutcome:
         return self.total / self.count if self.count else None
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodTotal:
+    """One hour of one arm of an experiment: its exposures, and the values of one metric that
+    exposures of that hour have (feedback counts in the hour of the call it is about)."""
+
+    period: str
+    """The hour, UTC, as `YYYY-MM-DDTHH` (the first 13 characters of the exposure's ISO time)."""
+    variant: Variant
+    requests: int
+    """Exposures in the hour."""
+    count: int
+    """Values of the metric (latency: every exposure; cost: those with a cost; feedback: the
+    calls that have a value)."""
+    total: float
+    """Their sum."""
+    squares: float
+    """The sum of their squares (for an interval)."""
+
+
+PERIOD_CHARS = 13
+"""An exposure's hour is the first 13 characters of its UTC ISO time: `2026-03-01T14`."""
+
+
 def check_feedback_value(metric: str, value: object) -> str | None:
     """Why `value` is not a valid `metric` value, or None when it is.
 

@@ -29,7 +29,8 @@ and their mean is fractional: such means vary less than p(1-p), so the Wald inte
 and the z-test more conservative (fewer false positives) than they need be.
 
 scipy and numpy are imported inside the functions that use them: the gateway imports the core at
-start-up and must not pay scipy's import time and memory until someone asks for results.
+start-up and must not pay scipy's import time and memory until someone may ask for results. A
+gateway with admin tokens (so a console and /admin results) calls `warm_up` in a thread at start.
 """
 
 from __future__ import annotations
@@ -155,6 +156,11 @@ class ExperimentResults:
             "recommendation": self.recommendation,
             "reason": self.reason,
         }
+
+
+def warm_up() -> None:
+    """Import scipy's statistics now (about a second; blocking: call it in a thread)."""
+    from scipy import stats  # noqa: F401
 
 
 def analyze(

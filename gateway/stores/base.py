@@ -8,7 +8,7 @@ from typing import Protocol
 
 from gateway.core.capture import CapturedPrompt
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
+from gateway.core.outcomes import Exposure, Feedback, PeriodTotal, UnitOutcome
 from gateway.core.registry import Change
 from gateway.stores.backup import RegistryExport
 
@@ -54,6 +54,14 @@ class PromptWriter(Protocol):
 
     async def audit(self, *, prompt_name: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """The newest `limit` audit entries (of one prompt when named), oldest first."""
+        ...
+
+    async def last_changes(self) -> dict[str, AuditEntry]:
+        """The newest audit entry of each prompt that has one, by prompt name.
+
+        One read whatever the number of prompts (the console's Prompts page shows them all);
+        costs time in prompts, not in audit entries.
+        """
         ...
 
 
@@ -105,6 +113,19 @@ class OutcomeStore(Protocol):
         (it counts for the sample-ratio check). Units come in no particular order; an experiment
         never exposed has none. Costs time in units, not in exposures. Raises ValueError for any
         other metric.
+        """
+        ...
+
+    async def period_totals(self, experiment_id: str, metric: str) -> list[PeriodTotal]:
+        """The experiment's exposures and `metric`'s values per hour and arm (PRODUCT §6.3's
+        difference over time), in no particular order; hours and arms without exposures are
+        absent.
+
+        The hour is the exposure's (`at`, UTC); a feedback value counts in the hour of the call
+        it is about, and a replaced value moves the sums by the difference, as in the unit
+        aggregates. Kept by `record_outcomes` in the same batch, so it costs time in hours, not
+        in exposures. Exposures recorded before a store kept these totals are not in them.
+        Raises ValueError for a metric `unit_outcomes` refuses.
         """
         ...
 

@@ -23,6 +23,9 @@ Experiment outcomes (PRODUCT §11), written by every replica into the same keys:
     {p}exposures                           hash request id -> exposure document (codec)
     {p}feedback                            hash "{metric}:{request id}" -> latest value
     {p}unit-totals:{experiment}            hash "{variant}:{unit}" -> the unit's aggregate
+    {p}periods:{experiment}                hash "{hour}|{variant}|{metric}|{n, s or q}" -> the
+                                           hour's count, sum or sum of squares of the metric
+                                           (`latency`'s count is the hour's requests)
 
 A unit's aggregate is one string: the space-separated numbers "requests latency_total cost_total
 cost_count", then " metric total count" for each feedback metric the unit has a value of, then "|"
@@ -38,8 +41,9 @@ runs alone on the server, so replicas' batches never interleave, and it cannot s
 checks the batch and sends it as JSON, which the script decodes before it writes anything. The
 script builds the unit-totals keys from the prefix, as feedback names its experiment only through
 the stored exposure; like the registry's MULTI writes, this assumes one Redis server, not a Cluster.
-`unit_outcomes` is one script too (READ_UNITS), which holds the server about 0.15 s per 100,000
-units while it encodes them.
+The period sums of a batch are added up in the script and written once per hour, arm and metric
+(HINCRBY / HINCRBYFLOAT). `unit_outcomes` is one script too (READ_UNITS), which holds the server
+about 0.15 s per 100,000 units while it encodes them.
 """
 
 from __future__ import annotations
@@ -59,7 +63,14 @@ from redis.exceptions import RedisError, WatchError
 
 from gateway.core.capture import CapturedPrompt, merge
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import Exposure, Feedback, UnitOutcome, Variant
+from gateway.core.outcomes import (
+    PERIOD_CHARS,
+    Exposure,
+    Feedback,
+    PeriodTotal,
+    UnitOutcome,
+    Variant,
+)
 from gateway.core.redaction import redact
 from gateway.core.registry import Change
 from gateway.errors import StoreNotEmpty, StoreUnavailable
@@ -68,12 +79,24 @@ from gateway.stores.backup import RegistryExport
 from gateway.stores.base import Plan, Recorded
 
 # KEYS: the exposures and feedback hashes. ARGV: the unit-totals key prefix, the exposures as a
-# JSON array of [request id, document, experiment id, "variant:unit", latency, cost or null], the
-# feedback as a JSON array of [request id, metric, value]. Returns {written, applied, orphans}.
+# JSON array of [request id, document, experiment id, "variant:unit", latency, cost or null,
+# "hour|variant"], the feedback as a JSON array of [request id, metric, value], the periods key
+# prefix. Returns {written, applied, orphans}.
 # (Three arguments rather than six per exposure: redis-py packs each argument in Python.)
 RECORD = """
-local exposures, feedback, units = KEYS[1], KEYS[2], ARGV[1]
+local exposures, feedback, units, periods = KEYS[1], KEYS[2], ARGV[1], ARGV[4]
 local calls, votes = cjson.decode(ARGV[2]), cjson.decode(ARGV[3])
+
+-- The batch's period sums, added up here and written once per field at the end.
+local moved = {}
+local function move(experiment, field, count, total, squares)
+  local key = periods .. experiment
+  local sums = moved[key]
+  if not sums then sums = {}; moved[key] = sums end
+  local s = sums[field]
+  if not s then s = {0, 0, 0}; sums[field] = s end
+  s[1], s[2], s[3] = s[1] + count, s[2] + total, s[3] + squares
+end
 
 -- A unit's aggregate: its four exposure sums, and its feedback sums as stored (up to the "|").
 local function split(raw)
@@ -96,8 +119,10 @@ for _, call in ipairs(calls) do
     local requests, latency, total, costs, rest = split(redis.call('HGET', key, field))
     if cost ~= cjson.null then
       total, costs = total + cost, costs + 1
+      move(call[3], call[7] .. '|cost_per_task', 1, cost, cost * cost)
     end
     save(key, field, requests + 1, latency + call[5], total, costs, rest)
+    move(call[3], call[7] .. '|latency', 1, call[5], call[5] * call[5])
   end
 end
 
@@ -109,6 +134,13 @@ for _, vote in ipairs(votes) do
     local exposure = cjson.decode(doc)
     local key, field = units .. exposure[1], exposure[2] .. ':' .. exposure[4]
     local previous = redis.call('HGET', feedback, metric .. ':' .. request_id)
+    local hour = string.sub(exposure[5], 1, 13) .. '|' .. exposure[2] .. '|' .. metric
+    if previous then
+      local before = tonumber(previous)
+      move(exposure[1], hour, 0, value - before, value * value - before * before)
+    else
+      move(exposure[1], hour, 1, value, value * value)
+    end
     redis.call('HSET', feedback, metric .. ':' .. request_id, string.format('%.17g', value))
     local requests, latency, cost, costs, rest = split(redis.call('HGET', key, field))
     local sums, found = {}, false
@@ -130,6 +162,14 @@ for _, vote in ipairs(votes) do
     save(key, field, requests, latency, cost, costs, table.concat(sums))
   else
     orphans = orphans + 1
+  end
+end
+
+for key, sums in pairs(moved) do
+  for field, s in pairs(sums) do
+    if s[1] ~= 0 then redis.call('HINCRBY', key, field .. '|n', s[1]) end
+    redis.call('HINCRBYFLOAT', key, field .. '|s', string.format('%.17g', s[2]))
+    redis.call('HINCRBYFLOAT', key, field .. '|q', string.format('%.17g', s[3]))
   end
 end
 return {written, applied, orphans}
@@ -391,6 +431,15 @@ class RedisStore:
             docs = await self._client.lrange(key, -limit, -1)
         return [codec.load_audit(d) for d in docs]
 
+    async def last_changes(self) -> dict[str, AuditEntry]:
+        with self._translate():
+            names = sorted(_text(n) for n in await self._client.smembers(self._k("names")))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.lindex(self._k("audit", name), -1)  # each prompt's own list: O(1)
+                docs = await pipe.execute()
+        return {name: codec.load_audit(doc) for name, doc in zip(names, docs, strict=True) if doc}
+
     async def record_outcomes(
         self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
     ) -> Recorded:
@@ -403,11 +452,17 @@ class RedisStore:
                 f"{e.variant}:{e.unit}",
                 e.latency_ms,
                 e.cost_usd,
+                f"{codec.utc_iso(e.at)[:PERIOD_CHARS]}|{e.variant}",
             )
             for e in exposures
         ]
         votes = [(f.request_id, f.metric, f.value) for f in feedback]
-        args = (self._k("unit-totals", ""), orjson.dumps(calls), orjson.dumps(votes))
+        args = (
+            self._k("unit-totals", ""),
+            orjson.dumps(calls),
+            orjson.dumps(votes),
+            self._k("periods", ""),
+        )
         with self._translate():
             written, applied, orphans = await self._record(
                 keys=[self._k("exposures"), self._k("feedback")], args=args
@@ -475,6 +530,12 @@ class RedisStore:
         found.sort(key=lambda p: (-p.last_seen.timestamp(), p.fingerprint))
         return found
 
+    async def period_totals(self, experiment_id: str, metric: str) -> list[PeriodTotal]:
+        codec.check_metric(metric)
+        with self._translate():
+            fields = await self._client.hgetall(self._k("periods", experiment_id))
+        return _period_totals(fields, metric)
+
     async def changes(self) -> AsyncIterator[None]:
         # Pub/sub makes a change visible at once; comparing the revision counter on every quiet
         # interval catches a message lost while the subscription was being re-established.
@@ -522,6 +583,23 @@ def _unit_outcomes(raw: bytes, metric: str) -> list[UnitOutcome]:
             total, count = 0.0, 0
         append(UnitOutcome(cast(Variant, variant), unit, int(words[0]), total, count))
     return outcomes
+
+
+def _period_totals(fields: dict[bytes | str, bytes | str], metric: str) -> list[PeriodTotal]:
+    """PeriodTotals of `metric` from a periods hash (see the layout)."""
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    for raw, value in fields.items():
+        hour, variant, name, which = _text(raw).split("|")
+        sums.setdefault((hour, variant, name), [0.0, 0.0, 0.0])["nsq".index(which)] = float(value)
+    totals = []
+    for (hour, variant, name), (requests, _, _) in sums.items():
+        if name != "latency":
+            continue
+        count, total, squares = sums.get((hour, variant, metric), (0.0, 0.0, 0.0))
+        totals.append(
+            PeriodTotal(hour, cast(Variant, variant), int(requests), int(count), total, squares)
+        )
+    return totals
 
 
 def _by_prompt(docs: list[bytes | str]) -> dict[str, list[Experiment]]:

@@ -10,9 +10,11 @@ Experiment outcomes (PRODUCT §11) live in four tables beside the registry's:
     feedback       one row per (request id, metric): the latest value
     unit_totals    one row per (experiment, variant, unit): requests, latency and cost sums
     unit_feedback  one row per (experiment, metric, variant, unit): the feedback sum and count
+    period_totals  one row per (experiment, hour, variant, metric): count, sum, sum of squares
 
-Each `record_outcomes` batch updates the unit tables in the transaction that writes its rows, so
-`unit_outcomes` reads one row per unit and never scans exposures.
+Each `record_outcomes` batch updates the unit and period tables in the transaction that writes its
+rows, so `unit_outcomes` reads one row per unit and `period_totals` one per hour and arm: neither
+scans exposures.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import orjson
 
 from gateway.core.capture import CapturedPrompt, merge
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import Exposure, Feedback, UnitOutcome
+from gateway.core.outcomes import PERIOD_CHARS, Exposure, Feedback, PeriodTotal, UnitOutcome
 from gateway.core.registry import Change
 from gateway.errors import StoreNotEmpty, StoreUnavailable
 from gateway.stores import codec
@@ -50,6 +52,8 @@ CREATE TABLE IF NOT EXISTS adoptions (name TEXT PRIMARY KEY, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS captured (
     fingerprint TEXT PRIMARY KEY, last_seen TEXT NOT NULL, doc BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS captured_by_last_seen ON captured (last_seen);
+-- One prompt's entries (the audit page's filter, each prompt's last change) without a scan.
+CREATE INDEX IF NOT EXISTS audit_by_prompt ON audit (prompt_name, seq);
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS lineage (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL);
@@ -76,6 +80,12 @@ CREATE TABLE IF NOT EXISTS unit_feedback (
     total REAL NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (experiment_id, metric, variant, unit)
 ) WITHOUT ROWID;
+-- metric `latency` counts every exposure: its count is the hour's requests.
+CREATE TABLE IF NOT EXISTS period_totals (
+    experiment_id TEXT NOT NULL, period TEXT NOT NULL, variant TEXT NOT NULL, metric TEXT NOT NULL,
+    count INTEGER NOT NULL, total REAL NOT NULL, squares REAL NOT NULL,
+    PRIMARY KEY (experiment_id, period, variant, metric)
+) WITHOUT ROWID;
 """
 
 # Rows of a batch looked up in one statement: the ids travel as one JSON array parameter, so a
@@ -99,6 +109,26 @@ VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (experiment_id, metric, variant, unit) DO UPDATE SET
     total = total + excluded.total, count = count + excluded.count
 """
+
+_MOVE_PERIOD = """
+INSERT INTO period_totals (experiment_id, period, variant, metric, count, total, squares)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (experiment_id, period, variant, metric) DO UPDATE SET
+    count = count + excluded.count, total = total + excluded.total,
+    squares = squares + excluded.squares
+"""
+
+_PERIODS = """
+SELECT r.period, r.variant, r.count, coalesce(m.count, 0), coalesce(m.total, 0.0),
+       coalesce(m.squares, 0.0)
+FROM period_totals AS r LEFT JOIN period_totals AS m
+    ON m.experiment_id = r.experiment_id AND m.period = r.period AND m.variant = r.variant
+       AND m.metric = ?
+WHERE r.experiment_id = ? AND r.metric = 'latency'
+"""
+
+PeriodKey = tuple[str, str, str, str]
+"""(experiment id, hour, variant, metric) of a period_totals row."""
 
 _UNITS = {
     "latency": "SELECT variant, unit, requests, latency_total, requests FROM unit_totals",
@@ -333,6 +363,18 @@ class SQLiteStore:
                 ).fetchall()
         return [codec.load_audit(doc) for (doc,) in reversed(rows)]
 
+    async def last_changes(self) -> dict[str, AuditEntry]:
+        return await asyncio.to_thread(self._last_changes)
+
+    def _last_changes(self) -> dict[str, AuditEntry]:
+        with self._connect() as conn:
+            # max(seq) per prompt_name reads one entry per prompt of audit_by_prompt.
+            rows = conn.execute(
+                "SELECT prompt_name, doc FROM audit WHERE seq IN "
+                "(SELECT max(seq) FROM audit GROUP BY prompt_name)"
+            ).fetchall()
+        return {name: codec.load_audit(doc) for name, doc in rows}
+
     async def record_outcomes(
         self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
     ) -> Recorded:
@@ -465,6 +507,15 @@ class SQLiteStore:
                 "SELECT doc FROM captured ORDER BY last_seen DESC, fingerprint"
             ).fetchall()
         return [codec.load_captured(doc) for (doc,) in rows]
+
+    async def period_totals(self, experiment_id: str, metric: str) -> list[PeriodTotal]:
+        codec.check_metric(metric)
+        return await asyncio.to_thread(self._period_totals, experiment_id, metric)
+
+    def _period_totals(self, experiment_id: str, metric: str) -> list[PeriodTotal]:
+        with self._connect() as conn:
+            rows = conn.execute(_PERIODS, (metric, experiment_id)).fetchall()
+        return [PeriodTotal(*row) for row in rows]
 
     async def changes(self) -> AsyncIterator[None]:
         # PRAGMA data_version changes on one connection whenever another connection commits,
@@ -601,7 +652,29 @@ def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) ->
             for e in new
         ],
     )
+    periods: dict[PeriodKey, list[float]] = {}
+    for e in new:
+        hour = codec.utc_iso(e.at)[:PERIOD_CHARS]
+        _add(periods, (e.experiment_id, hour, e.variant, "latency"), e.latency_ms, 1)
+        if e.cost_usd is not None:
+            _add(periods, (e.experiment_id, hour, e.variant, "cost_per_task"), e.cost_usd, 1)
+    _move_periods(conn, periods)
     return len(new)
+
+
+def _add(periods: dict[PeriodKey, list[float]], key: PeriodKey, value: float, new: int) -> None:
+    """Add one value (or, with `new` 0, the change of a replaced one) to a batch's period sums:
+    a batch writes one row per hour, arm and metric, not one per exposure."""
+    sums = periods.setdefault(key, [0, 0.0, 0.0])
+    sums[0] += new
+    sums[1] += value
+    sums[2] += value * value
+
+
+def _move_periods(conn: sqlite3.Connection, periods: dict[PeriodKey, list[float]]) -> None:
+    conn.executemany(
+        _MOVE_PERIOD, [(*key, int(count), total, sq) for key, (count, total, sq) in periods.items()]
+    )
 
 
 def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> tuple[int, int]:
@@ -610,9 +683,9 @@ def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> t
         return 0, 0
     ids = orjson.dumps(sorted({f.request_id for f in feedback})).decode()
     owners = {
-        rid: (experiment_id, variant, unit)
-        for rid, experiment_id, variant, unit in conn.execute(
-            f"SELECT request_id, experiment_id, variant, unit FROM exposures WHERE {_IN_BATCH}",
+        rid: (experiment_id, variant, unit, at)
+        for rid, experiment_id, variant, unit, at in conn.execute(
+            f"SELECT request_id, experiment_id, variant, unit, at FROM exposures WHERE {_IN_BATCH}",
             (ids,),
         )
     }
@@ -624,23 +697,31 @@ def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> t
     }
     rows: list[tuple[str, str, float]] = []
     moves: list[tuple[str, str, str, str, float, int]] = []
+    periods: dict[PeriodKey, list[float]] = {}
     for f in feedback:
         owner = owners.get(f.request_id)
         if owner is None:  # an orphan: no exposure stored for this request id
             continue
+        experiment_id, variant, unit, at = owner
+        period = (experiment_id, at[:PERIOD_CHARS], variant, f.metric)
         previous = values.get((f.request_id, f.metric))
         values[f.request_id, f.metric] = f.value  # a later value in this batch replaces this one
         rows.append((f.request_id, f.metric, f.value))
         if previous is None:
-            moves.append((*owner, f.metric, f.value, 1))
+            moves.append((experiment_id, variant, unit, f.metric, f.value, 1))
+            _add(periods, period, f.value, 1)
         else:
-            moves.append((*owner, f.metric, f.value - previous, 0))
+            moves.append((experiment_id, variant, unit, f.metric, f.value - previous, 0))
+            sums = periods.setdefault(period, [0, 0.0, 0.0])
+            sums[1] += f.value - previous
+            sums[2] += f.value * f.value - previous * previous
     conn.executemany(
         "INSERT INTO feedback (request_id, metric, value) VALUES (?, ?, ?) "
         "ON CONFLICT (request_id, metric) DO UPDATE SET value = excluded.value",
         rows,
     )
     conn.executemany(_MOVE_FEEDBACK, moves)
+    _move_periods(conn, periods)
     return len(rows), len(feedback) - len(rows)
 
 

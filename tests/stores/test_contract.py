@@ -211,6 +211,21 @@ async def test_audit_limit_and_filter(registry: PromptRegistry, store: Store) ->
     assert [e.version for e in mine] == ["1.0.2", "1.0.3", "1.0.4"]
 
 
+async def test_last_changes_gives_each_prompts_newest_entry(
+    registry: PromptRegistry, store: Store
+) -> None:
+    """last_changes() maps every prompt with audit entries to its newest one; none when empty."""
+    assert await store.last_changes() == {}
+    for i in range(3):
+        await registry.create_version(draft(f"1.0.{i}"), actor="a")
+    await registry.create_version(draft(name="other"), actor="b")
+    await registry.promote("support-agent", "1.0.1", actor="c", force=True)
+    last = await store.last_changes()
+    assert sorted(last) == ["other", "support-agent"]
+    assert (last["support-agent"].actor, last["support-agent"].version) == ("c", "1.0.1")
+    assert last["other"] == (await store.audit(prompt_name="other", limit=1))[-1]
+
+
 async def test_concurrent_promotions_in_one_process(backend: Backend) -> None:
     """Many writers promoting at once on separate connections leave a consistent history."""
     setup = backend.open()
@@ -601,3 +616,61 @@ async def test_outcomes_of_an_unreachable_store_say_so(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable):
             await store.unit_outcomes("exp-1", "latency")
         await store.close()
+
+
+async def periods(
+    store: Store, metric: str, experiment: str = "exp-1"
+) -> dict[tuple[str, str], tuple[int, int, float, float]]:
+    """period_totals as {(hour, variant): (requests, count, total, squares)}, each listed once."""
+    found = await store.period_totals(experiment, metric)
+    table = {(p.period, p.variant): (p.requests, p.count, p.total, p.squares) for p in found}
+    assert len(table) == len(found)
+    return table
+
+
+async def test_period_totals_per_hour_and_arm(store: Store) -> None:
+    """Exposures count in their own UTC hour and arm; each metric has its count, sum and sum of
+    squares (cost only where there is one); other experiments stay apart."""
+    later = T0 + timedelta(hours=1, minutes=5)
+    await store.record_outcomes(
+        [
+            exposure("r1", latency=100.0),
+            exposure("r2", "u2", latency=300.0, cost=None),
+            exposure("r3", latency=50.0, variant="treatment")._replace(at=later),
+            exposure("r4", experiment="exp-2"),
+        ],
+        [],
+    )
+    hour, next_hour = codec.utc_iso(T0)[:13], codec.utc_iso(later)[:13]
+    assert await periods(store, "latency") == {
+        (hour, "control"): (2, 2, 400.0, 100_000.0),
+        (next_hour, "treatment"): (1, 1, 50.0, 2500.0),
+    }
+    assert await periods(store, "cost_per_task") == {
+        (hour, "control"): (2, 1, 0.25, 0.0625),
+        (next_hour, "treatment"): (1, 1, 0.25, 0.0625),
+    }
+    assert await periods(store, "task_completion") == {
+        (hour, "control"): (2, 0, 0.0, 0.0),
+        (next_hour, "treatment"): (1, 0, 0.0, 0.0),
+    }
+    assert list(await periods(store, "latency", "exp-2")) == [(hour, "control")]
+    assert await store.period_totals("never-ran", "latency") == []
+    with pytest.raises(ValueError):
+        await store.period_totals("exp-1", "accuracy")
+
+
+async def test_period_totals_follow_feedback(store: Store) -> None:
+    """Feedback counts in its call's hour; a replaced value moves the sums by the difference;
+    orphans and a retried batch change nothing."""
+    later = T0 + timedelta(hours=3)
+    await store.record_outcomes([exposure("r1"), exposure("r2")._replace(at=later)], [])
+    votes = [Feedback("r1", "user_satisfaction", 4.0), Feedback("r2", "user_satisfaction", 2.0)]
+    await store.record_outcomes([], [*votes, Feedback("nobody", "user_satisfaction", 5.0)])
+    await store.record_outcomes([], [Feedback("r1", "user_satisfaction", 3.0)])
+    await store.record_outcomes([exposure("r1")], [Feedback("r1", "user_satisfaction", 3.0)])
+    hour, later_hour = codec.utc_iso(T0)[:13], codec.utc_iso(later)[:13]
+    assert await periods(store, "user_satisfaction") == {
+        (hour, "control"): (1, 1, 3.0, 9.0),
+        (later_hour, "control"): (1, 1, 2.0, 4.0),
+    }

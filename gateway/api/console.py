@@ -1,0 +1,629 @@
+"""The console's routes under /ui: sign-in, pages, and forms that call the admin use cases.
+
+Its templates, assets and pure parts (session signing, charts, page shapes) live in `gateway/ui/`.
+
+Every route but the sign-in page and its stylesheet needs a session (`guard`); every
+POST needs the session's CSRF token and the role of the admin route whose use case it calls
+(`UI_ACTIONS` names that route, `auth.ROUTE_ROLES` its role): the console is never a way around
+the admin API's roles. Pages are Jinja templates (`templates/`), assets are files of the package
+(`static/`), and every answer carries a Content-Security-Policy that allows no script at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
+from litestar.exceptions import NotFoundException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
+from litestar.response import File, Redirect, Template
+
+from gateway.api.admin_base import AdminContext
+from gateway.api.auth import FORCE_ROLE, Authenticator, Principal, require, role_for
+from gateway.core.diffing import side_by_side
+from gateway.core.model import Experiment, RegistrySnapshot
+from gateway.core.rendering import render
+from gateway.core.stats import ExperimentResults
+from gateway.core.trend import difference_over_time
+from gateway.errors import GatewayError, InsufficientRole, InvalidAdminToken
+from gateway.experiments import conclude_experiment, experiment_results, stored_experiment
+from gateway.prompts import existing_version, stored_prompt, utc_now
+from gateway.settings import Role
+from gateway.testing import run_and_record, served_tests
+from gateway.ui import views
+from gateway.ui.session import COOKIE, SIGN_IN_COOKIE, Session, SessionSigner, csrf_ok
+
+log = logging.getLogger("gateway.console")
+
+UI = Path(__file__).parent.parent / "ui"
+TEMPLATES = UI / "templates"
+STATIC = UI / "static"
+PUBLIC_ASSETS = frozenset({"console.css"})
+"""Assets the sign-in page needs, served without a session."""
+
+MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+"""Content types of the assets (sent with nosniff: a stylesheet must say it is one)."""
+
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""No script, no inline style, nothing from another origin."""
+
+UI_ACTIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("POST", "/ui/prompts/{name}/promote"): ("POST", "/admin/prompts/{name}/promote"),
+    ("POST", "/ui/prompts/{name}/rollback"): ("POST", "/admin/prompts/{name}/rollback"),
+    ("POST", "/ui/prompts/{name}/versions/{version}/test"): (
+        "POST",
+        "/admin/prompts/{name}/versions/{version}/test",
+    ),
+    ("POST", "/ui/experiments/{id}/stop"): ("POST", "/admin/experiments/{id}/stop"),
+    ("POST", "/ui/experiments/{id}/conclude"): ("POST", "/admin/experiments/{id}/conclude"),
+    ("POST", "/ui/sign-out"): ("GET", "/admin/prompts"),
+}
+"""Each console POST -> the admin route whose use case it calls; it needs that route's role
+(`auth.ROUTE_ROLES`). A POST missing here needs admin. Every GET needs a session (viewer)."""
+
+RESULTS_TTL = 5.0
+"""Seconds the Experiment page reuses an experiment's results as they are: computing them costs
+time in users (about 0.4 s for 100,000), so a page viewed again, or by several people, answers at
+once. Concluding always computes them afresh."""
+
+RESULTS_STALE = 120.0
+"""Up to this age, results older than RESULTS_TTL are still shown (with their age) while a
+background task computes them again; the page never waits for that. Older ones are computed
+before the page answers."""
+
+WROTE_COOKIE = "gateway_console_wrote"
+"""Names the prompts this browser changed in the last WROTE_MAX_AGE seconds: pages read those
+prompts from the store rather than from the app's snapshot, which trails a write by the store's
+poll interval (and in another worker process, by that worker's). Not secret: a forged one only
+makes pages read a few prompts from the store."""
+WROTE_MAX_AGE = 30
+WROTE_MAX_NAMES = 8
+
+Registry = Callable[[], RegistrySnapshot | None]
+"""The app's in-memory snapshot (the request path's SnapshotCache), None before it loaded."""
+
+
+def ui_role(method: str, path_template: str) -> Role:
+    """The role a console route needs: viewer for a page, the admin route's role for a POST."""
+    if method == "GET":
+        return "viewer"
+    mirrored = UI_ACTIONS.get((method, path_template))
+    return role_for(*mirrored) if mirrored else "admin"
+
+
+class SignInNeeded(Exception):
+    """No valid session: pages redirect to the sign-in page."""
+
+
+class CsrfRefused(Exception):
+    """A POST whose form lacks the session's CSRF token (403)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The signed-in user of one request."""
+
+    principal: Principal
+    session: Session
+
+    def can(self, role: Role) -> bool:
+        """Whether the buttons of `role` show."""
+        return self.principal.allows(role)
+
+
+class Console:
+    """The console's state for one app: the session signer and the results cache."""
+
+    def __init__(
+        self, ctx: AdminContext, authenticator: Authenticator, secret: bytes, current: Registry
+    ) -> None:
+        self.ctx = ctx
+        self.authenticator = authenticator
+        self.signer = SessionSigner(secret, ctx.settings.ui.session_max_age)
+        self._current = current
+        self._results: dict[str, tuple[float, ExperimentResults]] = {}
+        self._refreshing: dict[str, asyncio.Task[ExperimentResults | None]] = {}
+        self._forgotten: dict[str, int] = {}
+        """How often each experiment's results were dropped: a computation that began before a
+        change does not store its result after it."""
+
+    async def registry(self, request: ASGIConnection) -> RegistrySnapshot:  # type: ignore[type-arg]
+        """The registry for a page: the app's snapshot, with the prompts this browser just
+        changed read from the store (WROTE_COOKIE); the store's whole registry only before the
+        snapshot first loaded."""
+        snapshot = self._current()
+        if snapshot is None:
+            return await self.ctx.store.snapshot()
+        wrote = views.wrote_names(request.cookies.get(WROTE_COOKIE), WROTE_MAX_NAMES)
+        if not wrote:
+            return snapshot
+        fresh = await asyncio.gather(*(self.ctx.store.prompt(n) for n in wrote))
+        prompts = dict(snapshot.prompts)
+        prompts.update((state.name, state) for state in fresh if state.versions)
+        return RegistrySnapshot(prompts, snapshot.revision)
+
+    def caller(self, connection: ASGIConnection) -> Caller:  # type: ignore[type-arg]
+        """The signed-in caller, or SignInNeeded."""
+        session = self.signer.read(connection.cookies.get(COOKIE), int(time.time()))
+        if session is None:
+            raise SignInNeeded
+        token = self.signer.owner(session, self.authenticator.tokens)
+        if token is None:  # the token left the config since sign-in
+            raise SignInNeeded
+        return Caller(Principal(token.name, token.role), session)
+
+    async def results(self, experiment_id: str) -> tuple[ExperimentResults, float]:
+        """The experiment's results and their age in seconds: reused for RESULTS_TTL seconds,
+        then shown while a background task computes them again, up to RESULTS_STALE."""
+        now = time.monotonic()
+        cached = self._results.get(experiment_id)
+        if cached is not None and now - cached[0] < RESULTS_STALE:
+            if now - cached[0] >= RESULTS_TTL and experiment_id not in self._refreshing:
+                task = asyncio.create_task(self._refresh(experiment_id, background=True))
+                self._refreshing[experiment_id] = task
+            return cached[1], now - cached[0]
+        found = await self._refresh(experiment_id, background=False)
+        assert found is not None  # not in the background: an error was raised
+        return found, 0.0
+
+    async def _refresh(self, experiment_id: str, *, background: bool) -> ExperimentResults | None:
+        """Compute the results and keep them, unless the experiment changed meanwhile. In the
+        `background`, an error is logged and the results shown stay; otherwise it is raised."""
+        started, generation = time.monotonic(), self._forgotten.get(experiment_id, 0)
+        try:
+            found = await experiment_results(
+                self.ctx.store, experiment_id, self.ctx.settings.experiments
+            )
+        except GatewayError as exc:
+            if background:
+                log.warning("console: results of %s not refreshed: %s", experiment_id, exc)
+                return None
+            raise
+        finally:
+            if background:
+                self._refreshing.pop(experiment_id, None)
+        if generation == self._forgotten.get(experiment_id, 0):  # else: a change came meanwhile
+            self._results[experiment_id] = (started, found)
+        return found
+
+    def forget(self, experiment_id: str) -> None:
+        """Drop cached results after a change to the experiment."""
+        self._results.pop(experiment_id, None)
+        self._forgotten[experiment_id] = self._forgotten.get(experiment_id, 0) + 1
+
+
+def console_router(
+    ctx: AdminContext, authenticator: Authenticator, secret: bytes, current: Registry
+) -> Router:
+    """The /ui router, bound to this app's store, registry, settings, tokens and snapshot."""
+    console = Console(ctx, authenticator, secret, current)
+    store, registry, settings = ctx.store, ctx.registry, ctx.settings
+
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        if handler.opt.get("public"):
+            return
+        caller = console.caller(connection)
+        method = str(connection.scope.get("method", "GET"))
+        template = str(connection.scope.get("path_template", ""))
+        if method == "POST":
+            form = await Request(connection.scope, connection.receive).form()
+            if not csrf_ok(caller.session, form.get("csrf")):
+                raise CsrfRefused
+            require(caller.principal, ui_role(method, template), f"{method} {template}")
+        connection.state.caller = caller
+
+    def page(
+        request: Request[Any, Any, Any], name: str, status: int = 200, **context: Any
+    ) -> Template:
+        caller: Caller | None = getattr(request.state, "caller", None)
+        return Template(
+            template_name=name,
+            context={
+                "caller": caller,
+                "csrf": caller.session.csrf if caller else "",
+                "environment": settings.env,
+                "trace_url": settings.ui.trace_url,
+                **context,
+            },
+            status_code=status,
+        )
+
+    def actor(request: Request[Any, Any, Any], action: str, target: str) -> str:
+        caller: Caller = request.state.caller
+        log.info("console %s %s by %s", action, target, caller.principal.name)
+        return caller.principal.name
+
+    # ---- sign-in ------------------------------------------------------------------------------
+
+    def sign_in_page(request: Request[Any, Any, Any], status: int, error: str = "") -> Template:
+        nonce, form_token = console.signer.sign_in_pair()
+        response = page(request, "sign_in.html.j2", status, form_token=form_token, error=error)
+        response.cookies.append(
+            Cookie(
+                key=SIGN_IN_COOKIE,
+                value=nonce,
+                path="/ui/sign-in",
+                max_age=3600,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        )
+        return response
+
+    @get("/sign-in", opt={"public": True})
+    async def sign_in_form(request: Request[Any, Any, Any]) -> Response[Any]:
+        """The sign-in page: an admin token field."""
+        try:
+            console.caller(request)
+            return Redirect("/ui/prompts")
+        except SignInNeeded:
+            return sign_in_page(request, 200)
+
+    @post("/sign-in", opt={"public": True}, status_code=303)
+    async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
+        """Check the token; on success set the session cookie and go to the Prompts page."""
+        form = await request.form()
+        if not console.signer.sign_in_ok(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
+            return sign_in_page(request, 403, "The form expired; sign in again.")
+        try:
+            token = authenticator.token_for(str(form.get("token") or ""))
+        except InvalidAdminToken as exc:
+            return sign_in_page(request, 401, exc.message)
+        _, cookie = console.signer.open(token, int(time.time()))
+        log.info("console sign-in by %s (%s)", token.name, token.role)
+        response = Redirect("/ui/prompts", status_code=303)
+        response.cookies.append(
+            Cookie(
+                key=COOKIE,
+                value=cookie,
+                path="/ui",
+                max_age=settings.ui.session_max_age,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        )
+        response.delete_cookie(SIGN_IN_COOKIE, path="/ui/sign-in")
+        return response
+
+    @post("/sign-out", status_code=303)
+    async def sign_out(request: Request[Any, Any, Any]) -> Redirect:
+        """End the session."""
+        actor(request, "sign-out", "console")
+        response = Redirect("/ui/sign-in", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui")
+        return response
+
+    @get("/static/{file:str}", opt={"public": True})
+    async def static(request: Request[Any, Any, Any], file: FromPath[str]) -> File:
+        """The console's assets, from the package; only the sign-in page's without a session."""
+        if file not in PUBLIC_ASSETS:
+            console.caller(request)
+        path = STATIC / file
+        if "/" in file or file.startswith(".") or not path.is_file():
+            raise NotFoundException(f"No console asset {file!r}.")
+        media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+        return File(path, content_disposition_type="inline", media_type=media)
+
+    @get("/")
+    async def home() -> Redirect:
+        """The console opens on the Prompts page."""
+        return Redirect("/ui/prompts")
+
+    # ---- prompts ------------------------------------------------------------------------------
+
+    def wrote(request: Request[Any, Any, Any], response: Response[Any], name: str) -> None:
+        """Remember in the browser that it changed `name` (WROTE_COOKIE)."""
+        names = views.wrote_names(request.cookies.get(WROTE_COOKIE), WROTE_MAX_NAMES)
+        kept = [name, *(n for n in names if n != name)][:WROTE_MAX_NAMES]
+        response.cookies.append(
+            Cookie(
+                key=WROTE_COOKIE,
+                value=views.wrote_cookie(kept),
+                path="/ui",
+                max_age=WROTE_MAX_AGE,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        )
+
+    @get("/prompts")
+    async def prompts_page(request: Request[Any, Any, Any]) -> Template:
+        """Every prompt: versions, what each environment serves, experiment, last change."""
+        snapshot, last = await asyncio.gather(console.registry(request), store.last_changes())
+        rows = views.prompt_rows(snapshot, settings.overrides, settings.env, utc_now(), last)
+        return page(request, "prompts.html.j2", rows=rows, threshold=settings.promotion.threshold)
+
+    async def prompt_view(
+        request: Request[Any, Any, Any], name: str, status: int = 200, **extra: Any
+    ) -> Template:
+        state = await stored_prompt(store, name)
+        q = request.query_params
+        ordered = sorted(state.versions, key=lambda v: v.semver, reverse=True)
+        shown = existing_version(state, q.get("show") or ordered[0].version)
+        variables = {v: q.get(f"var.{v}") or f"<{v}>" for v in shown.variables}
+        try:
+            rendered = [(m.role, m.content) for m in render(shown.template, variables, shown.label)]
+        except GatewayError as exc:
+            rendered, extra["render_error"] = [], exc.message
+        diff_from = q.get("from") or (ordered[1].version if len(ordered) > 1 else shown.version)
+        diff_to = q.get("to") or ordered[0].version
+        diff = side_by_side(existing_version(state, diff_from), existing_version(state, diff_to))
+        return page(
+            request,
+            "prompt.html.j2",
+            status,
+            state=state,
+            versions=ordered,
+            shown=shown,
+            variables=variables,
+            rendered=rendered,
+            diff=diff,
+            diff_from=diff_from,
+            diff_to=diff_to,
+            experiment=state.experiment_running(utc_now()),
+            threshold=settings.promotion.threshold,
+            force_role=FORCE_ROLE,
+            editor="editor",
+            **extra,
+        )
+
+    @get("/prompts/{name:str}")
+    async def prompt_page(request: Request[Any, Any, Any], name: FromPath[str]) -> Template:
+        """One prompt: versions, a rendered version, a diff, the last test run, actions."""
+        return await prompt_view(request, name)
+
+    async def acting(
+        request: Request[Any, Any, Any],
+        name: str,
+        done: str,
+        work: Callable[[], Awaitable[object]],
+        **query: str,
+    ) -> Response[Any]:
+        """Run a prompt action; on success back to the prompt page with a notice, on a refusal
+        the prompt page again with the message (and the refusal's status)."""
+        try:
+            await work()
+        except GatewayError as exc:
+            return await prompt_view(request, name, exc.status, error=exc.message)
+        response = Redirect(
+            f"/ui/prompts/{name}?{urlencode({'done': done, **query})}", status_code=303
+        )
+        wrote(request, response, name)
+        return response
+
+    @post("/prompts/{name:str}/promote", status_code=303)
+    async def promote(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """Promote the version in the form (forced only for admins)."""
+        form = await request.form()
+        version, force = str(form.get("version") or ""), form.get("force") == "yes"
+        if force:
+            require(request.state.caller.principal, FORCE_ROLE, "A forced promotion")
+
+        async def work() -> object:
+            await stored_prompt(store, name)
+            who = actor(request, "promote", f"{name}@{version}")
+            return await registry.promote(name, version, actor=who, force=force)
+
+        return await acting(request, name, "promoted", work, show=version)
+
+    @post("/prompts/{name:str}/rollback", status_code=303)
+    async def rollback(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """Re-activate the previous active version."""
+
+        async def work() -> object:
+            await stored_prompt(store, name)
+            return await registry.rollback(name, actor=actor(request, "rollback", name))
+
+        return await acting(request, name, "rolled-back", work)
+
+    @post("/prompts/{name:str}/versions/{version:str}/test", status_code=303)
+    async def run_tests(
+        request: Request[Any, Any, Any], name: FromPath[str], version: FromPath[str]
+    ) -> Response[Any]:
+        """Run the version's tests from the server's prompts_dir and store the pass rate."""
+
+        async def work() -> object:
+            chosen = existing_version(await stored_prompt(store, name), version)
+            return await run_and_record(
+                registry,
+                settings,
+                ctx.upstream,
+                chosen,
+                await served_tests(settings, name),
+                actor=actor(request, "test", chosen.label),
+                concurrency=8,
+                now=utc_now(),
+            )
+
+        return await acting(request, name, "tested", work, show=version)
+
+    # ---- experiments --------------------------------------------------------------------------
+
+    @get("/experiments")
+    async def experiments_page(request: Request[Any, Any, Any]) -> Template:
+        """Every experiment, running ones first."""
+        snapshot = await console.registry(request)
+        now = utc_now()
+        found = [e for s in snapshot.prompts.values() for e in s.experiments]
+        found.sort(key=lambda e: (not e.is_running(now), e.start), reverse=False)
+        return page(request, "experiments.html.j2", experiments=found, now=now)
+
+    async def experiment_view(
+        request: Request[Any, Any, Any], experiment_id: str, status: int = 200, **extra: Any
+    ) -> Template:
+        experiment = await stored_experiment(store, experiment_id)
+        (results, age), totals = await asyncio.gather(
+            console.results(experiment_id),
+            store.period_totals(experiment_id, experiment.metric),
+        )
+        over_time = difference_over_time(totals)
+        lookup = request.query_params.get("request")
+        exposure = await store.exposure(lookup) if lookup else None
+        if exposure is not None and exposure.experiment_id != experiment_id:
+            exposure = None
+        return page(
+            request,
+            "experiment.html.j2",
+            status,
+            experiment=experiment,
+            running=experiment.is_running(utc_now()),
+            results=results,
+            chart=views.results_chart(results),
+            results_age=age,
+            over_time=over_time,
+            over_time_chart=views.over_time_chart(results.metric, over_time),
+            lookup=lookup,
+            exposure=exposure,
+            exposure_link=views.trace_link(settings.ui.trace_url, request_id=exposure.request_id)
+            if exposure
+            else None,
+            **extra,
+        )
+
+    @get("/experiments/{id:str}")
+    async def experiment_page(request: Request[Any, Any, Any], id: FromPath[str]) -> Template:
+        """One experiment's results (PRODUCT §11), charts and table, and its actions."""
+        return await experiment_view(request, id)
+
+    async def experiment_acting(
+        request: Request[Any, Any, Any], experiment_id: str, work: Callable[[], Awaitable[Any]]
+    ) -> Response[Any]:
+        try:
+            await work()
+        except GatewayError as exc:
+            return await experiment_view(request, experiment_id, exc.status, error=exc.message)
+        finally:
+            console.forget(experiment_id)
+        response = Redirect(f"/ui/experiments/{experiment_id}?done=1", status_code=303)
+        found = await store.find_experiment(experiment_id)
+        if found is not None:
+            wrote(request, response, found.prompt_name)
+        return response
+
+    @post("/experiments/{id:str}/stop", status_code=303)
+    async def stop(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
+        """Stop the experiment."""
+
+        async def work() -> Experiment:
+            await stored_experiment(store, id)
+            return await registry.stop_experiment(id, actor=actor(request, "stop", id))
+
+        return await experiment_acting(request, id, work)
+
+    @post("/experiments/{id:str}/conclude", status_code=303)
+    async def conclude(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
+        """Stop it and promote the treatment when the results recommend it (gate applies)."""
+
+        async def work() -> object:
+            await stored_experiment(store, id)
+            return await conclude_experiment(
+                store,
+                id,
+                settings=settings.experiments,
+                threshold=settings.promotion.threshold,
+                force=False,
+                actor=actor(request, "conclude", id),
+                clock=utc_now,
+            )
+
+        return await experiment_acting(request, id, work)
+
+    # ---- audit --------------------------------------------------------------------------------
+
+    @get("/audit")
+    async def audit_page(request: Request[Any, Any, Any]) -> Template:
+        """The audit log, newest first, of one prompt when chosen."""
+        prompt = request.query_params.get("prompt") or None
+        entries, snapshot = await asyncio.gather(
+            store.audit(prompt_name=prompt, limit=200), console.registry(request)
+        )
+        return page(
+            request,
+            "audit.html.j2",
+            entries=[(e, views.audit_change(e)) for e in reversed(entries)],
+            prompt=prompt,
+            names=sorted(n for n, s in snapshot.prompts.items() if s.versions),
+        )
+
+    # ---- errors and headers -------------------------------------------------------------------
+
+    def to_sign_in(request: Request[Any, Any, Any], _: SignInNeeded) -> Response[Any]:
+        if request.method == "GET" and not request.url.path.startswith("/ui/static/"):
+            return Redirect("/ui/sign-in")
+        return Response("Sign in first: /ui/sign-in", status_code=401, media_type="text/plain")
+
+    def refused(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        message = (
+            exc.message
+            if isinstance(exc, InsufficientRole)
+            else "The form's CSRF token is missing or wrong; reload the page and try again."
+        )
+        return page(request, "error.html.j2", 403, message=message, title="Not allowed")
+
+    def failed(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+        return page(
+            request,
+            "error.html.j2",
+            exc.status,
+            message=exc.message,
+            title="Not found" if exc.status == 404 else "Refused",
+        )
+
+    async def secure_headers(response: Response[Any]) -> Response[Any]:
+        response.headers.update(
+            {
+                "content-security-policy": CSP,
+                "x-content-type-options": "nosniff",
+                "x-frame-options": "DENY",
+                "referrer-policy": "no-referrer",
+                "cache-control": "no-store",
+            }
+        )
+        return response
+
+    return Router(
+        "/ui",
+        route_handlers=[
+            sign_in_form,
+            sign_in,
+            sign_out,
+            static,
+            home,
+            prompts_page,
+            prompt_page,
+            promote,
+            rollback,
+            run_tests,
+            experiments_page,
+            experiment_page,
+            stop,
+            conclude,
+            audit_page,
+        ],
+        guards=[guard],
+        include_in_schema=False,
+        after_request=secure_headers,
+        exception_handlers={
+            SignInNeeded: to_sign_in,
+            CsrfRefused: refused,
+            InsufficientRole: refused,
+            GatewayError: failed,
+        },
+        request_max_body_size=64 * 1024,
+    )

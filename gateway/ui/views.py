@@ -1,0 +1,160 @@
+"""What the console's pages show, shaped from the registry: pure functions of a snapshot, the
+settings and the time, so each page's numbers are tested without a browser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from gateway.core.model import (
+    ENVIRONMENTS,
+    AuditEntry,
+    Environment,
+    Experiment,
+    PromptState,
+    RegistrySnapshot,
+)
+from gateway.core.resolution import Overrides, resolve
+from gateway.core.stats import ExperimentResults
+from gateway.core.trend import TrendPoint
+from gateway.errors import GatewayError
+from gateway.ui.charts import Bar, Point, interval_chart, series_chart
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What one environment serves of one prompt now."""
+
+    environment: Environment
+    version: str | None
+    """The version, or None when it is an experiment's two versions or nothing."""
+    how: str
+    """Why: `environment`, `override`, `experiment`, or the error a request would get."""
+    experiment: Experiment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRow:
+    """One row of the Prompts page."""
+
+    state: PromptState
+    served: tuple[Served, ...]
+    experiment: Experiment | None
+    last_change: AuditEntry | None
+
+
+def overrides_for(overrides: Overrides, environment: Environment, own: Environment) -> Overrides:
+    """The overrides a gateway serving `environment` applies, as far as this one knows them: the
+    config's per-environment ones, and this process's PROMPT_OVERRIDES only for its own
+    environment (another environment's processes have their own)."""
+    process = overrides.process if environment == own else {}
+    return Overrides(process, overrides.by_environment)
+
+
+def served(
+    snapshot: RegistrySnapshot,
+    name: str,
+    environment: Environment,
+    overrides: Overrides,
+    now: datetime,
+) -> Served:
+    """What a request for `name` gets in `environment` now, resolved by the request path's own
+    `resolve` (no pinned version, no user key): during an experiment, both its versions."""
+    try:
+        got = resolve(
+            snapshot,
+            name,
+            environment=environment,
+            overrides=overrides,
+            request_id="console",
+            now=now,
+        )
+    except GatewayError as exc:
+        return Served(environment, None, f"{exc.status} {exc.code}: {exc.message}")
+    if got.resolution == "experiment":
+        return Served(environment, None, "experiment", got.experiment)
+    return Served(environment, got.version.version, got.resolution)
+
+
+def prompt_rows(
+    snapshot: RegistrySnapshot,
+    overrides: Overrides,
+    own: Environment,
+    now: datetime,
+    last_changes: dict[str, AuditEntry],
+) -> list[PromptRow]:
+    """The Prompts page: every prompt by name, with what each environment serves."""
+    rows = []
+    for name in sorted(snapshot.prompts):
+        state = snapshot.prompts[name]
+        if not state.versions:
+            continue
+        cells = tuple(
+            served(snapshot, name, env, overrides_for(overrides, env, own), now)
+            for env in ENVIRONMENTS
+        )
+        rows.append(PromptRow(state, cells, state.experiment_running(now), last_changes.get(name)))
+    return rows
+
+
+def results_chart(results: ExperimentResults) -> str:
+    """Each arm's mean with its 95% interval, and the difference with its interval, as SVG."""
+    c, t, d = results.control, results.treatment, results.difference
+    bars = [
+        Bar(f"control {c.version}", "control", c.mean, *(c.ci95 or (None, None))),
+        Bar(f"treatment {t.version}", "treatment", t.mean, *(t.ci95 or (None, None))),
+    ]
+    means = interval_chart(f"Mean {results.metric} per variant, 95% interval", bars)
+    diff = interval_chart(
+        "Difference, treatment minus control, 95% interval",
+        [Bar("difference", "difference", d.absolute, *(d.ci95 or (None, None)))],
+        zero=True,
+    )
+    return means + "\n" + diff
+
+
+def trace_link(template: str | None, *, request_id: str, trace_id: str | None = None) -> str | None:
+    """The tracing backend's URL for this call, when `ui.trace_url` is set and names an id the
+    call has; None otherwise."""
+    if template is None:
+        return None
+    if "{trace_id}" in template and trace_id is None:
+        return None
+    return template.replace("{trace_id}", quote(trace_id or "", safe="")).replace(
+        "{request_id}", quote(request_id, safe="")
+    )
+
+
+def audit_change(entry: AuditEntry) -> list[tuple[str, Any, Any]]:
+    """The keys an audit entry changed: (key, before, after), keys in order of first mention."""
+    before, after = dict(entry.before or {}), dict(entry.after or {})
+    keys = list(dict.fromkeys([*before, *after]))
+    return [(k, before.get(k), after.get(k)) for k in keys]
+
+
+def over_time_chart(metric: str, points: list[TrendPoint]) -> str:
+    """The difference over time (`trend.difference_over_time`) as SVG, one point per period."""
+    return series_chart(
+        f"Difference in mean {metric} over time, treatment minus control, 95% interval",
+        [Point(_period_label(p.period), p.difference, p.low, p.high) for p in points],
+    )
+
+
+def _period_label(period: str) -> str:
+    """`2026-03-01T14` -> `2026-03-01 14:00`; a day stays as it is."""
+    return f"{period[:10]} {period[11:13]}:00" if len(period) > 10 else period
+
+
+def wrote_names(cookie: str | None, limit: int) -> list[str]:
+    """The prompt names a console's `wrote` cookie holds (at most `limit`, empty when none)."""
+    if not cookie:
+        return []
+    names = [unquote(part) for part in cookie.split(",") if part]
+    return list(dict.fromkeys(names))[:limit]
+
+
+def wrote_cookie(names: list[str]) -> str:
+    """The cookie value for `names`: each percent-encoded, comma-separated."""
+    return ",".join(quote(n, safe="") for n in names)
