@@ -21,7 +21,12 @@ from gateway import __version__
 from gateway.api.admin import SECURITY, admin_controllers
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
-from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
+from gateway.api.errors import (
+    gateway_error_handler,
+    http_error_handler,
+    internal_error_handler,
+    openai_error,
+)
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
 from gateway.api.server import refusals
@@ -111,6 +116,7 @@ def create_app(
         dropped_captures=lambda: capture.dropped if capture is not None else 0,
         registry_stale=lambda: cache.stale,
         refused_connections=lambda: refusals,
+        buffered_bytes=lambda: proxy.budget.held,
     )
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
     access_log = AccessLog()
@@ -126,6 +132,7 @@ def create_app(
         service,
         max_body_bytes=settings.server.max_body_bytes,
         max_upload_bytes=settings.server.max_upload_bytes,
+        max_buffered_bytes=settings.server.max_buffered_bytes,
         keep_text=settings.telemetry.capture_content,
     )
 
@@ -235,7 +242,20 @@ def create_app(
 
 
 async def _with_request_id(response: Response[Any]) -> Response[Any]:
-    """Give Litestar's own responses an x-request-id too (the proxy sets its own)."""
+    """Give Litestar's own responses an x-request-id too (the proxy sets its own).
+
+    Also turns the HTML 404 page of Litestar's OpenAPI router into the JSON not_found every other
+    unknown path gets: that router serves any /schema/{path} with a handler of its own that
+    returns the page rather than raising NotFoundException, so the exception handlers never see
+    it.
+    """
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        response = openai_error(
+            404,
+            "Unknown path under /schema. The admin API is described at /schema (a page), "
+            "/schema/openapi.json and /schema/openapi.yaml.",
+            "not_found",
+        )
     response.headers.setdefault("x-request-id", new_request_id(None))
     return response
 

@@ -1,4 +1,5 @@
-"""Bad clients against a real `gateway serve`: slow heads, oversized heads, floods, garbage.
+"""Bad clients against a real `gateway serve`: slow heads and bodies, oversized heads, floods,
+garbage, bursts of large bodies.
 
 Each test talks to a gateway process over real sockets; the provider is a FakeProvider of this
 module's own, so a test can assert that a refused request never reached it.
@@ -71,6 +72,20 @@ class Served:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
 
+    @property
+    def hwm_kib(self) -> int:
+        """Peak resident memory of the gateway process so far (VmHWM), KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The access log's lines so far (one JSON object per finished /v1 call)."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            if '"event":"call"' in line:
+                found.append(orjson.loads(line[line.index("{") :]))
+        return found
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=15)
@@ -135,10 +150,14 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeProvider) -> Iterator[Served]:
-    """A gateway with a 1 s head deadline and the default head limits."""
+    """A gateway with a 1 s head deadline, a 3 s body deadline and the default head limits."""
     served = Served(
         tmp_path_factory.mktemp("server"),
-        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_HEADER_TIMEOUT": "1"},
+        {
+            "GATEWAY_UPSTREAM_URL": fake.url,
+            "GATEWAY_HEADER_TIMEOUT": "1",
+            "GATEWAY_BODY_TIMEOUT": "3",
+        },
     )
     yield served
     served.stop()
@@ -320,3 +339,118 @@ def test_slow_clients_do_not_lock_out_a_new_client(
             sock.close()
         sdk.close()
         gateway.stop()
+
+
+BOUNDARY = b"gatewaytestboundary"
+UPLOAD = (
+    b'--%s\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+    b'--%s\r\ncontent-disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+    b"content-type: application/octet-stream\r\n\r\n%s\r\n--%s--\r\n"
+) % (BOUNDARY, BOUNDARY, b'{"a": 1}\n' * 50, BOUNDARY)
+
+
+def body_head(path: bytes, length: bytes = b"content-length: 1000") -> bytes:
+    """A POST head for a JSON body to the chat route, or a multipart upload to /v1/files."""
+    kind = (
+        b"application/json"
+        if path == b"/v1/chat/completions"
+        else b"multipart/form-data; boundary=" + BOUNDARY
+    )
+    return b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-type: %s\r\n%s\r\n\r\n" % (
+        path,
+        kind,
+        length,
+    )
+
+
+def recorded(gateway: Served, request_id: str) -> dict[str, Any]:
+    """The access log line of the call with this x-request-id, once it is written."""
+    found: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        found[:] = [c for c in gateway.calls() if c["request_id"] == request_id]
+        return bool(found)
+
+    poll(logged, 10, f"no access log line for {request_id}")
+    return found[0]
+
+
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/files"], ids=["json", "upload"])
+def test_a_stalled_body_gets_408_within_the_body_timeout(gateway: Served, path: bytes) -> None:
+    """A body that stops after its first byte is answered 408 request_timeout once it has sent
+    nothing for server.body_timeout (3 s), and the call is recorded as 408, not as a hang-up."""
+    request_id = f"stalled-{path[4:8].decode()}"
+    head = body_head(path).replace(b"host: t", b"host: t\r\nx-request-id: " + request_id.encode())
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(head + (b"{" if path.endswith(b"completions") else UPLOAD[:10]))
+        started = time.monotonic()
+        status, headers, body = read_answer(sock, timeout=15)
+        elapsed = time.monotonic() - started
+    assert status == 408 and 2.9 <= elapsed < 8, (status, elapsed)
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_timeout")
+    assert "server.body_timeout" in error["message"]
+    call = recorded(gateway, request_id)
+    assert (call["status"], call["error_type"]) == (408, "request_timeout")
+
+
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/files"], ids=["json", "upload"])
+def test_a_slow_steady_body_is_served(gateway: Served, fake: FakeProvider, path: bytes) -> None:
+    """A body whose first piece comes 1.5 s after its head and the rest in pieces 1 s apart,
+    each well within the 3 s body deadline, is forwarded whole."""
+    payload = CHAT if path.endswith(b"completions") else UPLOAD
+    head = body_head(path, b"content-length: %d" % len(payload))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(head)
+        time.sleep(1.5)
+        step = len(payload) // 4 + 1
+        for start in range(0, len(payload), step):
+            sock.sendall(payload[start : start + step])
+            time.sleep(1)
+        status, _, answer = read_answer(sock, timeout=15)
+    # The fake provider answers the chat and 404s /files, after reading the whole upload.
+    assert status == (200 if path.endswith(b"completions") else 404), answer
+    assert fake.last().body == payload
+
+
+@pytest.mark.parametrize(
+    ("path", "chunks"),
+    [
+        (b"/v1/chat/completions", b"zz\r\nabc\r\n0\r\n\r\n"),
+        (b"/v1/chat/completions", b'5\r\n{"mod\r\nzz\r\nabc\r\n0\r\n\r\n'),
+        (b"/v1/files", b"zz\r\nabc\r\n0\r\n\r\n"),
+        (b"/v1/files", b"a\r\n%s\r\nzz\r\nabc\r\n0\r\n\r\n" % UPLOAD[:10]),
+    ],
+    ids=["json", "json-after-a-chunk", "upload", "upload-after-a-chunk"],
+)
+def test_a_malformed_chunked_body_is_an_openai_shaped_400(
+    gateway: Served, path: bytes, chunks: bytes
+) -> None:
+    """A chunked body with a chunk size that is not hex gets 400 invalid_http in OpenAI's shape,
+    at once or after a valid first chunk, and the call is recorded as 400, not 499."""
+    request_id = f"badchunk-{path[4:8].decode()}-{len(chunks)}"
+    head = body_head(path, b"transfer-encoding: chunked\r\nx-request-id: " + request_id.encode())
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(head + chunks[:-16])
+        time.sleep(0.2)  # the first chunk reaches the app before the broken one
+        with contextlib.suppress(OSError):
+            sock.sendall(chunks[-16:])
+        status, headers, body = read_answer(sock)
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http")
+    call = recorded(gateway, request_id)
+    assert (call["status"], call["error_type"]) == (400, "invalid_http")
+
+
+@pytest.mark.parametrize("path", [b"/schema/nope", b"/schema/%ff", b"/schema/nope.json"])
+def test_an_unknown_schema_path_is_a_json_404(gateway: Served, path: bytes) -> None:
+    """Unknown paths under /schema get the JSON not_found of every other unknown path, not
+    Litestar's HTML page; the schema itself is still served."""
+    status, headers, body = exchange(gateway.port, b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+    assert status == 404 and headers["content-type"] == "application/json", body
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
+    schema = b"GET /schema/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n"
+    assert exchange(gateway.port, schema)[0] == 200
