@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -454,3 +455,103 @@ def test_an_unknown_schema_path_is_a_json_404(gateway: Served, path: bytes) -> N
     assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
     schema = b"GET /schema/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n"
     assert exchange(gateway.port, schema)[0] == 200
+
+
+def test_stalled_bodies_do_not_lock_out_a_new_client(tmp_path: Path, fake: FakeProvider) -> None:
+    """With server.max_connections 10, 12 connections whose bodies stall (one byte every 2 s,
+    or nothing) leave room for a new client: the body stalled longest is closed for it with 503
+    too_many_connections, again when the worker fills up again."""
+    gateway = Served(tmp_path, {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_MAX_CONNECTIONS": "10"})
+    stalled: list[socket.socket] = []
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.wait(2):
+            for sock in list(stalled)[::2]:
+                with contextlib.suppress(OSError):
+                    sock.send(b" ")
+
+    def stall() -> None:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sock.sendall(body_head(b"/v1/chat/completions") + b"{")
+        stalled.append(sock)
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    try:
+        for _ in range(12):
+            stall()
+        dripper.start()
+        time.sleep(2)  # every body has stalled past the 1 s grace at least once
+        for _ in range(3):
+            started = time.monotonic()
+            status, _, body = exchange(gateway.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert status == 200 and time.monotonic() - started < 2, body
+            stall()  # the worker is full again
+            time.sleep(1.5)
+        stop.set()
+        codes = []
+        for sock in stalled:
+            with contextlib.suppress(OSError, AssertionError):
+                status, _, body = read_answer(sock, timeout=0.5)
+                codes.append((status, openai_error(body)["code"]))
+        assert codes.count((503, "too_many_connections")) >= 3 + 2, codes  # 3 evicted, 2 refused
+    finally:
+        stop.set()
+        for sock in stalled:
+            sock.close()
+        gateway.stop()
+
+
+def test_a_burst_of_large_bodies_stays_within_the_buffer_budget(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """100 concurrent chunked bodies of 10 MiB + 1 byte, each read up to server.max_body_bytes,
+    hold at most server.max_buffered_bytes (64 MiB here) at once: the others get 503 server_busy
+    with retry-after, peak RSS grows by far less than the 1 GB they would hold, and every byte
+    of the budget is given back."""
+    gateway = Served(
+        tmp_path,
+        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_MAX_BUFFERED_BYTES": str(64 << 20)},
+    )
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    piece = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+    head = body_head(b"/v1/chat/completions", b"transfer-encoding: chunked")
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(head)
+                for _ in range(160):  # 10 MiB, unless answered before
+                    if select.select([sock], [], [], 0)[0]:
+                        break
+                    sock.sendall(piece)
+                else:
+                    sock.sendall(b"1\r\na\r\n0\r\n\r\n")
+            answers.append(read_answer(sock, timeout=60))
+
+    try:
+        assert exchange(gateway.port, chat_request())[0] == 200
+        hwm = gateway.hwm_kib
+        clients = [threading.Thread(target=client) for _ in range(100)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+        statuses = sorted({status for status, _, _ in answers})
+        assert len(answers) == 100 and statuses == [413, 503], statuses
+        _, headers, body = next(a for a in answers if a[0] == 503)
+        assert headers["retry-after"] == "1"
+        error = openai_error(body)
+        assert (error["type"], error["code"]) == ("server_error", "server_busy")
+        assert "server.max_buffered_bytes" in error["message"]
+        growth = gateway.hwm_kib - hwm
+        assert growth < 256 * 1024, f"peak RSS grew {growth} KiB"
+
+        def released() -> bool:
+            metrics = exchange(gateway.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")[2]
+            return b"\ngateway_buffered_body_bytes 0\n" in metrics
+
+        poll(released, 10, "the budget was not given back")
+        assert exchange(gateway.port, chat_request())[0] == 200
+    finally:
+        gateway.stop()
