@@ -217,6 +217,7 @@ class GatewayProtocol(HttpToolsProtocol):
         # and when a head begins with no timer pending, and never cancelled on the request path;
         # when it fires it acts on the head or body being read then, or lets itself lapse.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0  # loop time the pending timer fires
         self._head_started = 0.0  # loop time the head being read (or awaited) started
         self._max_header_bytes = limits.max_header_bytes  # read on every header field
         self._head_bytes = 0  # request line and completed fields of the head being read
@@ -236,7 +237,7 @@ class GatewayProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.flow = _Flow(transport, self.loop)
         self._head_started = self.loop.time()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._arm(self.limits.header_timeout)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
         self._waiting[self] = None
@@ -344,6 +345,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 linger=True,
             )
             return
+        if self._in_body and self._timer_due > self._body_last + self.limits.body_timeout:
+            # A body is left to come, and the timer, armed for its head, fires after the body's
+            # deadline (body_timeout under header_timeout): bring it forward, once per request.
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._arm(self.limits.body_timeout)
         if not self._in_head:
             return
         if in_head and messages == self._messages:
@@ -365,9 +372,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = self._head_unparsed = 0
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+            self._arm(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -439,6 +444,11 @@ class GatewayProtocol(HttpToolsProtocol):
             f"The request head has {limit}; nothing was forwarded. Send less in headers."
         )
 
+    def _arm(self, delay: float) -> None:
+        """Set the connection's timer to fire `delay` seconds from now."""
+        self._timer_due = self.loop.time() + delay
+        self._head_timer = self.loop.call_later(delay, self._head_timed_out)
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._messages and not self._in_head:
@@ -447,14 +457,12 @@ class GatewayProtocol(HttpToolsProtocol):
             return  # no head or body being read: a request under way, or idle (keep-alive)
         remaining = self._head_started + self.limits.header_timeout - self.loop.time()
         if remaining > 0:  # armed for an earlier head; this one started later
-            self._head_timer = self.loop.call_later(remaining, self._head_timed_out)
+            self._arm(remaining)
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a response still being sent: answering now would cut
             # into that response, so the head gets another period.
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+            self._arm(self.limits.header_timeout)
             return
         self._refuse(
             self._refusal
@@ -477,7 +485,7 @@ class GatewayProtocol(HttpToolsProtocol):
                 return
             remaining = self.limits.body_timeout  # an answer is under way: do not cut into it
         if remaining > 0:
-            self._head_timer = self.loop.call_later(remaining, self._head_timed_out)
+            self._arm(remaining)
             return
         self._refuse(
             RequestTimeout(

@@ -457,6 +457,24 @@ def test_an_unknown_schema_path_is_a_json_404(gateway: Served, path: bytes) -> N
     assert exchange(gateway.port, schema)[0] == 200
 
 
+def test_a_body_deadline_shorter_than_the_head_deadline_is_kept(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """With the default 10 s head deadline and a 1 s body deadline, a stalled body is answered
+    408 after about 1 s, not when the head's timer would have fired."""
+    gateway = Served(tmp_path, {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_BODY_TIMEOUT": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+            sock.sendall(body_head(b"/v1/chat/completions") + b"{")
+            started = time.monotonic()
+            status, _, body = read_answer(sock, timeout=15)
+            elapsed = time.monotonic() - started
+        assert status == 408 and 0.9 <= elapsed < 4, (status, elapsed)
+        assert openai_error(body)["code"] == "request_timeout"
+    finally:
+        gateway.stop()
+
+
 def test_stalled_bodies_do_not_lock_out_a_new_client(tmp_path: Path, fake: FakeProvider) -> None:
     """With server.max_connections 10, 12 connections whose bodies stall (one byte every 2 s,
     or nothing) leave room for a new client: the body stalled longest is closed for it with 503
