@@ -16,7 +16,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   └── MetricNotMeasured         400 metric_not_measured (feedback for another metric)
     ├── InvalidAdminToken             401 invalid_admin_token (type authentication_error)
     ├── InsufficientRole              403 insufficient_role  (type permission_error)
-    ├── RequestTimeout                408 request_timeout  (the request head came too slowly)
+    ├── RequestTimeout                408 request_timeout  (a request head or body came too slowly)
     ├── PayloadTooLarge               413 request_too_large
     ├── HeaderFieldsTooLarge          431 request_header_fields_too_large (too many or too long)
     ├── NotFound                      404 not_found
@@ -43,6 +43,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     ├── StoreUnavailable              503 store_unavailable
     ├── RecordingBacklog              503 recording_backlog (the outcome queue is full)
     ├── TooManyConnections            503 too_many_connections (every connection slot is busy)
+    ├── ServerBusy                    503 server_busy        (body buffer budget spent; retry-after)
     └── ConfigError                   500 config_error       (stops start-up; names the key)
 
 Messages say what happened, with the values, and what to do next.
@@ -59,6 +60,8 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     code: ClassVar[str] = "internal_error"
+    retry_after: ClassVar[int | None] = None
+    """Seconds to send as `retry-after` with the answer, when retrying soon may succeed."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -265,6 +268,15 @@ class RecordingBacklog(GatewayError):
 class TooManyConnections(GatewayError):
     status = 503
     code = "too_many_connections"
+
+
+class ServerBusy(GatewayError):
+    """The worker holds as many request bodies as server.max_buffered_bytes allows; this one was
+    not read. Nothing is wrong with the request: retry after a moment."""
+
+    status = 503
+    code = "server_busy"
+    retry_after = 1
 
 
 class ConfigError(GatewayError):

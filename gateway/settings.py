@@ -59,6 +59,13 @@ class ServerSettings:
     """Bytes of request line and header fields together; more is 431, never forwarded."""
     max_headers: int = 100
     """Header fields in one request; more is 431, never forwarded."""
+    body_timeout: float = 30.0
+    """Seconds a client has from the end of its request head to the body's first bytes, and
+    between two pieces of the body; then 408 request_timeout and the connection is closed. A
+    client that sends steadily, however slowly, is not cut."""
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    """Bytes of JSON request bodies one worker holds at once (each read whole, up to
+    max_body_bytes); a body that would pass it gets 503 server_busy with retry-after."""
     max_connections: int | None = None
     """Open client connections per worker; None (`auto`) sizes it from the file-descriptor limit
     (see gateway.api.server.auto_max_connections). Past it the longest-waiting connection without
@@ -368,6 +375,8 @@ def _build(
             "header_timeout",
             "max_header_bytes",
             "max_headers",
+            "body_timeout",
+            "max_buffered_bytes",
             "max_connections",
         },
         "server.",
@@ -417,8 +426,30 @@ def _build(
             "max_header_bytes", "GATEWAY_MAX_HEADER_BYTES", 32 << 10, 16 << 20, low=1024
         ),
         max_headers=server_int("max_headers", "GATEWAY_MAX_HEADERS", 100, 100_000),
+        body_timeout=_number(
+            *_pick(
+                environ,
+                "GATEWAY_BODY_TIMEOUT",
+                server_raw,
+                "body_timeout",
+                30.0,
+                where,
+                prefix="server.",
+            ),
+            low=0.1,
+            high=3600,
+        ),
+        max_buffered_bytes=server_int(
+            "max_buffered_bytes", "GATEWAY_MAX_BUFFERED_BYTES", 256 << 20, 1 << 40, low=1 << 20
+        ),
         max_connections=_connections(*connections),
     )
+    if server.max_buffered_bytes < server.max_body_bytes:
+        raise ConfigError(
+            f"{where}: server.max_buffered_bytes ({server.max_buffered_bytes}) is under "
+            f"server.max_body_bytes ({server.max_body_bytes}), so a body of the largest size "
+            "accepted could never be read; raise the first or lower the second."
+        )
     upstream_raw = _mapping(raw.get("upstream", {}), "upstream", where)
     _no_unknown(
         upstream_raw,

@@ -353,9 +353,30 @@ def test_server_limits_from_the_file_and_the_environment(tmp_path: Path) -> None
     assert server.max_connections is None
 
 
+def test_body_deadline_and_buffer_budget_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """The body deadline defaults to 30 s and the buffered-body budget to 256 MiB; the file sets
+    them and GATEWAY_BODY_TIMEOUT / GATEWAY_MAX_BUFFERED_BYTES win."""
+    defaults = load(None, {}).server
+    assert (defaults.body_timeout, defaults.max_buffered_bytes) == (30.0, 256 << 20)
+    path = write(tmp_path, "server: {body_timeout: 5, max_buffered_bytes: 33554432}\n")
+    server = load(path, {}).server
+    assert (server.body_timeout, server.max_buffered_bytes) == (5.0, 32 << 20)
+    env = {"GATEWAY_BODY_TIMEOUT": "0.5", "GATEWAY_MAX_BUFFERED_BYTES": "20971520"}
+    server = load(path, env).server
+    assert (server.body_timeout, server.max_buffered_bytes) == (0.5, 20 << 20)
+
+
 @pytest.mark.parametrize(
     ("text", "environ", "message"),
     [
+        ("server: {body_timeout: 0}\n", {}, "server.body_timeout must be between 0.1 and"),
+        ("", {"GATEWAY_BODY_TIMEOUT": "later"}, "GATEWAY_BODY_TIMEOUT must be a number"),
+        (
+            "server: {max_buffered_bytes: 2097152}\n",
+            {},
+            "server.max_buffered_bytes (2097152) is under server.max_body_bytes",
+        ),
+        ("", {"GATEWAY_MAX_BUFFERED_BYTES": "1"}, "GATEWAY_MAX_BUFFERED_BYTES must be between"),
         ("server: {header_timeout: 0}\n", {}, "server.header_timeout must be between 0.1 and"),
         ("", {"GATEWAY_HEADER_TIMEOUT": "soon"}, "GATEWAY_HEADER_TIMEOUT must be a number"),
         ("server: {max_header_bytes: 100}\n", {}, "server.max_header_bytes must be between 1024"),

@@ -26,7 +26,12 @@ from gateway.api.admin import SECURITY, admin_controllers
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
 from gateway.api.console import TEMPLATES, console_router
-from gateway.api.errors import gateway_error_handler, http_error_handler, internal_error_handler
+from gateway.api.errors import (
+    gateway_error_handler,
+    http_error_handler,
+    internal_error_handler,
+    openai_error,
+)
 from gateway.api.feedback import feedback_route
 from gateway.api.proxy import ProxyApp
 from gateway.api.server import refusals
@@ -117,6 +122,7 @@ def create_app(
         dropped_captures=lambda: capture.dropped if capture is not None else 0,
         registry_stale=lambda: cache.stale,
         refused_connections=lambda: refusals,
+        buffered_bytes=lambda: proxy.budget.held,
     )
     tokens = TokenCounter(settings.telemetry.tiktoken_cache)
     access_log = AccessLog()
@@ -132,6 +138,7 @@ def create_app(
         service,
         max_body_bytes=settings.server.max_body_bytes,
         max_upload_bytes=settings.server.max_upload_bytes,
+        max_buffered_bytes=settings.server.max_buffered_bytes,
         keep_text=settings.telemetry.capture_content,
     )
 
@@ -264,7 +271,20 @@ def create_app(
 
 
 async def _with_request_id(response: Response[Any]) -> Response[Any]:
-    """Give Litestar's own responses an x-request-id too (the proxy sets its own)."""
+    """Give Litestar's own responses an x-request-id too (the proxy sets its own).
+
+    Also turns the HTML 404 page of Litestar's OpenAPI router into the JSON not_found every other
+    unknown path gets: that router serves any /schema/{path} with a handler of its own that
+    returns the page rather than raising NotFoundException, so the exception handlers never see
+    it.
+    """
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        response = openai_error(
+            404,
+            "Unknown path under /schema. The admin API is described at /schema (a page), "
+            "/schema/openapi.json and /schema/openapi.yaml.",
+            "not_found",
+        )
     response.headers.setdefault("x-request-id", new_request_id(None))
     return response
 

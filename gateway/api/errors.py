@@ -45,7 +45,10 @@ def openai_error(status: int, message: str, code: str, param: str | None = None)
 
 def gateway_error_handler(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
     """A deliberate gateway error: its status, type and code."""
-    return Response(exc.to_openai(), status_code=exc.status, media_type="application/json")
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else None
+    return Response(
+        exc.to_openai(), status_code=exc.status, media_type="application/json", headers=headers
+    )
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

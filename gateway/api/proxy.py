@@ -3,7 +3,8 @@
 What the relay guarantees (PRODUCT §7):
 
 - JSON bodies are read once, whole (server.max_body_bytes); other bodies are streamed to the
-  provider as they arrive (server.max_upload_bytes, `uploads.py`).
+  provider as they arrive (server.max_upload_bytes, `uploads.py`). The JSON bodies held at once
+  stay under server.max_buffered_bytes (`BodyBudget`); past it, 503 server_busy.
 - Whether an answer is relayed chunk by chunk is decided by the answer: an event stream, or any
   body without a content-length, or one that is not JSON, is passed on as it arrives. Only JSON
   with a length is read whole, to read its usage.
@@ -11,7 +12,9 @@ What the relay guarantees (PRODUCT §7):
 - A client that hangs up at any point after its request arrived cancels the provider request at
   once (`HangUp`); the call is recorded with status 499. A provider that breaks off a stream is
   recorded as `upstream_reset` / `upstream_timeout`, and the client's stream is cut too, so it
-  never mistakes a broken answer for a complete one.
+  never mistakes a broken answer for a complete one. When the server itself ended the request
+  (a broken chunked body, a stalled body: `server.REFUSAL`), the call is recorded with that
+  error instead.
 - The overhead header and metric exclude every wait for the provider, headers and body alike.
 """
 
@@ -26,12 +29,19 @@ from typing import Any
 import orjson
 
 from gateway.api.errors import error_body
+from gateway.api.server import REFUSAL
 from gateway.api.uploads import MODEL_FORMS, Upload
 from gateway.core.chat import wants_usage
 from gateway.core.encoding import DecodeError, Recoder, codec_of
 from gateway.core.multipart import form_boundary
 from gateway.core.sse import Outcome, SSETap, read_body
-from gateway.errors import ClientClosedRequest, GatewayError, PayloadTooLarge, UpstreamReset
+from gateway.errors import (
+    ClientClosedRequest,
+    GatewayError,
+    PayloadTooLarge,
+    ServerBusy,
+    UpstreamReset,
+)
 from gateway.service import Call, GatewayService, new_request_id
 from gateway.upstream.base import Headers, UpstreamResponse
 
@@ -119,6 +129,36 @@ class Watches:
             self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._tick)
 
 
+class BodyBudget:
+    """Bytes of JSON request bodies this process holds at once, at most `limit`.
+
+    Bytes are taken as they are read and given back when their call is over, whatever ends it.
+    Bodies are read whole (the gateway edits them), so without a bound a burst of large bodies
+    holds a multiple of max_body_bytes (measured: 100 bodies of 10 MiB, 962 MB resident).
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        """Count `size` more bytes held; ServerBusy, with nothing taken, if past the limit."""
+        held = self.held + size
+        if held > self.limit:
+            raise ServerBusy(
+                f"The gateway holds {self.held} bytes of request bodies, and this one's "
+                f"{size} more would pass its limit of {self.limit} bytes "
+                "(server.max_buffered_bytes); retry shortly."
+            )
+        self.held = held
+
+    def give(self, size: int) -> None:
+        """Count `size` bytes no longer held."""
+        self.held -= size
+
+
 class ProxyApp:
     """ASGI app for every /v1/* path."""
 
@@ -128,10 +168,12 @@ class ProxyApp:
         *,
         max_body_bytes: int,
         max_upload_bytes: int,
+        max_buffered_bytes: int = 256 << 20,
         keep_text: bool = False,
     ) -> None:
         self._service = service
         self._max_body = max_body_bytes
+        self.budget = BodyBudget(max_buffered_bytes)
         self._max_upload = max_upload_bytes
         self._keep_text = keep_text
         """Collect streamed text (content capture); otherwise only chunks are counted."""
@@ -158,6 +200,7 @@ class ProxyApp:
             started=started,
         )
         hang_up = HangUp(receive, self._watches)
+        held = 0  # bytes of the body taken from the budget
         try:
             try:
                 try:
@@ -165,7 +208,10 @@ class ProxyApp:
                         await self._prepare_upload(call, receive, hang_up)
                     else:
                         waited = time.perf_counter()
-                        body = await _read_body(receive, self._max_body, call.content_length)
+                        body = await _read_body(
+                            receive, self._max_body, call.content_length, self.budget
+                        )
+                        held = len(body)
                         call.client_wait = time.perf_counter() - waited
                         hang_up.arm()
                         service.prepare(call, body)
@@ -173,7 +219,7 @@ class ProxyApp:
                     service.trace(call)
                 upstream = await service.open(call)
             except ClientClosedRequest:
-                self._closed_by_client(call)
+                self._closed_by_client(call, scope)
                 return
             except GatewayError as exc:
                 hang_up.disarm()
@@ -204,9 +250,11 @@ class ProxyApp:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            self._closed_by_client(call)
+            self._closed_by_client(call, scope)
         finally:
             hang_up.disarm()
+            if held:
+                self.budget.give(held)
 
     async def _prepare_upload(self, call: Call, receive: Receive, hang_up: HangUp) -> None:
         if call.content_length is not None and call.content_length > self._max_upload:
@@ -223,9 +271,15 @@ class ProxyApp:
             call.client_wait = time.perf_counter() - waited
         self._service.prepare_upload(call, upload.pieces(), model)
 
-    def _closed_by_client(self, call: Call) -> None:
+    def _closed_by_client(self, call: Call, scope: Scope) -> None:
         call.disconnected = True
         if call.finished:
+            return
+        refusal = scope.get(REFUSAL)
+        if isinstance(refusal, GatewayError):
+            # The server answered for the call (a broken or stalled body): the client did
+            # nothing wrong by leaving, and the call is recorded with that answer.
+            self._service.finish(call, status=refusal.status, error=refusal)
             return
         outcome = call.outcome
         if outcome is not None and outcome.complete and call.status is not None:
@@ -417,7 +471,11 @@ def _corrupt(call: Call) -> GatewayError:
     return UpstreamReset(f"Provider {call.provider.name!r} sent a corrupt compressed stream.")
 
 
-async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+async def _read_body(
+    receive: Receive, limit: int, declared: int | None, budget: BodyBudget
+) -> bytes:
+    """The whole body, its bytes taken from `budget` as they arrive; the caller gives back
+    len(body) when the call is over. On any error what was taken is given back here."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"The request body declares {declared} bytes, over the gateway's limit of {limit} "
@@ -427,23 +485,31 @@ async def _read_body(receive: Receive, limit: int, declared: int | None) -> byte
     # the operating system when freed, where a burst of many chunked bodies left the heap
     # fragmented and the process at its peak (measured: 100 bodies of 10 MiB held 600 MiB).
     buffer = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientClosedRequest(
-                f"The client hung up after {len(buffer)} bytes of its request body; nothing "
-                "was sent."
-            )
-        chunk: bytes = message.get("body", b"")
-        if not buffer and not message.get("more_body"):
-            if len(chunk) > limit:
+    taken = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientClosedRequest(
+                    f"The client hung up after {len(buffer)} bytes of its request body; "
+                    "nothing was sent."
+                )
+            chunk: bytes = message.get("body", b"")
+            if not buffer and not message.get("more_body"):
+                if len(chunk) > limit:
+                    raise _over_limit(limit)
+                budget.take(len(chunk))
+                return chunk  # the whole body in one message: the common case, no copy
+            if len(buffer) + len(chunk) > limit:
                 raise _over_limit(limit)
-            return chunk  # the whole body in one message: the common case, no copy
-        if len(buffer) + len(chunk) > limit:
-            raise _over_limit(limit)
-        buffer += chunk
-        if not message.get("more_body"):
-            return bytes(buffer)
+            budget.take(len(chunk))
+            taken += len(chunk)
+            buffer += chunk
+            if not message.get("more_body"):
+                return bytes(buffer)
+    except BaseException:
+        budget.give(taken)
+        raise
 
 
 def _over_limit(limit: int) -> PayloadTooLarge:
@@ -484,5 +550,7 @@ def _gateway_headers(call: Call) -> Headers:
 async def _send_error(send: Send, exc: GatewayError, call: Call) -> None:
     body = error_body(exc)
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *_gateway_headers(call)]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", b"%d" % exc.retry_after))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -7,16 +7,23 @@ descriptors, after which nobody gets in. `GatewayProtocol` adds, per connection:
 - a head deadline: from the connection's start (or a request's first byte on a kept-alive
   connection) to the end of its head, at most `ServerLimits.header_timeout` seconds; then
   408 request_timeout and the connection is closed;
+- a body deadline: from the end of the head, and between two pieces of its body, at most
+  `ServerLimits.body_timeout` seconds while the gateway is reading (time the app leaves the
+  body unread is not the client's); then 408 request_timeout and the connection is closed;
 - head limits: at most `max_header_bytes` (request line and fields) and `max_headers` fields,
   counted as the bytes arrive; then 431 request_header_fields_too_large, and nothing reaches
   the app;
 - a connection limit per worker: past `max_connections`, the connection that has waited longest
   without a request in progress (a slow client, or an idle kept-alive one) is closed to make room;
+  else the connection whose request body has stalled longest (more than STALL_GRACE seconds);
   with none, the newcomer gets 503 too_many_connections.
 
 Every refusal is an OpenAI-shaped JSON error with `connection: close`, as is the 400 invalid_http
-for bytes that are not HTTP/1.1 (uvicorn answers that one in plain text). The request path pays
-one timer and a few integer additions per request.
+for bytes that are not HTTP/1.1 (uvicorn answers that one in plain text, and not at all once the
+head is complete: a broken chunked body went unanswered). A refusal that comes while the app is
+reading the body is answered here too (no response has started); the app sees a disconnect and
+finds the error under `scope[REFUSAL]`, so the call is recorded with it, not as a client hang-up.
+The request path pays one timer per connection, two clock reads and a few integer additions.
 
 Run as `python -m gateway.api.server --host H --port P --workers N` (what `gateway serve` execs):
 it raises the soft file-descriptor limit to the hard one, reads the settings the way the app
@@ -36,12 +43,13 @@ import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
 import uvicorn
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
@@ -63,6 +71,11 @@ RESERVED_FDS = 32
 """Descriptors kept for everything but clients and provider sockets: the listening socket, the
 store, log files, the tracing exporter, imported modules' files."""
 
+STALL_GRACE = 1.0
+"""Seconds a request body may make no progress before the connection limit may close it."""
+REFUSAL = "gateway.refusal"
+"""Scope key under which the app finds the GatewayError that the server answered for it."""
+
 LINGER_SECONDS = 1.0
 """How long a connection answered 400 or 431 waits for its client to read the answer and close."""
 
@@ -81,6 +94,8 @@ class ServerLimits:
     """Bytes of the request line and header fields together, separators included."""
     max_headers: int = 100
     """Header fields in one request."""
+    body_timeout: float = 30.0
+    """Seconds from the end of a head to its body's first piece, and between two pieces."""
     max_connections: int = 1000
     """Open client connections per worker."""
 
@@ -122,6 +137,7 @@ def limits_for(settings: Settings, fd_limit: int) -> ServerLimits:
         header_timeout=server.header_timeout,
         max_header_bytes=server.max_header_bytes,
         max_headers=server.max_headers,
+        body_timeout=server.body_timeout,
         max_connections=connections,
     )
 
@@ -160,6 +176,22 @@ class _LogThrottle:
 _throttle = _LogThrottle()
 
 
+class _Flow(FlowControl):
+    """uvicorn's flow control, noting when reading resumes: until then the app, not the client,
+    held up the body (a full buffer, or a pipelined request waiting its turn)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(transport)
+        self._loop = loop
+        self.resumed = 0.0
+
+    def resume_reading(self) -> None:
+        if self.read_paused:  # called on every receive(); only a real resume costs more
+            self.read_paused = False
+            self._transport.resume_reading()
+            self.resumed = self._loop.time()
+
+
 class GatewayProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with a head deadline, head limits and a connection limit.
 
@@ -183,8 +215,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self._waiting = waiting.order
         # One timer per connection, not per request: it is armed when the connection starts
         # and when a head begins with no timer pending, and never cancelled on the request path;
-        # when it fires it acts on the head being read then, or lets itself lapse.
+        # when it fires it acts on the head or body being read then, or lets itself lapse.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0  # loop time the pending timer fires
         self._head_started = 0.0  # loop time the head being read (or awaited) started
         self._max_header_bytes = limits.max_header_bytes  # read on every header field
         self._head_bytes = 0  # request line and completed fields of the head being read
@@ -193,6 +226,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self._exact = False  # the head's bytes are counted field by field
         self._messages = 0  # heads begun on this connection
         self._in_head = False
+        self._in_body = False  # a head is complete and its body is not
+        self._body_last = 0.0  # loop time of the end of the head or the body's latest piece
         self._refusal: GatewayError | None = None
         self._answered = False  # an error was sent; what the client still sends is dropped
 
@@ -200,8 +235,9 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _Flow(transport, self.loop)
         self._head_started = self.loop.time()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._arm(self.limits.header_timeout)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
         self._waiting[self] = None
@@ -214,9 +250,20 @@ class GatewayProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _make_room(self) -> None:
-        """Close the connection idle longest (no request in progress), else refuse this one."""
+        """Close the connection idle longest (no request in progress), else the one whose body
+        has stalled longest, else refuse this one."""
         victim = next(iter(self._waiting), None)
         if victim is None:
+            stalled = self._most_stalled()
+            if stalled is not None:
+                stalled._refuse(
+                    TooManyConnections(
+                        f"The gateway holds its limit of {self.limits.max_connections} "
+                        "connections per worker and closed this one, whose request body had "
+                        f"sent nothing for more than {STALL_GRACE:g} s; send the body at once."
+                    )
+                )
+                return
             self._refusal = TooManyConnections(
                 f"The gateway holds its limit of {self.limits.max_connections} connections per "
                 "worker, each with a request in progress; retry shortly "
@@ -239,6 +286,29 @@ class GatewayProtocol(HttpToolsProtocol):
         else:
             refusals["evicted_idle"] += 1
             victim.transport.close()
+
+    def _most_stalled(self) -> GatewayProtocol | None:
+        """The connection whose body the gateway reads and its client has not sent for longest,
+        if longer than STALL_GRACE. A scan of every connection, only when the worker is full."""
+        oldest = self.loop.time() - STALL_GRACE
+        found = None
+        for other in self.connections:
+            if (
+                isinstance(other, GatewayProtocol)
+                and other._in_body
+                and not other._answered
+                and not other.flow.read_paused
+                and other._body_since() < oldest
+                and not (other.cycle is not None and other.cycle.response_started)
+            ):
+                found, oldest = other, other._body_since()
+        return found
+
+    def _body_since(self) -> float:
+        """When the body last progressed, or reading last resumed after the app held it up."""
+        flow = self.flow
+        resumed = flow.resumed if isinstance(flow, _Flow) else 0.0
+        return max(self._body_last, resumed)
 
     # Reading
 
@@ -275,6 +345,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 linger=True,
             )
             return
+        if self._in_body and self._timer_due > self._body_last + self.limits.body_timeout:
+            # A body is left to come, and the timer, armed for its head, fires after the body's
+            # deadline (body_timeout under header_timeout): bring it forward, once per request.
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._arm(self.limits.body_timeout)
         if not self._in_head:
             return
         if in_head and messages == self._messages:
@@ -296,9 +372,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = self._head_unparsed = 0
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+            self._arm(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -328,7 +402,28 @@ class GatewayProtocol(HttpToolsProtocol):
             self._refusal = self._too_large("fields")
             raise self._refusal
         self._waiting.pop(self, None)
+        self._in_body = True  # until on_message_complete, at once for a request without one
+        self._body_last = self.loop.time()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's on_body, inlined, with the time of the piece: runs for every piece.
+        self._body_last = self.loop.time()
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        cycle = self.cycle  # uvicorn's on_message_complete, inlined
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -349,26 +444,53 @@ class GatewayProtocol(HttpToolsProtocol):
             f"The request head has {limit}; nothing was forwarded. Send less in headers."
         )
 
+    def _arm(self, delay: float) -> None:
+        """Set the connection's timer to fire `delay` seconds from now."""
+        self._timer_due = self.loop.time() + delay
+        self._head_timer = self.loop.call_later(delay, self._head_timed_out)
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._messages and not self._in_head:
-            return  # no head being read: a request under way, or idle (uvicorn's keep-alive)
+            if self._in_body:
+                self._body_deadline()
+            return  # no head or body being read: a request under way, or idle (keep-alive)
         remaining = self._head_started + self.limits.header_timeout - self.loop.time()
         if remaining > 0:  # armed for an earlier head; this one started later
-            self._head_timer = self.loop.call_later(remaining, self._head_timed_out)
+            self._arm(remaining)
             return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a response still being sent: answering now would cut
             # into that response, so the head gets another period.
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+            self._arm(self.limits.header_timeout)
             return
         self._refuse(
             self._refusal
             or RequestTimeout(
                 f"The request head did not arrive within {self.limits.header_timeout:g} s "
                 "(server.header_timeout); send the whole head at once."
+            )
+        )
+
+    def _body_deadline(self) -> None:
+        """The timer fired while a body is read: 408 if it has stalled for body_timeout."""
+        now = self.loop.time()
+        if self.flow.read_paused:
+            self._body_last = now  # the app holds the body up, not the client
+        remaining = self._body_since() + self.limits.body_timeout - now
+        cycle = self.cycle
+        if remaining <= 0 and cycle is not None and cycle.response_started:
+            if cycle.response_complete:
+                self.transport.close()  # answered already; the rest of the body is not coming
+                return
+            remaining = self.limits.body_timeout  # an answer is under way: do not cut into it
+        if remaining > 0:
+            self._arm(remaining)
+            return
+        self._refuse(
+            RequestTimeout(
+                f"The request body sent nothing for {self.limits.body_timeout:g} s "
+                "(server.body_timeout); send the whole body at once."
             )
         )
 
@@ -392,9 +514,17 @@ class GatewayProtocol(HttpToolsProtocol):
             f"{self.client[0]}:{self.client[1]}" if self.client else "?",
             error.message,
         )
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # a response is under way; a second one cannot follow it
-            return
+        cycle = self.cycle
+        if cycle is not None and (self._in_body or not cycle.response_complete):
+            if cycle.response_started or self.pipeline or not self._in_body:
+                # A response is under way, or done, or another request's: none can follow it.
+                self.transport.close()
+                return
+            # This request's body is being read and nothing is answered: answer it here. The
+            # app sees a disconnect, its own answer is dropped, and it finds why in its scope.
+            cast(dict[str, Any], cycle.scope)[REFUSAL] = error
+            cycle.disconnected = True
+            cycle.message_event.set()
         body = orjson.dumps(error.to_openai())
         head = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:
@@ -452,12 +582,14 @@ def main(argv: list[str] | None = None) -> None:
     )  # configures logging, so the line below is shown
     logging.getLogger("uvicorn.error").info(
         "Each worker holds at most %d connections (of %d file descriptors) and takes request "
-        "heads of at most %d bytes and %d fields within %g s",
+        "heads of at most %d bytes and %d fields within %g s, and bodies sending something every "
+        "%g s",
         limits.max_connections,
         fd_limit,
         limits.max_header_bytes,
         limits.max_headers,
         limits.header_timeout,
+        limits.body_timeout,
     )
     # What uvicorn.run does for these settings (no reload), after the line above.
     server = uvicorn.Server(config)

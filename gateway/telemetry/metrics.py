@@ -110,8 +110,10 @@ class Metrics:
         dropped_captures: Callable[[], int] = lambda: 0,
         registry_stale: Callable[[], bool] = lambda: False,
         refused_connections: Callable[[], Mapping[str, int]] = dict,
+        buffered_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
         self._dropped_spans = dropped_spans
+        self._buffered_bytes = buffered_bytes
         self._refused_connections = refused_connections
         self._dropped_exposures = dropped_exposures
         self._dropped_captures = dropped_captures
@@ -208,6 +210,10 @@ class Metrics:
             "# HELP gateway_registry_stale 1 while the store holds older data than is served.",
             "# TYPE gateway_registry_stale gauge",
             f"gateway_registry_stale {int(self._registry_stale())}",
+            "# HELP gateway_buffered_body_bytes Bytes of JSON request bodies held now "
+            "(bounded by server.max_buffered_bytes).",
+            "# TYPE gateway_buffered_body_bytes gauge",
+            f"gateway_buffered_body_bytes {self._buffered_bytes()}",
             "# HELP gateway_connections_refused_total Connections the server answered or closed "
             "itself (slow or oversized heads, malformed HTTP, the connection limit), by code.",
             "# TYPE gateway_connections_refused_total counter",

@@ -1,4 +1,5 @@
-"""Bad clients against a real `gateway serve`: slow heads, oversized heads, floods, garbage.
+"""Bad clients against a real `gateway serve`: slow heads and bodies, oversized heads, floods,
+garbage, bursts of large bodies.
 
 Each test talks to a gateway process over real sockets; the provider is a FakeProvider of this
 module's own, so a test can assert that a refused request never reached it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -70,6 +72,20 @@ class Served:
         """Resident memory of the gateway process, KiB."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
+
+    @property
+    def hwm_kib(self) -> int:
+        """Peak resident memory of the gateway process so far (VmHWM), KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The access log's lines so far (one JSON object per finished /v1 call)."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            if '"event":"call"' in line:
+                found.append(orjson.loads(line[line.index("{") :]))
+        return found
 
     def stop(self) -> None:
         self.process.terminate()
@@ -135,10 +151,14 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeProvider) -> Iterator[Served]:
-    """A gateway with a 1 s head deadline and the default head limits."""
+    """A gateway with a 1 s head deadline, a 3 s body deadline and the default head limits."""
     served = Served(
         tmp_path_factory.mktemp("server"),
-        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_HEADER_TIMEOUT": "1"},
+        {
+            "GATEWAY_UPSTREAM_URL": fake.url,
+            "GATEWAY_HEADER_TIMEOUT": "1",
+            "GATEWAY_BODY_TIMEOUT": "3",
+        },
     )
     yield served
     served.stop()
@@ -319,4 +339,237 @@ def test_slow_clients_do_not_lock_out_a_new_client(
         for sock in slow:
             sock.close()
         sdk.close()
+        gateway.stop()
+
+
+BOUNDARY = b"gatewaytestboundary"
+UPLOAD = (
+    b'--%s\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+    b'--%s\r\ncontent-disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+    b"content-type: application/octet-stream\r\n\r\n%s\r\n--%s--\r\n"
+) % (BOUNDARY, BOUNDARY, b'{"a": 1}\n' * 50, BOUNDARY)
+
+
+def body_head(path: bytes, length: bytes = b"content-length: 1000") -> bytes:
+    """A POST head for a JSON body to the chat route, or a multipart upload to /v1/files."""
+    kind = (
+        b"application/json"
+        if path == b"/v1/chat/completions"
+        else b"multipart/form-data; boundary=" + BOUNDARY
+    )
+    return b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-type: %s\r\n%s\r\n\r\n" % (
+        path,
+        kind,
+        length,
+    )
+
+
+def recorded(gateway: Served, request_id: str) -> dict[str, Any]:
+    """The access log line of the call with this x-request-id, once it is written."""
+    found: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        found[:] = [c for c in gateway.calls() if c["request_id"] == request_id]
+        return bool(found)
+
+    poll(logged, 10, f"no access log line for {request_id}")
+    return found[0]
+
+
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/files"], ids=["json", "upload"])
+def test_a_stalled_body_gets_408_within_the_body_timeout(gateway: Served, path: bytes) -> None:
+    """A body that stops after its first byte is answered 408 request_timeout once it has sent
+    nothing for server.body_timeout (3 s), and the call is recorded as 408, not as a hang-up."""
+    request_id = f"stalled-{path[4:8].decode()}"
+    head = body_head(path).replace(b"host: t", b"host: t\r\nx-request-id: " + request_id.encode())
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(head + (b"{" if path.endswith(b"completions") else UPLOAD[:10]))
+        started = time.monotonic()
+        status, headers, body = read_answer(sock, timeout=15)
+        elapsed = time.monotonic() - started
+    assert status == 408 and 2.9 <= elapsed < 8, (status, elapsed)
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_timeout")
+    assert "server.body_timeout" in error["message"]
+    call = recorded(gateway, request_id)
+    assert (call["status"], call["error_type"]) == (408, "request_timeout")
+
+
+@pytest.mark.parametrize("path", [b"/v1/chat/completions", b"/v1/files"], ids=["json", "upload"])
+def test_a_slow_steady_body_is_served(gateway: Served, fake: FakeProvider, path: bytes) -> None:
+    """A body whose first piece comes 1.5 s after its head and the rest in pieces 1 s apart,
+    each well within the 3 s body deadline, is forwarded whole."""
+    payload = CHAT if path.endswith(b"completions") else UPLOAD
+    head = body_head(path, b"content-length: %d" % len(payload))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(head)
+        time.sleep(1.5)
+        step = len(payload) // 4 + 1
+        for start in range(0, len(payload), step):
+            sock.sendall(payload[start : start + step])
+            time.sleep(1)
+        status, _, answer = read_answer(sock, timeout=15)
+    # The fake provider answers the chat and 404s /files, after reading the whole upload.
+    assert status == (200 if path.endswith(b"completions") else 404), answer
+    assert fake.last().body == payload
+
+
+@pytest.mark.parametrize(
+    ("path", "chunks"),
+    [
+        (b"/v1/chat/completions", b"zz\r\nabc\r\n0\r\n\r\n"),
+        (b"/v1/chat/completions", b'5\r\n{"mod\r\nzz\r\nabc\r\n0\r\n\r\n'),
+        (b"/v1/files", b"zz\r\nabc\r\n0\r\n\r\n"),
+        (b"/v1/files", b"a\r\n%s\r\nzz\r\nabc\r\n0\r\n\r\n" % UPLOAD[:10]),
+    ],
+    ids=["json", "json-after-a-chunk", "upload", "upload-after-a-chunk"],
+)
+def test_a_malformed_chunked_body_is_an_openai_shaped_400(
+    gateway: Served, path: bytes, chunks: bytes
+) -> None:
+    """A chunked body with a chunk size that is not hex gets 400 invalid_http in OpenAI's shape,
+    at once or after a valid first chunk, and the call is recorded as 400, not 499."""
+    request_id = f"badchunk-{path[4:8].decode()}-{len(chunks)}"
+    head = body_head(path, b"transfer-encoding: chunked\r\nx-request-id: " + request_id.encode())
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(head + chunks[:-16])
+        time.sleep(0.2)  # the first chunk reaches the app before the broken one
+        with contextlib.suppress(OSError):
+            sock.sendall(chunks[-16:])
+        status, headers, body = read_answer(sock)
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http")
+    call = recorded(gateway, request_id)
+    assert (call["status"], call["error_type"]) == (400, "invalid_http")
+
+
+@pytest.mark.parametrize("path", [b"/schema/nope", b"/schema/%ff", b"/schema/nope.json"])
+def test_an_unknown_schema_path_is_a_json_404(gateway: Served, path: bytes) -> None:
+    """Unknown paths under /schema get the JSON not_found of every other unknown path, not
+    Litestar's HTML page; the schema itself is still served."""
+    status, headers, body = exchange(gateway.port, b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+    assert status == 404 and headers["content-type"] == "application/json", body
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
+    schema = b"GET /schema/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n"
+    assert exchange(gateway.port, schema)[0] == 200
+
+
+def test_a_body_deadline_shorter_than_the_head_deadline_is_kept(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """With the default 10 s head deadline and a 1 s body deadline, a stalled body is answered
+    408 after about 1 s, not when the head's timer would have fired."""
+    gateway = Served(tmp_path, {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_BODY_TIMEOUT": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+            sock.sendall(body_head(b"/v1/chat/completions") + b"{")
+            started = time.monotonic()
+            status, _, body = read_answer(sock, timeout=15)
+            elapsed = time.monotonic() - started
+        assert status == 408 and 0.9 <= elapsed < 4, (status, elapsed)
+        assert openai_error(body)["code"] == "request_timeout"
+    finally:
+        gateway.stop()
+
+
+def test_stalled_bodies_do_not_lock_out_a_new_client(tmp_path: Path, fake: FakeProvider) -> None:
+    """With server.max_connections 10, 12 connections whose bodies stall (one byte every 2 s,
+    or nothing) leave room for a new client: the body stalled longest is closed for it with 503
+    too_many_connections, again when the worker fills up again."""
+    gateway = Served(tmp_path, {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_MAX_CONNECTIONS": "10"})
+    stalled: list[socket.socket] = []
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.wait(2):
+            for sock in list(stalled)[::2]:
+                with contextlib.suppress(OSError):
+                    sock.send(b" ")
+
+    def stall() -> None:
+        sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        sock.sendall(body_head(b"/v1/chat/completions") + b"{")
+        stalled.append(sock)
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    try:
+        for _ in range(12):
+            stall()
+        dripper.start()
+        time.sleep(2)  # every body has stalled past the 1 s grace at least once
+        for _ in range(3):
+            started = time.monotonic()
+            status, _, body = exchange(gateway.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert status == 200 and time.monotonic() - started < 2, body
+            stall()  # the worker is full again
+            time.sleep(1.5)
+        stop.set()
+        codes = []
+        for sock in stalled:
+            with contextlib.suppress(OSError, AssertionError):
+                status, _, body = read_answer(sock, timeout=0.5)
+                codes.append((status, openai_error(body)["code"]))
+        assert codes.count((503, "too_many_connections")) >= 3 + 2, codes  # 3 evicted, 2 refused
+    finally:
+        stop.set()
+        for sock in stalled:
+            sock.close()
+        gateway.stop()
+
+
+def test_a_burst_of_large_bodies_stays_within_the_buffer_budget(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """100 concurrent chunked bodies of 10 MiB + 1 byte, each read up to server.max_body_bytes,
+    hold at most server.max_buffered_bytes (64 MiB here) at once: the others get 503 server_busy
+    with retry-after, peak RSS grows by far less than the 1 GB they would hold, and every byte
+    of the budget is given back."""
+    gateway = Served(
+        tmp_path,
+        {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_MAX_BUFFERED_BYTES": str(64 << 20)},
+    )
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    piece = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+    head = body_head(b"/v1/chat/completions", b"transfer-encoding: chunked")
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(head)
+                for _ in range(160):  # 10 MiB, unless answered before
+                    if select.select([sock], [], [], 0)[0]:
+                        break
+                    sock.sendall(piece)
+                else:
+                    sock.sendall(b"1\r\na\r\n0\r\n\r\n")
+            answers.append(read_answer(sock, timeout=60))
+
+    try:
+        assert exchange(gateway.port, chat_request())[0] == 200
+        hwm = gateway.hwm_kib
+        clients = [threading.Thread(target=client) for _ in range(100)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(120)
+        statuses = sorted({status for status, _, _ in answers})
+        assert len(answers) == 100 and statuses == [413, 503], statuses
+        _, headers, body = next(a for a in answers if a[0] == 503)
+        assert headers["retry-after"] == "1"
+        error = openai_error(body)
+        assert (error["type"], error["code"]) == ("server_error", "server_busy")
+        assert "server.max_buffered_bytes" in error["message"]
+        growth = gateway.hwm_kib - hwm
+        assert growth < 256 * 1024, f"peak RSS grew {growth} KiB"
+
+        def released() -> bool:
+            metrics = exchange(gateway.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")[2]
+            return b"\ngateway_buffered_body_bytes 0\n" in metrics
+
+        poll(released, 10, "the budget was not given back")
+        assert exchange(gateway.port, chat_request())[0] == 200
+    finally:
         gateway.stop()

@@ -39,8 +39,10 @@ def test_auto_connections_leave_room_for_the_pool_and_the_rest(
 def test_limits_follow_the_settings(tmp_path: Path) -> None:
     """A configured max_connections is used as is; auto is sized from the fd limit given."""
     path = tmp_path / "gateway.yaml"
-    path.write_text("server: {header_timeout: 3, max_connections: 77}\n")
-    assert limits_for(load(path, {}), 1024) == ServerLimits(3.0, 32768, 100, 77)
+    path.write_text("server: {header_timeout: 3, body_timeout: 4, max_connections: 77}\n")
+    assert limits_for(load(path, {}), 1024) == ServerLimits(
+        header_timeout=3.0, body_timeout=4.0, max_connections=77
+    )
     assert limits_for(load(None, {}), 1024).max_connections == auto_max_connections(1024, 512)
 
 
