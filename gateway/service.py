@@ -590,7 +590,7 @@ class GatewayService:
             )
         request = call.request or {}
         capture = self._capture
-        session = call.client_headers.get(b"x-session-id")
+        session = session_id(call.client_headers.get(b"x-session-id"))
         return CallRecord(
             request_id=call.request_id,
             trace_id=call.span.trace_id if call.span is not None else None,
@@ -631,7 +631,7 @@ class GatewayService:
             user_hash=hash_user(call.user_key) if call.user_key else None,
             request_body=request if capture else None,
             output_text="".join(outcome.output_text) if capture and outcome else None,
-            session_id=session[:SESSION_ID_MAX] if session else None,
+            session_id=session,
             invocation_parameters=(
                 invocation_parameters(request) if self._tracer is not None else None
             ),
@@ -688,6 +688,22 @@ def _request_texts(request: Mapping[str, Any] | None) -> list[str]:
     if isinstance(request.get("instructions"), str):
         texts.append(request["instructions"])
     return texts
+
+
+def session_id(header: str | None) -> str | None:
+    """session.id from X-Session-Id as read (latin-1, one character per byte): its bytes as UTF-8
+    (latin-1 when they are not valid UTF-8), blanks stripped from both ends, at most
+    SESSION_ID_MAX characters; None when absent or blank."""
+    if header is None:
+        return None
+    if not header.isascii():
+        raw = header.encode("latin-1", "replace")
+        try:
+            header = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            header = raw.decode("latin-1")
+    header = header.strip()
+    return header[:SESSION_ID_MAX] or None
 
 
 def _number(value: object) -> float | None:

@@ -455,3 +455,26 @@ def test_session_header_is_not_forwarded(
     """X-Session-Id is the gateway's to read, like X-User-Id: the provider never sees it."""
     call_kind(traced, receiver, "chat")
     assert "x-session-id" not in provider.last().headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("café-sess".encode(), "café-sess"),  # UTF-8, as clients send it
+        ("café".encode("latin-1"), "café"),  # not UTF-8: read as latin-1
+    ],
+    ids=["utf-8", "latin-1"],
+)
+def test_session_id_is_decoded_and_stripped(
+    traced: ServedGateway, receiver: OtlpReceiver, header: bytes, expected: str
+) -> None:
+    """X-Session-Id's bytes are UTF-8 (latin-1 when invalid). (Stripping is tested on
+    service.session_id: httpx refuses to send a padded header.)"""
+    response = httpx.post(
+        traced.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"X-Session-Id": header, "Authorization": f"Bearer {KEY}"},
+    )
+    assert response.status_code == 200
+    span = receiver.wait_for(response.headers["x-request-id"], timeout=15)
+    assert span.attributes["session.id"] == expected

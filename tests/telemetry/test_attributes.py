@@ -339,3 +339,22 @@ def test_invocation_parameters_hold_no_content() -> None:
 def test_iso_time() -> None:
     """Nanoseconds since the epoch as ISO 8601 UTC, to the microsecond."""
     assert iso_time(1_752_384_000_500_000_999) == "2025-07-13T05:20:00.500000Z"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("conv-1", "conv-1"),
+        ("café-sess".encode().decode("latin-1"), "café-sess"),
+        ("caf\xe9", "café"),
+        ("  padded  ", "padded"),
+        ("   ", None),
+        ("x" * 300, "x" * 256),
+    ],
+)
+def test_session_id_from_the_header(header: str | None, expected: str | None) -> None:
+    """The header as the server reads it (latin-1) -> session.id: UTF-8, stripped, bounded."""
+    from gateway.service import session_id
+
+    assert session_id(header) == expected
