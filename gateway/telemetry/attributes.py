@@ -227,10 +227,11 @@ def steady_attributes(record: CallRecord, span_kind: SpanKind = "llm") -> Attrib
     return attrs
 
 
-def steady_metadata(record: CallRecord) -> dict[str, str | int]:
+def steady_metadata(record: CallRecord) -> dict[str, str | int | bool]:
     """The filterable metadata that repeats between calls: the environment, and the prompt's
-    name, version, number, variant and resolution, and the experiment, when managed."""
-    found: dict[str, str | int] = {"environment": record.environment}
+    name, version, number, variant and resolution, the experiment, and `adopted: true` for a
+    call served as an adopted prompt, when managed."""
+    found: dict[str, str | int | bool] = {"environment": record.environment}
     prompt = record.prompt
     if prompt is not None:
         found.update(
@@ -242,6 +243,8 @@ def steady_metadata(record: CallRecord) -> dict[str, str | int]:
         )
         if prompt.experiment_id is not None:
             found["experiment_id"] = prompt.experiment_id
+        if prompt.adopted:
+            found["adopted"] = True
     return found
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from gateway.api.app import create_app
@@ -169,6 +170,8 @@ def test_adopt_reword_split_and_roll_back_without_touching_the_app(
         assert received(provider, tag) == app.sent[tag]
         span = receiver.wait_for(headers["x-request-id"])
         assert span.attributes["gateway.prompt.adopted"] is True
+        assert span.attributes["langfuse.observation.metadata.adopted"] is True
+        assert orjson.loads(span.attributes["metadata"])["adopted"] is True
         assert span.attributes["gateway.prompt.name"] == "acme-support"
 
         # 3. A reworded 1.1.0, promoted: the next calls get it, rendered with their own values.

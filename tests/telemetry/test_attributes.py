@@ -358,3 +358,15 @@ def test_session_id_from_the_header(header: str | None, expected: str | None) ->
     from gateway.service import session_id
 
     assert session_id(header) == expected
+
+
+def test_adopted_calls_are_flagged_in_the_metadata() -> None:
+    """An adopted call carries `adopted: true` in both backends' metadata; others carry none."""
+    plain = span_attributes(RECORD, capture_content=False)
+    assert "adopted" not in orjson.loads(plain["metadata"])
+    assert "langfuse.observation.metadata.adopted" not in plain
+    record = replace(RECORD, prompt=replace(PROMPT, adopted=True))
+    a = span_attributes(record, capture_content=False)
+    assert orjson.loads(a["metadata"])["adopted"] is True
+    assert a["langfuse.observation.metadata.adopted"] is True
+    assert a["gateway.prompt.adopted"] is True
