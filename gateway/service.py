@@ -631,6 +631,11 @@ class GatewayService:
             user_hash=hash_user(call.user_key) if call.user_key else None,
             request_body=request if capture else None,
             output_text="".join(outcome.output_text) if capture and outcome else None,
+            output_tool_calls=(
+                tuple((c.id, c.name, c.arguments) for c in outcome.tool_calls)
+                if capture and outcome
+                else ()
+            ),
             session_id=session,
             invocation_parameters=(
                 invocation_parameters(request) if self._tracer is not None else None

@@ -80,7 +80,8 @@ class FakeProvider(ThreadedServer):
     """An OpenAI-compatible upstream. The request's model picks the behaviour:
 
     `error-429` (rate limited, retry-after 7), `error-500`, `slow` (answers after 2 s),
-    `hang-stream` (one chunk, then waits for the gateway to hang up), anything else echoes.
+    `hang-stream` (one chunk, then waits for the gateway to hang up), `tool-call` (asks for
+    get_weather {"city":"Paris"}, streamed or not, chat or Responses), anything else echoes.
     """
 
     def __init__(self) -> None:
@@ -174,10 +175,27 @@ class FakeProvider(ThreadedServer):
             del answer["usage"]
             return web.json_response(answer)
         if path == "/responses":
+            if model == "tool-call" and doc.get("stream"):
+                return await self._response_stream(request, _response_object(doc))
             return web.json_response(_response_object(doc))
         if doc.get("stream"):
             return await self._stream(request, doc)
         return web.json_response(_completion(doc), headers={"x-request-id": "req_upstream_1"})
+
+    async def _response_stream(
+        self, request: web.Request, answer: dict[str, Any]
+    ) -> web.StreamResponse:
+        """A Responses stream: created, the function call's argument deltas, completed."""
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        created = {**answer, "status": "in_progress", "output": []}
+        await response.write(_event({"type": "response.created", "response": created}))
+        for piece in ('{"city":', '"Paris"}'):
+            delta = {"type": "response.function_call_arguments.delta", "delta": piece}
+            await response.write(_event(delta))
+        await response.write(_event({"type": "response.completed", "response": answer}))
+        await response.write_eof()
+        return response
 
     async def _stream(self, request: web.Request, doc: dict[str, Any]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
@@ -212,6 +230,8 @@ class FakeProvider(ThreadedServer):
             finally:
                 self.hang.closed.set()
             return response
+        if doc.get("model") == "tool-call":
+            return await self._tool_stream(response, base, extra, include_usage)
         for word in ["Hello", " from", " the", " fake", " provider"]:
             await response.write(
                 _event(
@@ -243,6 +263,47 @@ class FakeProvider(ThreadedServer):
         await response.write_eof()
         return response
 
+    async def _tool_stream(
+        self,
+        response: web.StreamResponse,
+        base: dict[str, Any],
+        extra: dict[str, Any],
+        include_usage: bool,
+    ) -> web.StreamResponse:
+        """Two tool calls streamed as OpenAI does: id and name first, arguments in pieces."""
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "tool_calls": [TOOL_DELTA_HEAD]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+            {"tool_calls": [{**TOOL_DELTA_HEAD, "index": 1, "id": "call_2"}]},
+            {"tool_calls": [{"index": 1, "function": {"arguments": '{"city":"Rome"}'}}]},
+        ]
+        for delta in deltas:
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            await response.write(_event({**base, "choices": [choice], **extra}))
+        choice = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+        await response.write(_event({**base, "choices": [choice], **extra}))
+        if include_usage:
+            usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+            await response.write(_event({**base, "choices": [], "usage": usage}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+TOOL_DELTA_HEAD = {
+    "index": 0,
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": ""},
+}
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+}
+"""The function call the fake provider's `tool-call` model asks for."""
+
 
 def _event(doc: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(doc) + b"\n\n"
@@ -258,6 +319,21 @@ def _error(status: int, message: str, code: str | None) -> web.Response:
 def _completion(doc: dict[str, Any]) -> dict[str, Any]:
     messages = doc.get("messages") or []
     last = messages[-1]["content"] if messages else ""
+    if doc.get("model") == "tool-call":
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "tool-call",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+        }
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -275,6 +351,27 @@ def _completion(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _response_object(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc.get("model") == "tool-call":
+        call = {
+            "id": "fc_1",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        }
+        return {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": 1,
+            "status": "completed",
+            "model": "tool-call",
+            "output": [call],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11},
+        }
     return {
         "id": "resp_fake",
         "object": "response",

@@ -333,6 +333,7 @@ class ProxyApp:
                     orjson.loads,
                     strip_usage=call.strip_usage,
                     keep_text=self._keep_text or _estimates_usage(call),
+                    keep_tool_calls=self._keep_text,
                 )
                 recoder = Recoder(codec) if codec else None
         call.outcome = tap.outcome if tap is not None else None

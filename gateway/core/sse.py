@@ -42,6 +42,15 @@ class Usage:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """A function call the model asked for; a streamed one's arguments grow delta by delta."""
+
+    id: str | None
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class Outcome:
     """What the provider's answer said, filled in as it is read."""
 
@@ -51,6 +60,9 @@ class Outcome:
     usage: Usage | None = None
     output_text: list[str] = field(default_factory=list)
     """Text pieces, kept only when asked (for token estimates and content capture)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The answer's function calls, kept with the text (only for content capture when
+    streamed)."""
     content_chunks: int = 0
     """Streamed events that carried text: about one token each, for estimates."""
     complete: bool = False
@@ -92,14 +104,53 @@ def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
             if choice.get("finish_reason"):
                 outcome.finish_reasons.append(str(choice["finish_reason"]))
             message = choice.get("message")
-            if keep_text and isinstance(message, dict) and isinstance(message.get("content"), str):
-                outcome.output_text.append(message["content"])
+            if keep_text and isinstance(message, dict):
+                if isinstance(message.get("content"), str):
+                    outcome.output_text.append(message["content"])
+                if message.get("tool_calls"):
+                    outcome.tool_calls.extend(_chat_tool_calls(message["tool_calls"]))
     if doc.get("object") == "response":
         reason = responses_finish_reason(doc)
         if reason is not None:
             outcome.finish_reasons.append(reason)
         if keep_text:
             outcome.output_text.extend(_response_text(doc))
+            outcome.tool_calls.extend(_response_tool_calls(doc))
+
+
+def _chat_tool_calls(calls: object) -> list[ToolCall]:
+    """A chat message's `tool_calls` (function ones; a custom tool's `input` as its arguments)."""
+    found = []
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        body = call.get("function") or call.get("custom")
+        body = body if isinstance(body, dict) else {}
+        arguments = body.get("arguments", body.get("input"))
+        found.append(
+            ToolCall(
+                call["id"] if isinstance(call.get("id"), str) else None,
+                body["name"] if isinstance(body.get("name"), str) else "",
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return found
+
+
+def _response_tool_calls(response: Mapping[str, Any]) -> list[ToolCall]:
+    """A Responses object's `function_call` (and `custom_tool_call`) output items."""
+    found = []
+    for item in response.get("output") or ():
+        if isinstance(item, dict) and item.get("type") in _TOOL_CALLS:
+            arguments = item.get("arguments", item.get("input"))
+            found.append(
+                ToolCall(
+                    item["call_id"] if isinstance(item.get("call_id"), str) else None,
+                    item["name"] if isinstance(item.get("name"), str) else "",
+                    arguments if isinstance(arguments, str) else "",
+                )
+            )
+    return found
 
 
 _TOOL_CALLS = frozenset({"function_call", "custom_tool_call"})
@@ -138,10 +189,21 @@ class SSETap:
     are returned (a partial event waits for its end, usually in the same network read).
     """
 
-    def __init__(self, loads: Loads, *, strip_usage: bool = False, keep_text: bool = False) -> None:
+    def __init__(
+        self,
+        loads: Loads,
+        *,
+        strip_usage: bool = False,
+        keep_text: bool = False,
+        keep_tool_calls: bool = False,
+    ) -> None:
         self._loads = loads
         self._strip = strip_usage
-        self._keep_text = keep_text
+        self._keep_tools = keep_tool_calls
+        self._keep_text = keep_text or keep_tool_calls
+        """Every chat chunk is parsed (tool call deltas hold no text but are wanted too)."""
+        self._calls: dict[int, ToolCall] = {}
+        """Streamed chat tool calls by their index, as their deltas accumulate."""
         self._buffer = bytearray()
         self._scanned = 0
         """Bytes of the buffer already searched for an event end (less the longest end)."""
@@ -269,18 +331,38 @@ class SSETap:
             if choice.get("finish_reason"):
                 outcome.finish_reasons.append(str(choice["finish_reason"]))
             delta = choice.get("delta")
-            if (
-                self._keep_text
-                and isinstance(delta, dict)
-                and isinstance(delta.get("content"), str)
-            ):
-                outcome.output_text.append(delta["content"])
+            if self._keep_text and isinstance(delta, dict):
+                if isinstance(delta.get("content"), str):
+                    outcome.output_text.append(delta["content"])
+                if self._keep_tools and delta.get("tool_calls"):
+                    self._tool_call_deltas(delta["tool_calls"])
         usage = usage_from(doc)
         if usage is not None:
             outcome.usage = usage
             if not choices and self._strip:
                 return False
         return True
+
+    def _tool_call_deltas(self, deltas: object) -> None:
+        """Chat tool call deltas: the first of an index brings its id and name, each one a piece
+        of its arguments."""
+        for delta in deltas if isinstance(deltas, list) else ():
+            if not isinstance(delta, dict):
+                continue
+            index = delta.get("index")
+            index = index if isinstance(index, int) else len(self._calls)
+            function = delta.get("function")
+            function = function if isinstance(function, dict) else {}
+            call = self._calls.get(index)
+            if call is None:
+                call = self._calls[index] = ToolCall(None, "", "")
+                self.outcome.tool_calls.append(call)
+            if isinstance(delta.get("id"), str):
+                call.id = delta["id"]
+            if isinstance(function.get("name"), str):
+                call.name += function["name"]
+            if isinstance(function.get("arguments"), str):
+                call.arguments += function["arguments"]
 
     def _responses_event(self, doc: Mapping[str, Any]) -> None:
         kind = doc.get("type")
@@ -304,6 +386,8 @@ class SSETap:
             reason = responses_finish_reason(response)
             if reason is not None:
                 outcome.finish_reasons.append(reason)
+            if self._keep_tools:
+                outcome.tool_calls.extend(_response_tool_calls(response))
 
     def _parse(self, data: bytes) -> Any:
         try:

@@ -8,7 +8,10 @@ Besides OpenTelemetry's GenAI conventions, a span carries what two LLM backends 
   `llm.cost.prompt|completion|total` (USD), `embedding.model_name`,
   `embedding.invocation_parameters`, `metadata` (a JSON object), `session.id`, and with content
   capture `input.value`/`output.value` (+ `input.mime_type`/`output.mime_type`) and
-  `llm.input_messages.{i}.message.role|content`, `llm.output_messages.{i}.message.role|content`.
+  `llm.input_messages.{i}.message.role|content`, `llm.output_messages.{i}.message.role|content`
+  and the answer's function calls as
+  `llm.output_messages.0.message.tool_calls.{j}.tool_call.id|function.name|function.arguments`
+  (arize-ai.github.io/openinference/spec/tool_calling.html).
 - Langfuse (langfuse.com/integrations/native/opentelemetry, "property mapping"; its ingestion
   reads these in packages/shared/src/server/otel/OtelIngestionProcessor.ts): `gen_ai.usage.cost`
   (total USD), `langfuse.observation.completion_start_time` (ISO 8601), and filterable metadata
@@ -335,7 +338,8 @@ def content_attributes(record: CallRecord) -> Attributes:
     Chat and Responses calls: `gen_ai.system_instructions`, `gen_ai.input.messages`,
     `gen_ai.output.messages` (OpenTelemetry's JSON schemas), `llm.input_messages.*`,
     `llm.output_messages.*`, `input.value` (the messages in OpenAI's chat shape, JSON) and
-    `output.value` (the answer's text). Embeddings: `input.value` and
+    `output.value` (the answer's text; with function calls, the assistant message in OpenAI's
+    chat shape, JSON). Embeddings: `input.value` and
     `embedding.embeddings.{i}.embedding.text`.
     """
     attrs: Attributes = {}
@@ -369,12 +373,23 @@ def content_attributes(record: CallRecord) -> Attributes:
             reason = messages.otel_finish_reason(reasons[0])
         else:
             reason = "error" if record.error_type or record.client_disconnected else "stop"
-        output = messages.output_message(record.output_text, reason)
+        text, calls = record.output_text, record.output_tool_calls
+        output = messages.output_message(text, reason, calls)
         attrs["gen_ai.output.messages"] = messages.dumps(output)
-        attrs["output.value"] = record.output_text
-        attrs["output.mime_type"] = TEXT
+        if calls:
+            attrs["output.value"] = messages.openai_output(text, calls)
+            attrs["output.mime_type"] = JSON
+        else:
+            attrs["output.value"] = text
+            attrs["output.mime_type"] = TEXT
         attrs["llm.output_messages.0.message.role"] = "assistant"
-        attrs["llm.output_messages.0.message.content"] = record.output_text
+        attrs["llm.output_messages.0.message.content"] = text
+        for j, (call_id, name, arguments) in enumerate(calls):
+            head = f"llm.output_messages.0.message.tool_calls.{j}.tool_call"
+            if call_id is not None:
+                attrs[f"{head}.id"] = call_id
+            attrs[f"{head}.function.name"] = name
+            attrs[f"{head}.function.arguments"] = arguments
     return attrs
 
 

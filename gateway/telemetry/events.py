@@ -72,6 +72,9 @@ class CallRecord:
     capture."""
     output_text: str | None = None
     """The answer's text; only with content capture."""
+    output_tool_calls: tuple[tuple[str | None, str, str], ...] = ()
+    """(id, name, arguments JSON text) of each function call the answer asks for; only with
+    content capture."""
     session_id: str | None = None
     """The client's conversation id (the `X-Session-Id` header), for `session.id`."""
     invocation_parameters: str | None = None

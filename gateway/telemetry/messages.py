@@ -89,10 +89,42 @@ def conversation(request: Mapping[str, Any]) -> Conversation | None:
     return Conversation(system, messages, flat)
 
 
-def output_message(text: str, finish_reason: str) -> list[Message]:
-    """gen_ai.output.messages for one answer: its text (when any) and why it ended."""
+ToolCall = tuple[str | None, str, str]
+"""(id, name, arguments as JSON text) of a function call the model asked for."""
+
+
+def output_message(
+    text: str, finish_reason: str, tool_calls: Sequence[ToolCall] = ()
+) -> list[Message]:
+    """gen_ai.output.messages for one answer: its text (when any), the function calls it asks
+    for (`tool_call` parts, arguments parsed when they are JSON) and why it ended."""
     parts = [_text(text)] if text else []
+    for call_id, name, arguments in tool_calls:
+        parts.append(_tool_call(call_id, name, _parsed(arguments)))
     return [{"role": "assistant", "parts": parts, "finish_reason": finish_reason}]
+
+
+def openai_output(text: str, tool_calls: Sequence[ToolCall]) -> str:
+    """OpenInference's output.value for an answer with function calls: the assistant message in
+    OpenAI's chat shape, as JSON."""
+    return dumps(
+        {
+            "role": "assistant",
+            "content": text or None,
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                for i, n, a in tool_calls
+            ],
+        }
+    )
+
+
+def _parsed(arguments: str) -> object:
+    """Arguments as the JSON value they hold; as they came when not JSON (a cut-off stream)."""
+    try:
+        return orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
 
 
 def embedding_texts(request: Mapping[str, Any]) -> list[str]:

@@ -478,3 +478,55 @@ def test_session_id_is_decoded_and_stripped(
     assert response.status_code == 200
     span = receiver.wait_for(response.headers["x-request-id"], timeout=15)
     assert span.attributes["session.id"] == expected
+
+
+PARIS = {"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+
+
+@pytest.mark.parametrize("kind", ["chat", "stream", "responses", "responses-stream"])
+def test_captured_tool_calls(captured: ServedGateway, receiver: OtlpReceiver, kind: str) -> None:
+    """An answer that asks for function calls: tool_call parts in gen_ai.output.messages (valid
+    against OpenTelemetry's schema), OpenInference's tool_calls attributes, and output.value the
+    assistant message as JSON, streamed or not."""
+    weather = [{"role": "user", "content": "Weather in Paris?"}]
+    with sdk(captured) as client:
+        if kind in ("chat", "stream"):
+            raw = client.chat.completions.with_raw_response.create(
+                model="tool-call", messages=weather, stream=kind == "stream"
+            )
+        else:
+            raw = client.responses.with_raw_response.create(
+                model="tool-call", input="Weather in Paris?", stream=kind == "responses-stream"
+            )
+        if kind.endswith("stream"):
+            assert list(raw.parse())  # type: ignore[call-overload]
+    a = receiver.wait_for(raw.headers["x-request-id"], timeout=15).attributes
+    assert "gen_ai.output.messages" in conventions.validate_messages(a)
+    [output] = orjson.loads(a["gen_ai.output.messages"])
+    assert output["finish_reason"] == "tool_call"
+    calls = [PARIS]
+    if kind == "stream":  # the fake provider streams a second call
+        calls.append({**PARIS, "id": "call_2", "arguments": {"city": "Rome"}})
+    assert output["parts"] == calls
+    head = "llm.output_messages.0.message.tool_calls"
+    for j, call in enumerate(calls):
+        assert a[f"{head}.{j}.tool_call.id"] == call["id"]
+        assert a[f"{head}.{j}.tool_call.function.name"] == "get_weather"
+        assert orjson.loads(a[f"{head}.{j}.tool_call.function.arguments"]) == call["arguments"]
+    assert f"{head}.{len(calls)}.tool_call.function.name" not in a
+    assert a["output.mime_type"] == "application/json"
+    value = orjson.loads(a["output.value"])
+    assert value["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_tool_calls_not_kept_without_capture(traced: ServedGateway, receiver: OtlpReceiver) -> None:
+    """Capture off: no tool call, name or arguments leaves the gateway."""
+    with sdk(traced) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="tool-call", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        assert list(raw.parse())
+    a = receiver.wait_for(raw.headers["x-request-id"], timeout=15).attributes
+    assert conventions.content_attributes(a) == []
+    assert not [k for k in a if "tool_call" in k]
+    assert a["gen_ai.response.finish_reasons"] == ["tool_calls"]

@@ -370,3 +370,44 @@ def test_adopted_calls_are_flagged_in_the_metadata() -> None:
     assert orjson.loads(a["metadata"])["adopted"] is True
     assert a["langfuse.observation.metadata.adopted"] is True
     assert a["gateway.prompt.adopted"] is True
+
+
+def test_output_tool_calls() -> None:
+    """The answer's function calls: tool_call parts (arguments parsed), OpenInference's
+    tool_calls attributes, output.value the assistant message as JSON."""
+    record = replace(
+        RECORD,
+        finish_reasons=("tool_calls",),
+        output_text="",
+        output_tool_calls=(("call_1", "get_weather", '{"city":"Paris"}'), (None, "cut", '{"a')),
+    )
+    a = span_attributes(record, capture_content=True)
+    assert "gen_ai.output.messages" in conventions.validate_messages(a)
+    assert orjson.loads(a["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                },
+                {"type": "tool_call", "id": None, "name": "cut", "arguments": '{"a'},
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]
+    head = "llm.output_messages.0.message.tool_calls"
+    assert a[f"{head}.0.tool_call.id"] == "call_1"
+    assert a[f"{head}.0.tool_call.function.name"] == "get_weather"
+    assert a[f"{head}.0.tool_call.function.arguments"] == '{"city":"Paris"}'
+    assert f"{head}.1.tool_call.id" not in a
+    assert a[f"{head}.1.tool_call.function.name"] == "cut"
+    assert a["output.mime_type"] == "application/json"
+    assert orjson.loads(a["output.value"])["tool_calls"][0] == {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    }
+    assert not [k for k in span_attributes(record, capture_content=False) if "tool_call" in k]
