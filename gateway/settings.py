@@ -88,7 +88,9 @@ class UpstreamSettings:
 
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
-DEFAULT_PRICES = Path("config/prices.yaml")
+DEFAULT_PRICES = Path(__file__).parent / "prices.yaml"
+"""The price table that ships in the package (package data): found wherever `gateway serve`
+runs, not only in a checkout."""
 
 
 SpanKind = Literal["llm", "proxy"]
@@ -227,7 +229,7 @@ class Settings:
     test_api_key: str | None = field(default=None, repr=False)
     """OPENAI_API_KEY: what `gateway prompts test` sends to a provider without a key of its own."""
     prices: PriceTable = field(default_factory=lambda: PriceTable({}))
-    """Model prices for gateway.cost.usd (prices_file, default config/prices.yaml)."""
+    """Model prices for gateway.cost.usd (prices_file, default the packaged gateway/prices.yaml)."""
     ui: UISettings = field(default_factory=UISettings)
     """The web console."""
     source: str | None = None
@@ -837,10 +839,8 @@ def _pairs(text: str, *, lower: bool) -> list[tuple[str, str]]:
 
 
 def _prices(value: object, where: str) -> PriceTable:
-    """The price table; the default file may be absent (no costs), a named one must load."""
+    """The price table: the file prices_file names (it must load), else the packaged one."""
     if value is None:
-        if not DEFAULT_PRICES.exists():
-            return PriceTable({})
         value = str(DEFAULT_PRICES)
     path = Path(_string(value, "prices_file", where))
     try:

@@ -457,3 +457,20 @@ def test_ui_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> N
     assert "from-the-file" not in repr(ui)
     env = {"GATEWAY_UI_SESSION_SECRET": "from-the-environment-0123"}
     assert load(path, env).ui.session_secret == b"from-the-environment-0123"
+
+
+def test_the_default_price_table_ships_in_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a checkout (no config/ folder) the packaged table prices the usual models."""
+    from gateway.settings import DEFAULT_PRICES
+
+    monkeypatch.chdir(tmp_path)
+    settings = load(write(tmp_path, "env: production\n"), {})
+    assert DEFAULT_PRICES.is_file() and DEFAULT_PRICES.parent.name == "gateway"
+    assert settings.prices.costs("gpt-4o-mini-2024-07-18", 1_000_000, 0, 0) is not None
+    own = tmp_path / "mine.yaml"
+    own.write_text("models:\n  my-model: {input: 1, output: 2}\n")
+    mine = load(write(tmp_path, f"prices_file: {own}\n"), {})
+    assert mine.prices.costs("my-model", 1_000_000, 0, 0) is not None
+    assert mine.prices.costs("gpt-4o-mini", 1_000_000, 0, 0) is None
