@@ -133,8 +133,7 @@ def make_gateway(
         return gateway
 
     yield make
-    for gateway in started:
-        gateway.stop()
+    ServedGateway.stop_all(started)
 
 
 @pytest.fixture(scope="session")
