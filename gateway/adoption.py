@@ -9,6 +9,8 @@ admin API answers (`candidate_to_dict`, `adoption_result`).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -56,8 +58,12 @@ def adoption_result(version: PromptVersion, candidate: Candidate) -> dict[str, A
 
 
 async def list_candidates(store: Store) -> list[Candidate]:
-    """The candidates of everything captured now, most called first."""
-    return find_candidates(await store.captured())
+    """The candidates of everything captured now, most called first.
+
+    Grouping is CPU work bounded by `core.candidates`' budgets; it runs in a worker thread so
+    the event loop keeps serving (every other request, /healthz included) meanwhile."""
+    captured = await store.captured()
+    return await asyncio.to_thread(find_candidates, captured, clock=time.monotonic)
 
 
 async def find_candidate(store: Store, candidate_id: str) -> Candidate:

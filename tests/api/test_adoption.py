@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,40 @@ def test_nothing_is_captured_with_capture_off(provider: FakeProvider, tmp_path: 
         app.close()
         gateway.stop()  # a recorder, if any, would write what it holds now
     assert asyncio.run(SQLiteStore(path).captured()) == []
+
+
+def test_adoption_candidates_are_grouped_off_the_event_loop(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """With 1,000 distinct long texts captured, /healthz answers while the candidates are
+    being grouped, and the grouping ends in bounded time."""
+    from gateway.core.capture import CallShape, sighting
+    from gateway.prompts import utc_now
+    from tests.core.test_adoption import random_texts
+
+    path = tmp_path / "gateway.db"
+    now = utc_now()
+    batch = [
+        sighting("system", t, CallShape(None, None, None), now) for t in random_texts(1000, 300, 50)
+    ]
+    asyncio.run(SQLiteStore(path).record_captures(batch, limit=10_000))
+    gateway = start(provider, path, capture=True)
+    try:
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
+            began = time.monotonic()
+            listing = pool.submit(
+                client.get,
+                gateway.url + "/admin/adoption/candidates",
+                headers={"Authorization": f"Bearer {EDITOR}"},
+            )
+            healthy = 0
+            while not listing.done():
+                started = time.monotonic()
+                assert client.get(gateway.url + "/healthz").status_code == 200
+                assert time.monotonic() - started < 1.0
+                healthy += 1
+            assert healthy > 1
+            assert len(listing.result().json()) == 1000
+            assert time.monotonic() - began < 20
+    finally:
+        gateway.stop()
