@@ -313,3 +313,40 @@ def test_adoption_candidates_are_grouped_off_the_event_loop(
             assert time.monotonic() - began < 20
     finally:
         gateway.stop()
+
+
+def test_a_candidate_is_adopted_once(tmp_path: Path) -> None:
+    """A candidate an adopted prompt already serves (its template, or texts an adopted template
+    matches) is refused with a 409 naming that prompt, and listed with adopted_as."""
+    from datetime import UTC, datetime
+
+    from gateway.adoption import adopt_candidate, list_adopted
+    from gateway.core.capture import CallShape, sighting
+    from gateway.errors import VersionConflict
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        now = datetime(2025, 1, 1, tzinfo=UTC)
+        shape = CallShape("gpt-4o-mini", None, None)
+        texts = [SYSTEM.format(name=n, plan=p) for n, p in (("Ada", "Pro"), ("Bob", "Free"))]
+        await store.record_captures([sighting("system", t, shape, now) for t in texts], limit=99)
+        ((candidate, holder),) = await list_adopted(store)
+        assert holder is None
+        ids = iter(["v1", "v2"])
+        kwargs: dict[str, Any] = {"actor": "t", "clock": lambda: now, "new_id": lambda: next(ids)}
+        await adopt_candidate(store, candidate.id, "support", {}, **kwargs)
+        with pytest.raises(VersionConflict, match="'support'") as refused:
+            await adopt_candidate(store, candidate.id, "support_again", {}, **kwargs)
+        assert refused.value.status == 409
+        # One more text of the same template captured: a new literal candidate its template
+        # already matches.
+        third = SYSTEM.format(name="Carol", plan="Team")
+        await store.record_captures([sighting("developer", third, shape, now)], limit=99)
+        listed = {c.role: name for c, name in await list_adopted(store)}
+        assert listed == {"system": "support", "developer": "support"}
+        other = next(c for c, _ in await list_adopted(store) if c.role == "developer")
+        with pytest.raises(VersionConflict, match="'support'"):
+            await adopt_candidate(store, other.id, "overlap", {}, **kwargs)
+        assert "support_again" not in (await store.snapshot()).prompts
+
+    asyncio.run(scenario())
