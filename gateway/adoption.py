@@ -9,23 +9,26 @@ admin API answers (`candidate_to_dict`, `adoption_result`).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from gateway.core.adoption import adopted_variables, plan_adopt
+from gateway.core.adoption import AdoptionIndex, adopted_variables, build_index, plan_adopt
 from gateway.core.candidates import Candidate, find_candidates
 from gateway.core.capture import most_common_shape
 from gateway.core.model import PromptVersion
 from gateway.core.registry import validate_name
-from gateway.errors import CandidateNotFound
+from gateway.errors import CandidateNotFound, VersionConflict
 from gateway.stores import codec
 from gateway.stores.base import Store
 
 
-def candidate_to_dict(candidate: Candidate) -> dict[str, Any]:
-    """A candidate as `gateway adoption candidates --json` prints it and the API answers it."""
+def candidate_to_dict(candidate: Candidate, adopted_as: str | None = None) -> dict[str, Any]:
+    """A candidate as `gateway adoption candidates --json` prints it and the API answers it;
+    `adopted_as` names the adopted prompt that already serves it (then it is not adoptable)."""
     shape = most_common_shape(candidate.shapes)
     return {
         "id": candidate.id,
@@ -41,9 +44,42 @@ def candidate_to_dict(candidate: Candidate) -> dict[str, Any]:
         "temperature": shape.temperature,
         "max_tokens": shape.max_tokens,
         "examples": [dict(e) for e in candidate.examples],
-        "adoptable": candidate.problem is None,
+        "adoptable": candidate.problem is None and adopted_as is None,
         "problem": candidate.problem,
+        "adopted_as": adopted_as,
     }
+
+
+def candidate_texts(candidate: Candidate) -> list[str]:
+    """Every captured text the candidate groups, rebuilt from its literals and values."""
+    texts = []
+    for values in candidate.values:
+        out = [candidate.literals[0]]
+        for value, literal in zip(values, candidate.literals[1:], strict=True):
+            out += [value, literal]
+        texts.append("".join(out))
+    return texts
+
+
+def adopted_as(candidate: Candidate, index: AdoptionIndex) -> str | None:
+    """The adopted prompt that already serves the candidate: its template is bound (the same
+    literals), or one of its captured texts matches an adopted template; None when none does."""
+    if not index.size:
+        return None
+    for template in index.templates:
+        if template.literals == candidate.literals:
+            return template.name
+    for text in candidate_texts(candidate):
+        match = index.match(text)
+        if match is not None:
+            return match.template.name
+    return None
+
+
+async def list_adopted(store: Store) -> list[tuple[Candidate, str | None]]:
+    """The candidates, each with the adopted prompt already serving it (or None)."""
+    index = build_index(await store.snapshot())
+    return [(c, adopted_as(c, index)) for c in await list_candidates(store)]
 
 
 def adoption_result(version: PromptVersion, candidate: Candidate) -> dict[str, Any]:
@@ -56,8 +92,12 @@ def adoption_result(version: PromptVersion, candidate: Candidate) -> dict[str, A
 
 
 async def list_candidates(store: Store) -> list[Candidate]:
-    """The candidates of everything captured now, most called first."""
-    return find_candidates(await store.captured())
+    """The candidates of everything captured now, most called first.
+
+    Grouping is CPU work bounded by `core.candidates`' budgets; it runs in a worker thread so
+    the event loop keeps serving (every other request, /healthz included) meanwhile."""
+    captured = await store.captured()
+    return await asyncio.to_thread(find_candidates, captured, clock=time.monotonic)
 
 
 async def find_candidate(store: Store, candidate_id: str) -> Candidate:
@@ -93,6 +133,14 @@ async def adopt_candidate(
     validate_name(name)
     candidate = await find_candidate(store, candidate_id)
     adopted_variables(candidate, renames)  # refused before the write transaction opens
+    holder = adopted_as(candidate, build_index(await store.snapshot()))
+    if holder is not None:
+        raise VersionConflict(
+            f"Candidate {candidate.id} is already served by adopted prompt {holder!r} (its "
+            "template, or one of its texts, matches that prompt's); adopt it once. Reword "
+            f"{holder!r} instead.",
+            param="candidate",
+        )
     change = await store.apply(
         name,
         lambda state, _: plan_adopt(

@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import JSONBody
 
-from gateway.adoption import adopt_candidate, candidate_to_dict, list_candidates
+from gateway.adoption import adopt_candidate, candidate_to_dict, list_adopted
 from gateway.api.admin_base import AdminContext, AdminController, audited, documented
 from gateway.api.admin_models import AdoptIn, AdoptOut, CandidateOut, shaped
 from gateway.prompts import utc_now
@@ -33,7 +33,8 @@ def adoption_controller(ctx: AdminContext) -> type[AdminController]:
             """Captured system prompts grouped into templates, most called first (empty unless
             `adoption.capture` is on)."""
             return [
-                shaped(candidate_to_dict(c), CandidateOut) for c in await list_candidates(store)
+                shaped(candidate_to_dict(c, name), CandidateOut)
+                for c, name in await list_adopted(store)
             ]
 
         @post("/adopt", summary="Adopt a candidate", responses=documented(404, 409, 413))
@@ -42,7 +43,8 @@ def adoption_controller(ctx: AdminContext) -> type[AdminController]:
         ) -> Response[AdoptOut]:
             """Create version 1.0.0 of a new prompt from the candidate, active and bound: from
             then on unmanaged calls whose system message matches it are served as that prompt.
-            404 for an unknown candidate, 409 when the name exists, 400 for a variable the
+            404 for an unknown candidate, 409 when the name exists or an adopted prompt already
+            serves the candidate (naming it), 400 for a variable the
             template lacks or an ambiguous candidate; nothing is written then."""
             actor = audited(request, "adopt", f"{data.candidate} as {data.name}")
             result = await adopt_candidate(

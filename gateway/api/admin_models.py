@@ -429,6 +429,7 @@ class CandidateOut(Struct):
     """Captured values of a few of its texts."""
     adoptable: bool
     problem: str | None
+    adopted_as: str | None = None
     """Why it cannot be adopted (an ambiguous template), or null."""
 
 

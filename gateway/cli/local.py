@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.adoption import adopt_candidate, candidate_to_dict, list_candidates
+from gateway.adoption import adopt_candidate, candidate_to_dict, list_adopted
 from gateway.cli.backend import Json, TestProgress
 from gateway.core.diffing import diff_versions
 from gateway.core.model import Environment, Experiment
@@ -211,7 +211,7 @@ class LocalBackend:
     # ---- adoption ----------------------------------------------------------------------------
 
     async def candidates(self) -> list[Json]:
-        return [candidate_to_dict(c) for c in await list_candidates(self.store)]
+        return [candidate_to_dict(c, name) for c, name in await list_adopted(self.store)]
 
     async def adopt(self, candidate: str, name: str, variables: Mapping[str, str]) -> Json:
         return await adopt_candidate(

@@ -56,7 +56,7 @@ class Match:
 class AdoptionIndex:
     """Every adopted template of one snapshot, for `match` on the request path."""
 
-    __slots__ = ("_both", "_exact", "_loose", "_prefix", "_suffix", "size")
+    __slots__ = ("_both", "_exact", "_loose", "_prefix", "_suffix", "size", "templates")
 
     def __init__(self, templates: list[AdoptedTemplate]) -> None:
         self._exact: dict[str, AdoptedTemplate] = {}
@@ -64,6 +64,8 @@ class AdoptionIndex:
         self._prefix: dict[str, list[AdoptedTemplate]] = {}
         self._suffix: dict[str, list[AdoptedTemplate]] = {}
         self._loose: list[AdoptedTemplate] = []
+        self.templates = tuple(templates)
+        """Every adopted template, in prompt-name order."""
         self.size = len(templates)
         """How many templates are adopted (0: matching is skipped altogether)."""
         for t in templates:

@@ -16,14 +16,23 @@ letter by letter):
    contains the literal text before or after it (so a request's text could be split two ways)
    carries a `problem` and cannot be adopted: ambiguity is decided here, once, not per request.
 
-Pure and deterministic: the same captured prompts give the same candidates and ids.
+Bounded cost: a full alignment is quadratic in the worst case, so it runs only on pairs that
+pass cheap, sound prefilters (same role; lengths within MAX_DIFFERING_SHARE; the characters of
+the words one text has and the other lacks anywhere, which can only be in differing spans,
+within MAX_DIFFERING_SHARE, checked with set operations first). At most MAX_ALIGNMENTS full
+alignments run per grouping, and none after MAX_GROUPING_SECONDS: once either is spent, the
+texts not yet placed are left ungrouped (each its own literal candidate, still adoptable).
+Callers on an event loop run it in a worker thread (`gateway.adoption`).
+
+Pure and deterministic while within MAX_ALIGNMENTS (the time limit is a safety net): the same
+captured prompts give the same candidates and ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from difflib import SequenceMatcher
@@ -35,6 +44,10 @@ MAX_DIFFERING_SHARE = 0.3
 """Texts whose differing spans cover more of the longer one than this stay separate."""
 MAX_SPANS = 8
 """Texts that differ in more spans than this stay separate."""
+MAX_ALIGNMENTS = 2_000
+"""Full alignments (SequenceMatcher) per grouping; past it, unplaced texts stay ungrouped."""
+MAX_GROUPING_SECONDS = 2.0
+"""Wall-clock time after which no further alignment runs (texts not yet placed stay ungrouped)."""
 MAX_EXAMPLES = 3
 """Members' captured values shown per candidate."""
 
@@ -101,19 +114,58 @@ def template_pattern(literals: Sequence[str]) -> re.Pattern[str]:
     return re.compile("(.*?)".join(re.escape(lit) for lit in literals), re.DOTALL)
 
 
-def find_candidates(prompts: Sequence[CapturedPrompt]) -> list[Candidate]:
-    """Group the captured prompts into candidates, most called first."""
+def find_candidates(
+    prompts: Sequence[CapturedPrompt], *, clock: Callable[[], float] | None = None
+) -> list[Candidate]:
+    """Group the captured prompts into candidates, most called first. With a monotonic `clock`
+    (seconds), no alignment starts MAX_GROUPING_SECONDS after the call began."""
     groups: list[_Group] = []
+    holding: dict[tuple[str, str], list[int]] = {}
+    """(role, token) -> the groups whose representative has the token, in creation order."""
+    budget = _Budget(MAX_ALIGNMENTS, clock)
     for prompt in sorted(prompts, key=lambda p: (-p.count, p.fingerprint)):
         tokens = _TOKEN.findall(prompt.sample)
-        for group in groups:
-            if group.role == prompt.role and group.join(prompt, tokens):
-                break
+        words = frozenset(tokens)
+        if budget.left():
+            for index in _worth_trying(prompt, words, holding, len(groups)):
+                if groups[index].join(prompt, tokens, words, budget):
+                    break
+            else:
+                _start(groups, holding, _Group(prompt, tokens, words))
         else:
-            groups.append(_Group(prompt, tokens))
+            _start(groups, holding, _Group(prompt, tokens, words))
     found = [g.candidate() for g in groups]
     found.sort(key=lambda c: (-c.count, c.id))
     return found
+
+
+def _start(groups: list[_Group], holding: dict[tuple[str, str], list[int]], group: _Group) -> None:
+    for word in group.words:
+        holding.setdefault((group.role, word), []).append(len(groups))
+    groups.append(group)
+
+
+def _worth_trying(
+    prompt: CapturedPrompt,
+    words: frozenset[str],
+    holding: dict[tuple[str, str], list[int]],
+    count: int,
+) -> list[int]:
+    """The groups (in order) that can hold the text: a group of the same role whose
+    representative has none of a set of the text's tokens weighing more than the differing
+    share allows (the longer text is at most len / (1 - share)) cannot, so only the groups
+    holding one of the text's rarest tokens are tried."""
+    allowed = MAX_DIFFERING_SHARE * len(prompt.sample) / (1 - MAX_DIFFERING_SHARE)
+    ranked = sorted(words, key=lambda w: (len(holding.get((prompt.role, w), ())), w))
+    weight = 0
+    found: set[int] = set()
+    for word in ranked:
+        found.update(holding.get((prompt.role, word), ()))
+        weight += len(word)
+        if weight > allowed:
+            return sorted(found)
+    # The text's distinct tokens weigh too little to rule any group out.
+    return sorted({i for (role, _), held in holding.items() if role == prompt.role for i in held})
 
 
 def ambiguity(
@@ -125,6 +177,8 @@ def ambiguity(
     instead (`Dear {{var1}} and {{var2}}` with "Tom and Jerry", "Ann"), so it is refused; so is
     any value the serving matcher would read back differently.
     """
+    if not variables:
+        return None
     for i, (name, value) in enumerate(zip(variables, values, strict=True)):
         for literal, where in ((literals[i], "before"), (literals[i + 1], "after")):
             if literal and literal in value:
@@ -141,25 +195,63 @@ def ambiguity(
     return None
 
 
+class _Budget:
+    """What is left of a grouping's alignments and time."""
+
+    __slots__ = ("alignments", "clock", "deadline")
+
+    def __init__(self, alignments: int, clock: Callable[[], float] | None) -> None:
+        self.alignments = alignments
+        self.clock = clock
+        self.deadline = clock() + MAX_GROUPING_SECONDS if clock is not None else 0.0
+
+    def left(self) -> bool:
+        if self.alignments <= 0:
+            return False
+        return self.clock is None or self.clock() < self.deadline
+
+    def spend(self) -> bool:
+        """Take one alignment; False (taking nothing) when the budget is spent."""
+        if not self.left():
+            return False
+        self.alignments -= 1
+        return True
+
+
 class _Group:
     """A representative text and the texts aligned to it."""
 
-    def __init__(self, prompt: CapturedPrompt, tokens: list[str]) -> None:
+    def __init__(self, prompt: CapturedPrompt, tokens: list[str], words: frozenset[str]) -> None:
         self.role = prompt.role
         self.rep = tokens
+        self.words = words
         self.size = len(prompt.sample)
         self.members: list[tuple[CapturedPrompt, list[str], list[tuple[str, int, int, int, int]]]]
         self.members = [(prompt, tokens, [("equal", 0, len(tokens), 0, len(tokens))])]
-        # SequenceMatcher caches what it learns about its second sequence: the representative.
-        self._matcher = SequenceMatcher(None, autojunk=False)
-        self._matcher.set_seq2(tokens)
+        self._matcher: SequenceMatcher[str] | None = None
 
-    def join(self, prompt: CapturedPrompt, tokens: list[str]) -> bool:
+    def join(
+        self, prompt: CapturedPrompt, tokens: list[str], words: frozenset[str], budget: _Budget
+    ) -> bool:
         """Add the text when it aligns closely enough with the representative."""
         longer = max(self.size, len(prompt.sample))
-        if abs(self.size - len(prompt.sample)) > MAX_DIFFERING_SHARE * longer:
+        allowed = MAX_DIFFERING_SHARE * longer
+        if abs(self.size - len(prompt.sample)) > allowed:
+            return False
+        # A token one text has and the other lacks anywhere lies in a differing span: the
+        # characters of such distinct tokens are a lower bound of the differing share.
+        only_here, only_there = words - self.words, self.words - words
+        if len(only_here) > allowed or len(only_there) > allowed:
+            return False
+        if sum(map(len, only_here)) > allowed or sum(map(len, only_there)) > allowed:
+            return False
+        if not budget.spend():
             return False
         matcher = self._matcher
+        if matcher is None:
+            # It caches what it learns about its second sequence: the representative.
+            matcher = self._matcher = SequenceMatcher(None, autojunk=False)
+            matcher.set_seq2(self.rep)
         matcher.set_seq1(tokens)
         ops: list[tuple[str, int, int, int, int]] = list(matcher.get_opcodes())
         changed = [op for op in ops if op[0] != "equal"]
@@ -175,22 +267,26 @@ class _Group:
 
     def candidate(self) -> Candidate:
         rep = self.rep
-        n = len(rep)
-        stable = [True] * n
-        gap = [False] * (n + 1)
-        for _, _, ops in self.members:
-            for tag, _, _, j1, j2 in ops:
-                if tag == "equal":
-                    continue
-                for j in range(j1, j2):
-                    stable[j] = False
-                if j1 == j2:
-                    gap[j1] = True
-        segments = _segments(rep, stable, gap)
-        literals = tuple("".join(rep[a:b]) for is_var, a, b in segments if not is_var)
+        if len(self.members) == 1:
+            literals: tuple[str, ...] = ("".join(rep),)
+            values: tuple[tuple[str, ...], ...] = ((),)
+        else:
+            n = len(rep)
+            stable = [True] * n
+            gap = [False] * (n + 1)
+            for _, _, ops in self.members:
+                for tag, _, _, j1, j2 in ops:
+                    if tag == "equal":
+                        continue
+                    for j in range(j1, j2):
+                        stable[j] = False
+                    if j1 == j2:
+                        gap[j1] = True
+            segments = _segments(rep, stable, gap)
+            literals = tuple("".join(rep[a:b]) for is_var, a, b in segments if not is_var)
+            spans = [(a, b) for is_var, a, b in segments if not is_var]
+            values = tuple(_values(tokens, ops, spans) for _, tokens, ops in self.members)
         variables = tuple(f"var{i + 1}" for i in range(len(literals) - 1))
-        spans = [(a, b) for is_var, a, b in segments if not is_var]
-        values = tuple(_values(tokens, ops, spans) for _, tokens, ops in self.members)
         prompts = [p for p, _, _ in self.members]
         problem = None
         if any(PLACEHOLDER.search(lit) for lit in literals):

@@ -202,8 +202,9 @@ class Sample:
 
 
 async def with_candidate(registry: PromptRegistry) -> tuple[str, dict[str, Any]]:
-    """A captured system prompt, and a body adopting its candidate under a fresh name."""
-    text = "You are the walk assistant. Answer in one line."
+    """A fresh captured system prompt (a candidate is adopted once), and a body adopting its
+    candidate under a fresh name."""
+    text = f"Walk {uuid.uuid4().hex} {uuid.uuid4().hex}."
     shape = CallShape("gpt-4o-mini", None, None)
     await registry.store.record_captures([sighting("system", text, shape, T0)], limit=100)
     (candidate,) = find_candidates([sighting("system", text, shape, T0)])

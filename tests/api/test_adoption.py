@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,77 @@ def test_nothing_is_captured_with_capture_off(provider: FakeProvider, tmp_path: 
         app.close()
         gateway.stop()  # a recorder, if any, would write what it holds now
     assert asyncio.run(SQLiteStore(path).captured()) == []
+
+
+def test_adoption_candidates_are_grouped_off_the_event_loop(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    """With 1,000 distinct long texts captured, /healthz answers while the candidates are
+    being grouped, and the grouping ends in bounded time."""
+    from gateway.core.capture import CallShape, sighting
+    from gateway.prompts import utc_now
+    from tests.core.test_adoption import random_texts
+
+    path = tmp_path / "gateway.db"
+    now = utc_now()
+    batch = [
+        sighting("system", t, CallShape(None, None, None), now) for t in random_texts(1000, 300, 50)
+    ]
+    asyncio.run(SQLiteStore(path).record_captures(batch, limit=10_000))
+    gateway = start(provider, path, capture=True)
+    try:
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
+            began = time.monotonic()
+            listing = pool.submit(
+                client.get,
+                gateway.url + "/admin/adoption/candidates",
+                headers={"Authorization": f"Bearer {EDITOR}"},
+            )
+            healthy = 0
+            while not listing.done():
+                started = time.monotonic()
+                assert client.get(gateway.url + "/healthz").status_code == 200
+                assert time.monotonic() - started < 1.0
+                healthy += 1
+            assert healthy > 1
+            assert len(listing.result().json()) == 1000
+            assert time.monotonic() - began < 20
+    finally:
+        gateway.stop()
+
+
+def test_a_candidate_is_adopted_once(tmp_path: Path) -> None:
+    """A candidate an adopted prompt already serves (its template, or texts an adopted template
+    matches) is refused with a 409 naming that prompt, and listed with adopted_as."""
+    from datetime import UTC, datetime
+
+    from gateway.adoption import adopt_candidate, list_adopted
+    from gateway.core.capture import CallShape, sighting
+    from gateway.errors import VersionConflict
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        now = datetime(2025, 1, 1, tzinfo=UTC)
+        shape = CallShape("gpt-4o-mini", None, None)
+        texts = [SYSTEM.format(name=n, plan=p) for n, p in (("Ada", "Pro"), ("Bob", "Free"))]
+        await store.record_captures([sighting("system", t, shape, now) for t in texts], limit=99)
+        ((candidate, holder),) = await list_adopted(store)
+        assert holder is None
+        ids = iter(["v1", "v2"])
+        kwargs: dict[str, Any] = {"actor": "t", "clock": lambda: now, "new_id": lambda: next(ids)}
+        await adopt_candidate(store, candidate.id, "support", {}, **kwargs)
+        with pytest.raises(VersionConflict, match="'support'") as refused:
+            await adopt_candidate(store, candidate.id, "support_again", {}, **kwargs)
+        assert refused.value.status == 409
+        # One more text of the same template captured: a new literal candidate its template
+        # already matches.
+        third = SYSTEM.format(name="Carol", plan="Team")
+        await store.record_captures([sighting("developer", third, shape, now)], limit=99)
+        listed = {c.role: name for c, name in await list_adopted(store)}
+        assert listed == {"system": "support", "developer": "support"}
+        other = next(c for c, _ in await list_adopted(store) if c.role == "developer")
+        with pytest.raises(VersionConflict, match="'support'"):
+            await adopt_candidate(store, other.id, "overlap", {}, **kwargs)
+        assert "support_again" not in (await store.snapshot()).prompts
+
+    asyncio.run(scenario())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 
 from gateway.core.adoption import KEY_CHARS, build_index, plan_adopt
@@ -142,3 +145,23 @@ def test_an_empty_registry_has_an_empty_index() -> None:
     """No adopted prompts: the index is empty and matches nothing."""
     index = index_of(PromptState("x"))
     assert index.size == 0 and index.match("anything") is None
+
+
+def random_texts(count: int, words: int, vocabulary: int, seed: int = 13) -> list[str]:
+    rnd = random.Random(seed)
+    vocab = [
+        "".join(rnd.choices("abcdefghijklmnop", k=rnd.randint(2, 8))) for _ in range(vocabulary)
+    ]
+    return [" ".join(rnd.choices(vocab, k=words)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("vocabulary", [50, 100_000])
+def test_adoption_grouping_of_many_distinct_long_texts_is_bounded(vocabulary: int) -> None:
+    """1,000 distinct 300-word texts (from a tiny vocabulary, where every pair passes the cheap
+    prefilters, and from a large one) group within the budgets: each stays its own candidate."""
+    shape = CallShape(None, None, None)
+    prompts = [sighting("system", t, shape, T0) for t in random_texts(1000, 300, vocabulary)]
+    began = time.monotonic()
+    found = find_candidates(prompts, clock=time.monotonic)
+    assert time.monotonic() - began < 8
+    assert sum(c.texts for c in found) == 1000
