@@ -40,6 +40,7 @@ from gateway.errors import (
     GatewayError,
     InvalidBody,
     InvalidPromptVariables,
+    MissingPromptVariables,
     ModelNotRouted,
     NotFound,
     StoreUnavailable,
@@ -184,6 +185,8 @@ class GatewayService:
         self._clock = clock
         self._capture_prompts = settings.adoption.capture
         self._adoption_snapshot: RegistrySnapshot | None = None
+        self._unfillable: set[str] = set()
+        """Versions (labels) an adopted call could not be rendered with: logged once each."""
         self._adoption_index: AdoptionIndex = EMPTY_INDEX
         self._usage_refused: set[str] = set()
         self._reasoning: dict[str, bool] = {}
@@ -353,14 +356,29 @@ class GatewayService:
             )
         except NotFound:
             return
-        call.adopted = True
         call.user_key = user_key
         if resolved.version.id == match.template.version_id:
+            call.adopted = True
             call.resolved = resolved
             call.variables = match.values
             call.replaced_system = 0
             return
-        self._render(call, doc, resolved, match.values)
+        try:
+            self._render(call, doc, resolved, match.values)
+        except MissingPromptVariables:
+            # The version serving needs a value the app's text does not carry (a tested
+            # promotion cannot know): the unchanged app must not break, so its call goes out as
+            # it was sent, as when nothing of the prompt is servable. Logged once per version.
+            label = resolved.version.label
+            if label not in self._unfillable:
+                self._unfillable.add(label)
+                log.warning(
+                    "%s needs variables the adopted app's text does not carry; its calls go "
+                    "out as the app sent them",
+                    label,
+                )
+            return
+        call.adopted = True
 
     @property
     def routes_by_model(self) -> bool:

@@ -245,6 +245,28 @@ def test_adopt_reword_split_and_roll_back_without_touching_the_app(
             assert headers["x-prompt-version"] == "1.0.0"
             assert received(provider, tag) == app.sent[tag]
 
+        # 6. A tested promotion of a version that needs a value the app's text does not carry
+        # (region): the unchanged app is not broken, its calls go out as it sent them.
+        needs_region = REWORDED.replace("Be brief", "Region {{region}}. Be brief")
+        pushed = editor.post(
+            "/admin/prompts",
+            json={
+                "name": "acme-support",
+                "version": "1.2.0",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "system", "content": needs_region}],
+            },
+        )
+        assert pushed.status_code == 201, pushed.text
+        promoted = admin.post(
+            "/admin/prompts/acme-support/promote", json={"version": "1.2.0", "force": True}
+        )
+        assert promoted.status_code == 200, promoted.text
+        until(lambda: "x-prompt-version" not in app.ask("Probe", "Pro")[1])
+        tag, headers = app.ask("Region User", "Free")
+        assert "x-prompt-name" not in headers
+        assert received(provider, tag) == app.sent[tag]
+
         # A text that matches no template is untouched and not served as a prompt.
         raw = app.client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
