@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import orjson
 
 from gateway.core.adoption import EMPTY_INDEX, AdoptionIndex, Match, build_index
-from gateway.core.capture import system_texts
+from gateway.core.capture import system_texts, without_system_text
 from gateway.core.chat import (
     MODEL_ALIAS,
     PromptHeaders,
@@ -324,7 +324,7 @@ class GatewayService:
             for _, text in texts:
                 match = index.match(text)
                 if match is not None:
-                    self._adopt(call, doc, match, snapshot)
+                    self._adopt(call, doc, match, text, snapshot)
                     return
         if self._capture_prompts:
             call.system_texts = texts
@@ -337,7 +337,12 @@ class GatewayService:
         return self._adoption_index
 
     def _adopt(
-        self, call: Call, doc: Mapping[str, Any], match: Match, snapshot: RegistrySnapshot
+        self,
+        call: Call,
+        doc: Mapping[str, Any],
+        match: Match,
+        text: str,
+        snapshot: RegistrySnapshot,
     ) -> None:
         """Serve an unmanaged call whose system message matched an adopted template as a call
         of that prompt: resolved as any (override, experiment, environment), with the values
@@ -364,7 +369,11 @@ class GatewayService:
             call.replaced_system = 0
             return
         try:
-            self._render(call, doc, resolved, match.values)
+            # Only the message the prompt was adopted from is replaced: the app's other
+            # system/developer messages stay where they are.
+            rest = without_system_text(doc, call.operation, text)
+            self._render(call, rest, resolved, match.values, keep=True)
+            call.replaced_system = 1
         except MissingPromptVariables:
             # The version serving needs a value the app's text does not carry (a tested
             # promotion cannot know): the unchanged app must not break, so its call goes out as
@@ -416,8 +425,11 @@ class GatewayService:
         doc: Mapping[str, Any],
         resolved: Resolved,
         variables: Mapping[str, object],
+        *,
+        keep: bool | None = None,
     ) -> None:
-        """Render the resolved version with the variables and inject it into the body."""
+        """Render the resolved version with the variables and inject it into the body (`keep`:
+        the request's own system messages stay, whatever the version says)."""
         version = resolved.version
         api: Api = "chat" if call.operation == "chat" else "responses"
         values = coerce_request_variables(variables, api)
@@ -425,10 +437,10 @@ class GatewayService:
         call.variables = values
         reasoning = self._is_reasoning(version.model or doc.get("model"))
         if api == "chat":
-            injected = inject_chat(doc, rendered, version, reasoning=reasoning)
+            injected = inject_chat(doc, rendered, version, reasoning=reasoning, keep=keep)
             out = injected.body
         else:
-            injected = inject_responses(doc, rendered, version, reasoning=reasoning)
+            injected = inject_responses(doc, rendered, version, reasoning=reasoning, keep=keep)
             out = injected.body
         call.replaced_system = injected.replaced_system
         call.injected = True

@@ -133,6 +133,28 @@ def system_texts(body: Mapping[str, Any], operation: str) -> tuple[tuple[str, st
     return tuple(found)
 
 
+def without_system_text(body: Mapping[str, Any], operation: str, text: str) -> dict[str, Any]:
+    """`body` without the one system/developer message (or Responses `instructions`) whose text
+    is `text`, as `system_texts` reads it: the first such, the rest of the body untouched (an
+    adopted prompt replaces only the message it was adopted from)."""
+    out = dict(body)
+    if operation == "responses" and out.get("instructions") == text:
+        del out["instructions"]
+        return out
+    key = "input" if operation == "responses" else "messages"
+    items = out.get(key)
+    if isinstance(items, list):
+        for at, item in enumerate(items):
+            if (
+                isinstance(item, dict)
+                and item.get("role") in SYSTEM_ROLES
+                and _text(item.get("content")) == text
+            ):
+                out[key] = items[:at] + items[at + 1 :]
+                break
+    return out
+
+
 def _text(content: object) -> str | None:
     if isinstance(content, str):
         return content

@@ -104,19 +104,22 @@ def inject_chat(
     version: PromptVersion,
     *,
     reasoning: bool = False,
+    keep: bool | None = None,
 ) -> Injected:
     """A chat completions body with the rendered prompt in front and the version's parameters.
 
     The request's messages follow the rendered ones, in their own order. Its system/developer
     messages are dropped (and counted) unless the version says `client_system: keep`. The
     version's model, temperature and max_tokens replace the request's, spelled for the model
-    (`reasoning`: see `_apply_parameters`).
+    (`reasoning`: see `_apply_parameters`). `keep` overrides the version's `client_system`.
     """
     out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS}
     own = out.get("messages") or []
     if not isinstance(own, list):
         raise InvalidRequest("messages must be a list.", param="messages")
-    kept = own if version.client_system == "keep" else [m for m in own if not _is_system(m)]
+    if keep is None:
+        keep = version.client_system == "keep"
+    kept = own if keep else [m for m in own if not _is_system(m)]
     out["messages"] = [_message(m) for m in rendered] + kept
     _apply_parameters(out, version, _chat_max_tokens_field(body, reasoning), reasoning)
     return Injected(out, len(own) - len(kept))
@@ -128,6 +131,7 @@ def inject_responses(
     version: PromptVersion,
     *,
     reasoning: bool = False,
+    keep: bool | None = None,
 ) -> Injected:
     """A Responses API body with the rendered prompt as `instructions` and leading input items.
 
@@ -141,10 +145,11 @@ def inject_responses(
     `instructions` and system/developer input items are dropped (and counted), or with
     `client_system: keep` its instructions follow the rendered ones and its items stay. An
     `input` left alone keeps its shape; a string input becomes a user item only when items go
-    before it.
+    before it. `keep` overrides the version's `client_system`.
     """
     out = {k: v for k, v in body.items() if k not in PROMPT_FIELDS}
-    keep = version.client_system == "keep"
+    if keep is None:
+        keep = version.client_system == "keep"
     own = out.get("input")
     if own is not None and not isinstance(own, str | list):
         raise InvalidRequest("input must be a string or a list of items.", param="input")

@@ -205,6 +205,28 @@ def test_adopt_reword_split_and_roll_back_without_touching_the_app(
             {"role": "user", "content": "Where is my last invoice?"},
         ]
         assert headers["x-prompt-replaced-system"] == "1"
+        # Only the message the prompt was adopted from is replaced; the app's other system
+        # messages stay.
+        raw = app.client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": SYSTEM.format(name="Ann", plan="Pro")},
+                {"role": "system", "content": "Today is 2026-11-30. Ticket #4411 is open."},
+                {"role": "user", "content": "hi"},
+            ],
+            extra_headers={"x-app-call": "two-systems"},
+        )
+        assert raw.headers["x-prompt-version"] == "1.1.0"
+        assert httpx.Response(200, content=received(provider, "two-systems")).json()[
+            "messages"
+        ] == [
+            {
+                "role": "system",
+                "content": "Acme Cloud support for Ann (Pro plan). Be brief and kind.",
+            },
+            {"role": "system", "content": "Today is 2026-11-30. Ticket #4411 is open."},
+            {"role": "user", "content": "hi"},
+        ]
 
         # 4. An experiment between 1.0.0 and 1.1.0 splits the same app's users.
         created = editor.post(
