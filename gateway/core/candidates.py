@@ -286,6 +286,7 @@ class _Group:
             literals = tuple("".join(rep[a:b]) for is_var, a, b in segments if not is_var)
             spans = [(a, b) for is_var, a, b in segments if not is_var]
             values = tuple(_values(tokens, ops, spans) for _, tokens, ops in self.members)
+            literals, values = _literal_blanks(literals, values)
         variables = tuple(f"var{i + 1}" for i in range(len(literals) - 1))
         prompts = [p for p, _, _ in self.members]
         problem = None
@@ -318,6 +319,42 @@ class _Group:
             values=values,
             problem=problem,
         )
+
+
+def _literal_blanks(
+    literals: tuple[str, ...], values: tuple[tuple[str, ...], ...]
+) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """Whitespace every value of a variable starts or ends with belongs to the literal beside
+    it: the alignment can hand a space to the variable ("talk to {{var1}}(plan" with values
+    "Ada ", "Bob "), and a reworded version would then render "Bob ,". Moved back, the template
+    reads "talk to {{var1}} (plan" and the values "Ada", "Bob"."""
+    lits = list(literals)
+    columns = [list(column) for column in zip(*values, strict=True)] if values else []
+    for i, column in enumerate(columns):
+        if not column:
+            continue
+        tail = _common_blank(column, reverse=True)
+        if tail:
+            column[:] = [v[: len(v) - len(tail)] for v in column]
+            lits[i + 1] = tail + lits[i + 1]
+        head = _common_blank(column, reverse=False)
+        if head:
+            column[:] = [v[len(head) :] for v in column]
+            lits[i] = lits[i] + head
+    rows = tuple(tuple(row) for row in zip(*columns, strict=True)) if columns else values
+    return tuple(lits), rows
+
+
+def _common_blank(column: list[str], *, reverse: bool) -> str:
+    """The whitespace every value of `column` ends (`reverse`) or starts with."""
+    edges = [v[::-1] if reverse else v for v in column]
+    blank = ""
+    for chars in zip(*edges, strict=False):
+        first = chars[0]
+        if not first.isspace() or any(c != first for c in chars):
+            break
+        blank += first
+    return blank[::-1] if reverse else blank
 
 
 def _chars(tokens: list[str], start: int, end: int) -> int:

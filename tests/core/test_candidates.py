@@ -105,3 +105,31 @@ def test_last_seen_spans_the_group() -> None:
     b = sighting("system", SUPPORT.format(name="B", plan="Pro"), SHAPE, T0 + timedelta(hours=1))
     (candidate,) = find_candidates([a, b])
     assert (candidate.first_seen, candidate.last_seen) == (T0, T0 + timedelta(hours=1))
+
+
+def test_a_space_the_alignment_hands_to_a_variable_stays_literal() -> None:
+    """The tester's openai-node app: names of one and two words before "(plan ...)". The
+    alignment gave var1 the space before "(" ("Dana ", and a reworded version rendered "Dana
+    ,"); every value's shared edge whitespace belongs to the literal."""
+    text = "NODE app: you talk to {name} (plan {plan}). Stay short."
+    names = [
+        "Ada Lovelace",
+        "Bob",
+        "Chen Wei",
+        "Dana",
+        "Bob 7",
+        "Eve",
+        "Frank Li",
+        "Gus",
+        "Hal",
+        "Ivy",
+    ]
+    prompts = [
+        captured(text.format(name=n, plan="Gold" if i % 2 else "Basic"))
+        for i, n in enumerate(names)
+    ]
+    (candidate,) = find_candidates(prompts)
+    assert candidate.template == text.format(name="{{var1}}", plan="{{var2}}")
+    for value in candidate.values_as_dicts():
+        assert value["var1"] in names and value["var2"] in ("Gold", "Basic")
+    assert template_pattern(candidate.literals).fullmatch(text.format(name="Dana", plan="Gold"))
