@@ -42,6 +42,10 @@ class AdoptedTemplate:
     literals: tuple[str, ...]
     variables: tuple[str, ...]
     pattern: re.Pattern[str]
+    """Reads the values from a text's `matching_key`, by the literals' own keys."""
+    keys: tuple[str, ...]
+    """The literals with whitespace runs as one space, the first's start and the last's end
+    trimmed: what `matching_key` of a text holds around the values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +73,11 @@ class AdoptionIndex:
         self.size = len(templates)
         """How many templates are adopted (0: matching is skipped altogether)."""
         for t in templates:
+            keys = t.keys
             if not t.variables:
-                self._exact.setdefault(t.literals[0], t)
+                self._exact.setdefault(keys[0], t)
                 continue
-            head, tail = t.literals[0], t.literals[-1]
+            head, tail = keys[0], keys[-1]
             if len(head) >= KEY_CHARS and len(tail) >= KEY_CHARS:
                 key = (head[:KEY_CHARS], tail[-KEY_CHARS:])
                 self._both.setdefault(key, []).append(t)
@@ -84,7 +89,12 @@ class AdoptionIndex:
                 self._loose.append(t)
 
     def match(self, text: str) -> Match | None:
-        """The adopted template `text` matches, with its values; None when none does."""
+        """The adopted template `text` matches, with its values; None when none does.
+
+        Whitespace runs count as one space and the ends are trimmed, as in the fingerprint that
+        counted the calls (`capture.fingerprint`): every spelling that was counted is served.
+        The values are read from the text so collapsed."""
+        text = matching_key(text)
         exact = self._exact.get(text)
         if exact is not None:
             return Match(exact, {})
@@ -104,6 +114,12 @@ class AdoptionIndex:
 
 
 EMPTY_INDEX = AdoptionIndex([])
+_BLANKS = re.compile(r"\s+")
+
+
+def matching_key(text: str) -> str:
+    """`text` with every whitespace run as one space and its ends trimmed."""
+    return _BLANKS.sub(" ", text).strip()
 
 
 def _first(templates: list[AdoptedTemplate], text: str) -> Match | None:
@@ -126,8 +142,12 @@ def build_index(snapshot: RegistrySnapshot) -> AdoptionIndex:
             continue
         parts = version.template.messages[0].parts
         literals, variables = parts[0::2], parts[1::2]
+        keys = [_BLANKS.sub(" ", literal) for literal in literals]
+        keys[0], keys[-1] = keys[0].lstrip(), keys[-1].rstrip()
         templates.append(
-            AdoptedTemplate(name, version.id, literals, variables, template_pattern(literals))
+            AdoptedTemplate(
+                name, version.id, literals, variables, template_pattern(keys), tuple(keys)
+            )
         )
     return AdoptionIndex(templates)
 

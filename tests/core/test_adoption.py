@@ -113,6 +113,36 @@ def test_matching_reads_values_and_misses_other_texts() -> None:
     assert index.match("") is None
 
 
+def test_whitespace_variants_counted_together_are_served_together() -> None:
+    """Capture counts texts that differ only in whitespace as one (the fingerprint collapses
+    it); matching does too, so every spelling that was counted is served."""
+    (literal,) = find_candidates(
+        [
+            sighting("system", "Fixed prompt  with two spaces here.", SHAPE, T0, 3),
+            sighting("system", "Fixed prompt with two spaces here.", SHAPE, T0, 5),
+        ]
+    )
+    assert literal.count == 8
+    fixed = adopted(
+        "fixed", plan_adopt(PromptState("fixed"), literal, {}, new_id="f", actor="a", now=T0)
+    )
+    acme = adopted(
+        "acme",
+        plan_adopt(PromptState("acme"), candidate(), {}, new_id="i", actor="a", now=T0),
+    )
+    index = index_of(fixed, acme)
+    for text in (
+        "Fixed prompt  with two spaces here.",
+        "Fixed prompt with two spaces here.",
+        " Fixed prompt\nwith two spaces here.\n",
+    ):
+        found = index.match(text)
+        assert found is not None and found.template.name == "fixed", text
+    spaced = TEXT.format(name="Grace  Hopper", plan="Team").replace(". The", ".\n\nThe")
+    found = index.match(spaced)
+    assert found is not None and found.values == {"var1": "Grace Hopper", "var2": "Team"}
+
+
 @pytest.mark.parametrize(
     "text",
     [
