@@ -270,6 +270,12 @@ class GatewayApp:
         await self.litestar(scope, receive, send)
 
     @property
+    def routes(self) -> list[Any]:
+        """Litestar's routes (the proxy's mount at /v1 among them)."""
+        routes: list[Any] = self.litestar.routes
+        return routes
+
+    @property
     def on_startup(self) -> list[Any]:
         """Litestar's startup hooks (run by the lifespan)."""
         hooks: list[Any] = self.litestar.on_startup
