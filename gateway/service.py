@@ -33,7 +33,12 @@ from gateway.core.jsondepth import check_depth
 from gateway.core.model import PromptVersion, RegistrySnapshot
 from gateway.core.paths import upstream_path, without_key_parameters
 from gateway.core.quirks import is_reasoning_model
-from gateway.core.rendering import Api, coerce_request_variables, render_request
+from gateway.core.rendering import (
+    Api,
+    RenderedMessage,
+    coerce_request_variables,
+    render_request,
+)
 from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import Outcome
 from gateway.errors import (
@@ -78,6 +83,8 @@ _DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _WANTED = frozenset({b"x-user-id", b"x-session-id", b"traceparent", b"tracestate"})
 SESSION_ID_MAX = 256
+RENDERED_MAX = 4096
+"""Renderings kept by `GatewayService._rendering` before the cache is emptied."""
 """Characters of X-Session-Id kept for session.id."""
 # Where clients put a provider key: OpenAI's Authorization, Azure's api-key, Anthropic's and
 # others' x-api-key, Google's x-goog-api-key.
@@ -189,9 +196,13 @@ class GatewayService:
         """Versions (labels) an adopted call could not be rendered with: logged once each."""
         self._adoption_index: AdoptionIndex = EMPTY_INDEX
         self._usage_refused: set[str] = set()
+        """Providers that answered 400 to stream_options: never sent it again."""
         self._reasoning: dict[str, bool] = {}
         """Whether each model seen takes reasoning-model parameters, decided once."""
-        """Providers that answered 400 to stream_options: never sent it again."""
+        self._rendered: dict[
+            tuple[object, ...], tuple[Mapping[str, object], tuple[RenderedMessage, ...]]
+        ] = {}
+        """Recent renderings by version id, API and text values (see `_rendering`)."""
 
     def arrive(
         self,
@@ -432,8 +443,7 @@ class GatewayService:
         the request's own system messages stay, whatever the version says)."""
         version = resolved.version
         api: Api = "chat" if call.operation == "chat" else "responses"
-        values = coerce_request_variables(variables, api)
-        rendered = render_request(version.template, values, version.label, api)
+        values, rendered = self._rendering(version, api, variables)
         call.variables = values
         reasoning = self._is_reasoning(version.model or doc.get("model"))
         if api == "chat":
@@ -448,6 +458,29 @@ class GatewayService:
         call.request = out
         call.model = out.get("model") if isinstance(out.get("model"), str) else None
         call.body = orjson.dumps(out)
+
+    def _rendering(
+        self, version: PromptVersion, api: Api, variables: Mapping[str, object]
+    ) -> tuple[Mapping[str, object], tuple[RenderedMessage, ...]]:
+        """The coerced variables and the rendered messages, made once per version, API and
+        values when every value is text (the common case: the same company, locale, tools from
+        call to call), else each time. Neither is changed by anyone after this."""
+        key: tuple[object, ...] | None = (version.id, api, *variables.items())
+        for value in variables.values():
+            if type(value) is not str:  # 1 == True == 1.0 as keys, yet they render apart
+                key = None
+                break
+        if key is not None:
+            found = self._rendered.get(key)
+            if found is not None:
+                return found
+        values = coerce_request_variables(variables, api)
+        made = (values, render_request(version.template, values, version.label, api))
+        if key is not None:
+            if len(self._rendered) >= RENDERED_MAX:  # bounded: values come from clients
+                self._rendered.clear()
+            self._rendered[key] = made
+        return made
 
     def _is_reasoning(self, model: object) -> bool:
         """Whether the model a managed call is sent with takes reasoning-model parameters.

@@ -21,7 +21,6 @@ What the relay guarantees (PRODUCT §7):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -442,13 +441,18 @@ def _estimates_usage(call: Call) -> bool:
 def _json_outcome(headers: Headers, body: bytes) -> Outcome:
     """What a JSON answer says (usage, ids, text); read from a decoded copy when compressed."""
     outcome = Outcome()
-    with contextlib.suppress(orjson.JSONDecodeError, ValueError, *DecodeError):
+    try:  # not contextlib.suppress: its object and calls cost more than the rest, per call
         encoding = _header(headers, b"content-encoding")
         if encoding:  # a provider that compressed anyway
             codec = codec_of(encoding)
             body = Recoder(codec).decode(body) if codec else body
         read_body(orjson.loads(body), outcome, keep_text=True)
+    except _UNREADABLE:
+        pass
     return outcome
+
+
+_UNREADABLE = (orjson.JSONDecodeError, ValueError, *DecodeError)
 
 
 def _header(headers: Headers, name: bytes) -> str:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PromptInfo:
-    """Which managed prompt produced the call, and how it was chosen."""
+    """Which managed prompt produced the call, and how it was chosen. Read-only by convention
+    (not `frozen`: see CallRecord)."""
 
     name: str
     version: str
@@ -29,9 +30,15 @@ class PromptInfo:
     template of one (PRODUCT §14)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRecord:
-    """Everything known about one finished call. Built once; every observer reads the same."""
+    """Everything known about one finished call. Built once; every observer reads the same, and
+    none changes it.
+
+    Not `frozen`: a frozen dataclass sets each field through `object.__setattr__`, which made
+    building this record of 38 fields cost 6.6 µs per call (0.5 µs now); change one with
+    `dataclasses.replace`.
+    """
 
     request_id: str
     trace_id: str | None

@@ -15,6 +15,8 @@ MAX_SERIES = 2000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 Labels = tuple[str, ...]
+_Key = tuple[str, str | None, int, str, str, str, str, str]
+_Series = tuple[Labels, list[float], list[float], Labels, Labels, Labels, Labels]
 
 
 def _escape(value: str) -> str:
@@ -59,6 +61,16 @@ class Histogram:
             series = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
         series[bisect.bisect_left(self.buckets, value)] += 1
         series[-1] += value
+
+    def series_for(self, labels: Labels) -> list[float]:
+        """The bucket counts, +Inf count and sum of a label set (made empty when new), to
+        update in place as `observe` does."""
+        series = self.series.get(labels)
+        if series is None:
+            if len(self.series) >= MAX_SERIES:
+                labels = ("other",) * len(labels)
+            series = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        return series
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
@@ -118,6 +130,7 @@ class Metrics:
         self._dropped_exposures = dropped_exposures
         self._dropped_captures = dropped_captures
         self._registry_stale = registry_stale
+        self._series: dict[_Key, _Series] = {}
         self.requests = Counter(
             "gateway_requests_total",
             "Proxied calls.",
@@ -156,32 +169,64 @@ class Metrics:
     def call_finished(self, record: CallRecord) -> None:
         prompt = record.prompt
         model = record.response_model or record.request_model or ""
-        route = "invalid" if record.error_type == "invalid_path" else route_label(record.route)
-        self.requests.inc(
-            (
-                route,
-                str(record.status),
-                record.provider,
-                model,
-                prompt.name if prompt else "",
-                prompt.version if prompt else "",
-                prompt.variant if prompt else "",
-            )
+        key = (
+            record.route,
+            record.error_type,
+            record.status,
+            record.provider,
+            model,
+            prompt.name if prompt else "",
+            prompt.version if prompt else "",
+            prompt.variant if prompt else "",
         )
-        self.duration.observe((route, record.provider), record.duration_s)
-        self.overhead.observe((route,), record.overhead_ms / 1000)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series_for(key)
+        requests, duration, overhead, route_provider, provider_model, inputs, outputs = series
+        values = self.requests.values
+        values[requests] = values.get(requests, 0.0) + 1.0
+        value = record.duration_s
+        duration[bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        duration[-1] += value
+        value = record.overhead_ms / 1000
+        overhead[bisect.bisect_left(OVERHEAD_BUCKETS, value)] += 1
+        overhead[-1] += value
         if record.time_to_first_chunk_s is not None:
-            self.first_chunk.observe((route, record.provider), record.time_to_first_chunk_s)
+            self.first_chunk.observe(route_provider, record.time_to_first_chunk_s)
         if record.input_tokens:
-            self.tokens.inc(("input", record.provider, model), record.input_tokens)
+            self.tokens.inc(inputs, record.input_tokens)
         if record.output_tokens:
-            self.tokens.inc(("output", record.provider, model), record.output_tokens)
+            self.tokens.inc(outputs, record.output_tokens)
         if record.cost_usd:
-            self.cost.inc((record.provider, model), record.cost_usd)
-        if record.error_type is not None and record.error_type.startswith("upstream_"):
-            self.upstream_errors.inc((record.error_type.removeprefix("upstream_"), record.provider))
-        elif record.status >= 500 and record.error_type is not None:
-            self.upstream_errors.inc(("status_" + str(record.status), record.provider))
+            self.cost.inc(provider_model, record.cost_usd)
+        error_type = record.error_type
+        if error_type is not None:
+            if error_type.startswith("upstream_"):
+                self.upstream_errors.inc((error_type.removeprefix("upstream_"), record.provider))
+            elif record.status >= 500:
+                self.upstream_errors.inc(("status_" + str(record.status), record.provider))
+
+    def _series_for(self, key: _Key) -> _Series:
+        """The label sets and histogram series of one kind of call, looked up once: calls of
+        the same route, status, provider, model and prompt version update them directly."""
+        raw_route, error_type, status, provider, model, name, version, variant = key
+        route = "invalid" if error_type == "invalid_path" else route_label(raw_route)
+        requests: Labels = (route, str(status), provider, model, name, version, variant)
+        if requests not in self.requests.values and len(self.requests.values) >= MAX_SERIES:
+            requests = ("other",) * len(requests)
+        series = (
+            requests,
+            self.duration.series_for((route, provider)),
+            self.overhead.series_for((route,)),
+            (route, provider),
+            (provider, model),
+            ("input", provider, model),
+            ("output", provider, model),
+        )
+        if len(self._series) >= MAX_SERIES:  # bounded: model names come from clients
+            self._series.clear()
+        self._series[key] = series
+        return series
 
     def render(self) -> str:
         """The Prometheus text exposition format (version 0.0.4)."""
