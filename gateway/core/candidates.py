@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from difflib import SequenceMatcher
 
-from gateway.core.capture import CallShape, CapturedPrompt
+from gateway.core.capture import CallShape, CapturedPrompt, calls_per_model
 from gateway.core.rendering import PLACEHOLDER
 
 MAX_DIFFERING_SHARE = 0.3
@@ -92,11 +92,7 @@ class Candidate:
     @property
     def models(self) -> dict[str, int]:
         """Calls per model."""
-        found: dict[str, int] = {}
-        for shape, count in self.shapes.items():
-            if shape.model is not None:
-                found[shape.model] = found.get(shape.model, 0) + count
-        return found
+        return calls_per_model(self.shapes)
 
 
 def template_text(literals: Sequence[str], variables: Sequence[str]) -> str:

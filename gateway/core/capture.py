@@ -54,11 +54,16 @@ class CapturedPrompt:
     @property
     def models(self) -> dict[str, int]:
         """Calls per model (calls without a model are left out)."""
-        found: dict[str, int] = {}
-        for shape, count in self.shapes.items():
-            if shape.model is not None:
-                found[shape.model] = found.get(shape.model, 0) + count
-        return found
+        return calls_per_model(self.shapes)
+
+
+def calls_per_model(shapes: Mapping[CallShape, int]) -> dict[str, int]:
+    """Calls per model of the call shapes counted (calls without a model are left out)."""
+    found: dict[str, int] = {}
+    for shape, count in shapes.items():
+        if shape.model is not None:
+            found[shape.model] = found.get(shape.model, 0) + count
+    return found
 
 
 def fingerprint(text: str) -> str:
