@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
@@ -28,6 +29,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import File, Redirect, Template
 
+from gateway.adoption import adopt_candidate, candidate_to_dict, list_adopted
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import FORCE_ROLE, Authenticator, Principal, require, role_for
 from gateway.core.diffing import side_by_side
@@ -69,6 +71,7 @@ UI_ACTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("POST", "/ui/experiments/{id}/stop"): ("POST", "/admin/experiments/{id}/stop"),
     ("POST", "/ui/experiments/{id}/conclude"): ("POST", "/admin/experiments/{id}/conclude"),
+    ("POST", "/ui/adoption/adopt"): ("POST", "/admin/adoption/adopt"),
     ("POST", "/ui/sign-out"): ("GET", "/admin/prompts"),
 }
 """Each console POST -> the admin route whose use case it calls; it needs that route's role
@@ -544,6 +547,57 @@ def console_router(
 
         return await experiment_acting(request, id, work)
 
+    # ---- adoption -----------------------------------------------------------------------------
+
+    async def adoption_view(
+        request: Request[Any, Any, Any], status: int = 200, **extra: Any
+    ) -> Template:
+        found = await list_adopted(store)  # grouping runs in a worker thread
+        return page(
+            request,
+            "adoption.html.j2",
+            status,
+            candidates=[candidate_to_dict(c, name) for c, name in found],
+            capture=settings.adoption.capture,
+            editor=ui_role("POST", "/ui/adoption/adopt"),
+            **extra,
+        )
+
+    @get("/adoption")
+    async def adoption_page(request: Request[Any, Any, Any]) -> Template:
+        """Hard-coded system prompts captured on unmanaged calls, grouped into candidates
+        (PRODUCT §14), and for editors a form to adopt each adoptable one."""
+        return await adoption_view(request)
+
+    @post("/adoption/adopt", status_code=303)
+    async def adopt(request: Request[Any, Any, Any]) -> Response[Any]:
+        """Adopt the candidate in the form as a new prompt (the admin route's use case); then
+        its page. The form's `var.<name>` fields rename the template's variables."""
+        form = await request.form()
+        candidate, name = str(form.get("candidate") or ""), str(form.get("name") or "").strip()
+        renames = {
+            key[4:]: str(value).strip()
+            for key, value in form.items()
+            if key.startswith("var.") and str(value).strip() and str(value).strip() != key[4:]
+        }
+        try:
+            await adopt_candidate(
+                store,
+                candidate,
+                name,
+                renames,
+                actor=actor(request, "adopt", f"{candidate} as {name}"),
+                clock=utc_now,
+                new_id=lambda: uuid.uuid4().hex,
+            )
+        except GatewayError as exc:
+            return await adoption_view(
+                request, exc.status, error=exc.message, tried=candidate, tried_name=name
+            )
+        response = Redirect(f"/ui/prompts/{quote(name)}?done=adopted", status_code=303)
+        wrote(request, response, name)
+        return response
+
     # ---- audit --------------------------------------------------------------------------------
 
     @get("/audit")
@@ -615,6 +669,8 @@ def console_router(
             stop,
             conclude,
             audit_page,
+            adoption_page,
+            adopt,
         ],
         guards=[guard],
         include_in_schema=False,
