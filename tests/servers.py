@@ -413,6 +413,9 @@ class ServedGateway:
             http=protocol_factory(ServerLimits()),  # type: ignore[arg-type]
             log_level="warning",
             access_log=False,
+            # A test's client that left a request running (a stream it never read to the end)
+            # must not hold the shutdown: uvicorn waits for every connection without a bound.
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
