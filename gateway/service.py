@@ -834,11 +834,18 @@ def _splice_usage(body: bytes, doc: Mapping[str, Any]) -> bytes:
 
 
 def new_request_id(incoming: str | None) -> str:
-    """The client's X-Request-Id when it is sane, else a fresh one: 128 random bits from the
-    operating system's generator (unguessable: a request id is what feedback is posted for)."""
+    """The client's X-Request-Id when it is sane, else a fresh one, `req_` and 44 hex digits:
+    the time in milliseconds since the Unix epoch (12 digits), then 128 random bits from the
+    operating system's generator (unguessable: a request id is what feedback is posted for).
+
+    Time first, as in UUIDv7 (RFC 9562 §5.7): ids sort by creation, so the stores' request id
+    indexes take each batch of exposures at their end instead of at random places. With
+    random ids a batch touched one index page per exposure, and writing it cost about 30 µs of
+    CPU per exposure on SQLite; time-ordered, about 6 µs (benchmarks/README.md).
+    """
     if incoming and len(incoming) <= 128 and incoming.isascii() and incoming.isprintable():
         return incoming
-    return "req_" + _random_bytes.take(16).hex()
+    return f"req_{time.time_ns() // 1_000_000:012x}{_random_bytes.take(16).hex()}"
 
 
 class _RandomBytes:
