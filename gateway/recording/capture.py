@@ -15,14 +15,13 @@ kept and retried; new sightings keep counting up to the bound.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.core.capture import CallShape, CapturedPrompt, fingerprint, merge
 from gateway.errors import StoreUnavailable
+from gateway.recording.batches import BatchWriter
 from gateway.stores.base import CaptureStore
 from gateway.telemetry.events import CallRecord
 
@@ -42,19 +41,20 @@ class _Seen:
     shapes: dict[CallShape, int] = field(default_factory=dict)
 
 
-class CaptureRecorder:
+class CaptureRecorder(BatchWriter):
     """Counts system prompts of unmanaged calls; a background task writes them in batches."""
+
+    what = "captured prompts"
 
     def __init__(
         self, store: CaptureStore, *, limit: int, queue_size: int, flush_interval: float
     ) -> None:
+        super().__init__(flush_interval=flush_interval, max_backoff=MAX_BACKOFF)
         self._store = store
         self._limit = limit
         self._queue_size = queue_size
-        self._flush_interval = flush_interval
         self._seen: dict[str, _Seen] = {}
         self._pending: list[CapturedPrompt] = []
-        self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         """Sightings lost: the table was full, or the store never took them before shutdown."""
 
@@ -81,18 +81,9 @@ class CaptureRecorder:
 
     # ---- the writer ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the background writer (in the running event loop)."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-
     async def stop(self) -> None:
         """Write what is counted (one try), then stop; what the store refuses is counted lost."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.cancel()
         try:
             await self.flush()
         except StoreUnavailable as exc:
@@ -108,28 +99,12 @@ class CaptureRecorder:
             await self._store.record_captures(self._pending, limit=self._limit)
             self._pending = []
 
-    async def _run(self) -> None:
-        delay = self._flush_interval
-        down = False
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self.flush()
-            except StoreUnavailable as exc:
-                if not down:
-                    log.error("cannot write captured prompts, retrying: %s", exc.message)
-                down = True
-                delay = min(delay * 2, MAX_BACKOFF)
-                continue
-            except Exception:  # a bug must not end capture for the life of the process
-                log.exception("writing captured prompts failed; the batch is dropped")
-                self.dropped += sum(p.count for p in self._pending)
-                self._pending = []
-                continue
-            if down:
-                log.info("captured prompts are written again")
-            down = False
-            delay = self._flush_interval
+    async def write_batch(self) -> None:
+        await self.flush()
+
+    def drop_pending(self) -> None:
+        self.dropped += sum(p.count for p in self._pending)
+        self._pending = []
 
     def _take(self) -> None:
         """Move the counted texts into the pending batch (merged by fingerprint)."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from gateway.core.outcomes import Exposure, Feedback
 from gateway.errors import StoreUnavailable
+from gateway.recording.batches import BatchWriter
 from gateway.stores.base import OutcomeStore
 from gateway.telemetry.events import CallRecord
 
@@ -32,20 +33,21 @@ and a larger index only costs memory and cache on every call."""
 MAX_BACKOFF = 5.0
 
 
-class OutcomeRecorder:
+class OutcomeRecorder(BatchWriter):
     """Queues exposures and feedback; a background task writes them in batches."""
 
+    what = "experiment outcomes"
+
     def __init__(self, store: OutcomeStore, *, queue_size: int, flush_interval: float) -> None:
+        super().__init__(flush_interval=flush_interval, max_backoff=MAX_BACKOFF)
         self._store = store
         self._queue: deque[Exposure | Feedback] = deque()
         self._queue_size = queue_size
-        self._flush_interval = flush_interval
         self._recent: dict[str, Exposure] = {}
         self._recent_order: deque[str] = deque()
         """The recent index's keys, oldest first: deleting a dict's first key again and again
         leaves holes its iteration must skip, so the order is kept here."""
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._pending: list[Exposure | Feedback] = []
         self.dropped_exposures = 0
         """Exposures lost: the queue was full, or the store never took them before shutdown."""
@@ -101,18 +103,9 @@ class OutcomeRecorder:
 
     # ---- the writer ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the background writer (in the running event loop)."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-
     async def stop(self) -> None:
         """Write what is queued (one try), then stop. What the store refuses is counted lost."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.cancel()
         while self._pending or self._queue:
             if not self._pending:
                 self._take()
@@ -132,38 +125,26 @@ class OutcomeRecorder:
                 self._take()
             await self._write()
 
-    async def _run(self) -> None:
-        backoff = self._flush_interval
-        down = False
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
-            self._wake.clear()
-            try:
-                # One batch per tick (more only while full batches wait): a write takes time,
-                # and what arrives meanwhile waits for the next tick, so batches stay large and
-                # the cost of a write (a transaction, a thread hand-off) is shared by many.
-                if not self._pending:
-                    self._take()
-                if self._pending:
-                    await self._write()
-                if len(self._queue) >= BATCH_SIZE:
-                    self._wake.set()
-            except StoreUnavailable as exc:
-                if not down:
-                    log.error("cannot write experiment outcomes, retrying: %s", exc.message)
-                down = True
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            except Exception:  # a bug must not end recording for the life of the process
-                log.exception("writing experiment outcomes failed; the batch is dropped")
-                self.dropped_exposures += sum(isinstance(i, Exposure) for i in self._pending)
-                self._pending.clear()
-                continue
-            if down:
-                log.info("experiment outcomes are written again")
-            down = False
-            backoff = self._flush_interval
+    async def wait(self, seconds: float) -> None:
+        """Until the tick, or sooner when a full batch waits."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def write_batch(self) -> None:
+        # One batch per tick (more only while full batches wait): a write takes time, and what
+        # arrives meanwhile waits for the next tick, so batches stay large and the cost of a
+        # write (a transaction, a thread hand-off) is shared by many.
+        if not self._pending:
+            self._take()
+        if self._pending:
+            await self._write()
+        if len(self._queue) >= BATCH_SIZE:
+            self._wake.set()
+
+    def drop_pending(self) -> None:
+        self.dropped_exposures += sum(isinstance(i, Exposure) for i in self._pending)
+        self._pending.clear()
 
     def _take(self) -> None:
         queue = self._queue
