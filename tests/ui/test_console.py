@@ -1,8 +1,8 @@
 """The console in a real browser: headless Chromium (Debian's package) against `gateway serve`.
 
 Each test reads as a user story: sign in, click, see. Elements are found by role and label.
-Screenshots of every page land in the test's output folder (and in $CONSOLE_SCREENSHOTS when
-set, which is how docs/ got its pictures). Without chromium the tests skip on a workstation and
+Screenshots of every page land in the test's output folder (docs/ gets its pictures from
+docs/screenshots.py, on richer data). Without chromium the tests skip on a workstation and
 fail in CI (`CI` set), so a CI machine that lost the browser cannot pass silently.
 """
 
@@ -223,11 +223,8 @@ def sign_in(page: Any, role: str) -> None:
 
 
 def shoot(page: Any, name: str) -> None:
-    """Save a screenshot to the test's folder (and to $CONSOLE_SCREENSHOTS when set)."""
-    path = page.shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("CONSOLE_SCREENSHOTS"):
-        shutil.copy(path, Path(os.environ["CONSOLE_SCREENSHOTS"]) / f"console-{name}.png")
+    """Save a screenshot to the test's folder."""
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
 
 
 def accessible(page: Any) -> None:
