@@ -88,21 +88,21 @@ async def store_reads(path: Path) -> None:
     """What the Experiment page's cold view reads, timed apart (median of 5)."""
     store = SQLiteStore(path)
     for name, read in (
-        ("arm_totals", lambda: store.arm_totals(EXPERIMENT.id, "user_satisfaction")),
+        ("store.arm_totals", lambda: store.arm_totals(EXPERIMENT.id, "user_satisfaction")),
         (
-            "experiment_results (arm_totals and the statistics)",
+            "experiment_results (store.arm_totals and the statistics)",
             lambda: experiment_results(store, EXPERIMENT.id, ExperimentSettings()),
         ),
-        ("period_totals", lambda: store.period_totals(EXPERIMENT.id, "user_satisfaction")),
-        ("last_changes", store.last_changes),
-        ("snapshot (whole store)", store.snapshot),
+        ("store.period_totals", lambda: store.period_totals(EXPERIMENT.id, "user_satisfaction")),
+        ("store.last_changes", store.last_changes),
+        ("store.snapshot (whole store)", store.snapshot),
     ):
         times = []
         for _ in range(5):
             start = time.perf_counter()
             await read()
             times.append((time.perf_counter() - start) * 1000)
-        print(f"store.{name}: {statistics.median(times):.1f} ms (median of 5)")
+        print(f"{name}: {statistics.median(times):.1f} ms (median of 5)")
     await store.close()
 
 
