@@ -1,8 +1,9 @@
 """The experiments' use cases: results and conclusion, shared by the command line and the API.
 
-Results read the experiment and its per-unit aggregates from the store and hand them to the pure
-statistics (`core/stats.py`); concluding stops the experiment and, when the results recommend the
-treatment, promotes it through the normal gate, as one audited change.
+Results read the experiment and its arms' sums over their units from the store (which computes
+them where the units are) and hand them to the pure statistics (`core/stats.py`); concluding
+stops the experiment and, when the results recommend the treatment, promotes it through the
+normal gate, as one audited change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 
 from gateway.core import registry as plans
 from gateway.core.model import Experiment
-from gateway.core.stats import ExperimentResults, analyze
+from gateway.core.stats import ExperimentResults, analyze_totals
 from gateway.errors import ExperimentNotFound
 from gateway.prompts import did_you_mean
 from gateway.settings import ExperimentSettings
@@ -62,12 +63,13 @@ async def experiment_results(
             "gateway experiments list",
             param="id",
         )
-    units = await store.unit_outcomes(experiment_id, experiment.metric)
-    # CPU work on every unit: off the event loop's thread, so a server keeps serving meanwhile.
+    control, treatment = await store.arm_totals(experiment_id, experiment.metric)
+    # scipy's distributions take a few milliseconds: off the event loop that serves calls.
     return await asyncio.to_thread(
-        analyze,
+        analyze_totals,
         experiment,
-        units,
+        control,
+        treatment,
         alpha=settings.alpha,
         min_units=settings.min_users_per_variant,
     )

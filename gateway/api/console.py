@@ -79,7 +79,8 @@ UI_ACTIONS: dict[tuple[str, str], tuple[str, str]] = {
 
 RESULTS_TTL = 5.0
 """Seconds the Experiment page reuses an experiment's results as they are: computing them costs
-time in users (about 0.4 s for 100,000), so a page viewed again, or by several people, answers at
+the store a pass over the units (for 100,000 users, about 45 ms in SQLite; Redis sends every unit
+to be summed in Python, some 0.4 s), so a page viewed again, or by several people, answers at
 once. Concluding always computes them afresh."""
 
 RESULTS_STALE = 120.0

@@ -4,7 +4,8 @@ The unit of analysis is the user (the hash of the user key); a call assigned at 
 key) is a unit of its own, keyed by its request id. Every call served while an experiment runs is
 an `Exposure`; apps report outcomes the gateway cannot see as `Feedback` (`POST /v1/feedback`).
 Stores keep, per experiment, arm and unit, the running sums that results need (`UnitOutcome`),
-so results cost time in units, not in requests.
+so results cost time in units, not in requests; a store sums those per arm itself (`ArmTotals`),
+so results cost the store one pass over the units and Python nothing per unit.
 """
 
 from __future__ import annotations
@@ -83,6 +84,32 @@ class UnitOutcome:
     def mean(self) -> float | None:
         """The unit's own mean of the metric, None without a value."""
         return self.total / self.count if self.count else None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTotals:
+    """One arm of an experiment summed over its units: all that results need of one metric.
+
+    `mean` and `squared_deviations` are over the units with a value, each weighing its own
+    mean (`UnitOutcome.mean`); the arm's sample variance is `squared_deviations / (with_value -
+    1)`. Two passes over the units (the mean, then the deviations from it) keep the variance as
+    exact as computing it from the units' means would, whatever the size of the mean.
+    """
+
+    users: int
+    """Units exposed in the arm, with or without a value."""
+    requests: int
+    """Exposures of those units."""
+    with_value: int
+    """Units with at least one value of the metric."""
+    mean: float | None
+    """Mean over those units of each unit's mean, in the metric's unit; None when there is none."""
+    squared_deviations: float | None
+    """Sum over those units of (unit mean - `mean`)²; None when there is none."""
+
+
+NO_UNITS = ArmTotals(0, 0, 0, None, None)
+"""An arm nobody was exposed in."""
 
 
 @dataclass(frozen=True, slots=True)

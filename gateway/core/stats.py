@@ -1,9 +1,13 @@
 """An experiment's results from per-unit aggregates: arm means, their difference, a test, SRM.
 
-`analyze(experiment, units, alpha=..., min_units=...)` turns one `UnitOutcome` per unit (a user)
-into the frozen `ExperimentResults` whose `to_json()` is the results object of PRODUCT §11.
+`analyze_totals(experiment, control, treatment, alpha=..., min_units=...)` turns each arm's sums
+over its units (`ArmTotals`: units, requests, units with a value, the mean of their means and the
+sum of squared deviations from it, which a store computes where the units are) into the frozen
+`ExperimentResults` whose `to_json()` is the results object of PRODUCT §11. `analyze(experiment,
+units, ...)` is the same from one `UnitOutcome` per unit, summed here (`arm_totals`).
 The unit of analysis is the unit: each unit's own mean (`total / count`) is one observation, so a
-chatty user weighs as much as a quiet one.
+chatty user weighs as much as a quiet one. Those sums are sufficient statistics: Welch's test,
+the z-test, every interval and the SRM check need nothing else.
 
 Sources: Welch's t-test and its degrees of freedom (Welch 1947, "The generalization of Student's
 problem when several different population variances are involved"; Satterthwaite 1946); the
@@ -41,7 +45,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.core.model import Experiment
-from gateway.core.outcomes import BINARY_METRICS, DIRECTIONS, Direction, UnitOutcome
+from gateway.core.outcomes import (
+    BINARY_METRICS,
+    DIRECTIONS,
+    ArmTotals,
+    Direction,
+    UnitOutcome,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -170,29 +180,24 @@ def analyze(
     alpha: float,
     min_units: int,
 ) -> ExperimentResults:
-    """Results of `experiment` from one `UnitOutcome` per (arm, unit) of its metric.
+    """Results of `experiment` from one `UnitOutcome` per (arm, unit) of its metric: the
+    definition that `analyze_totals` computes from a store's per-arm sums.
 
     `units` holds every exposed unit, with `count == 0` for those without a value (they count
-    in `users`, `requests` and the SRM check, not in means). Metric values are in the metric's
-    own unit (ms for latency, USD for cost_per_task, 0/1 for task_completion, 0..5 for
-    user_satisfaction). `alpha` is the two-sided significance threshold of the recommendation;
-    `min_units` the units with a value each arm needs before anything but `keep_running`.
+    in `users`, `requests` and the SRM check, not in means). Raises ValueError on an unknown
+    variant, and as `analyze_totals` does. Time is linear in `len(units)`: 100,000 units take
+    tens of milliseconds.
+    """
+    control, treatment = arm_totals(units)
+    return analyze_totals(experiment, control, treatment, alpha=alpha, min_units=min_units)
 
-    The recommendation is `keep_running` on a sample ratio mismatch, while either arm has fewer
-    than `min_units` units with a value, or when p >= alpha or p is None; otherwise the arm the
-    metric's direction prefers. SRM is checked first: it means the data are broken, which waiting
-    for more units will not mend. Raises ValueError on an unknown metric or variant, or an alpha
-    outside (0, 1). Time is linear in `len(units)`: 100,000 units take tens of milliseconds.
+
+def arm_totals(units: Sequence[UnitOutcome]) -> tuple[ArmTotals, ArmTotals]:
+    """The control and treatment `ArmTotals` of per-unit outcomes (numpy, two passes).
+
+    Raises ValueError when a unit's variant is neither 'control' nor 'treatment'.
     """
     import numpy as np
-
-    if experiment.metric not in DIRECTIONS:
-        known = ", ".join(sorted(DIRECTIONS))
-        raise ValueError(f"Unknown metric {experiment.metric!r}; one of: {known}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be between 0 and 1 (exclusive), not {alpha!r}")
-    direction = DIRECTIONS[experiment.metric]
-    binary = experiment.metric in BINARY_METRICS
 
     n = len(units)
     treated = np.fromiter((u.variant == "treatment" for u in units), dtype=bool, count=n)
@@ -206,21 +211,58 @@ def analyze(
     valued = counts > 0
     means = np.divide(totals, counts, out=np.zeros(n), where=valued)
 
-    control_values = means[control_mask & valued]
-    treatment_values = means[treated & valued]
-    control_moments = _moments(control_values)
-    treatment_moments = _moments(treatment_values)
+    def arm(mask: npt.NDArray[np.bool_]) -> ArmTotals:
+        values = means[mask & valued]
+        mean = float(values.mean()) if values.size else None
+        squares = float(np.square(values - mean).sum()) if mean is not None else None
+        return ArmTotals(int(mask.sum()), int(requests[mask].sum()), values.size, mean, squares)
+
+    return arm(control_mask), arm(treated)
+
+
+def analyze_totals(
+    experiment: Experiment,
+    control_totals: ArmTotals,
+    treatment_totals: ArmTotals,
+    *,
+    alpha: float,
+    min_units: int,
+) -> ExperimentResults:
+    """Results of `experiment` from each arm's sums over its units (`ArmTotals`, as
+    `OutcomeStore.arm_totals` gives them): no work per unit.
+
+    Metric values are in the metric's own unit (ms for latency, USD for cost_per_task, 0/1 for
+    task_completion, 0..5 for user_satisfaction). `alpha` is the two-sided significance
+    threshold of the recommendation; `min_units` the units with a value each arm needs before
+    anything but `keep_running`.
+
+    The recommendation is `keep_running` on a sample ratio mismatch, while either arm has fewer
+    than `min_units` units with a value, or when p >= alpha or p is None; otherwise the arm the
+    metric's direction prefers. SRM is checked first: it means the data are broken, which waiting
+    for more units will not mend. Raises ValueError on an unknown metric or an alpha outside
+    (0, 1). Takes a few milliseconds (scipy's distributions), whatever the number of units.
+    """
+    if experiment.metric not in DIRECTIONS:
+        known = ", ".join(sorted(DIRECTIONS))
+        raise ValueError(f"Unknown metric {experiment.metric!r}; one of: {known}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive), not {alpha!r}")
+    direction = DIRECTIONS[experiment.metric]
+    binary = experiment.metric in BINARY_METRICS
+
+    control_moments = _moments(control_totals)
+    treatment_moments = _moments(treatment_totals)
     control = _arm(
         experiment.control_version,
-        int(control_mask.sum()),
-        int(requests[control_mask].sum()),
+        control_totals.users,
+        control_totals.requests,
         control_moments,
         binary,
     )
     treatment = _arm(
         experiment.treatment_version,
-        int(treated.sum()),
-        int(requests[treated].sum()),
+        treatment_totals.users,
+        treatment_totals.requests,
         treatment_moments,
         binary,
     )
@@ -295,11 +337,10 @@ class _Comparison:
     """When `p_value` is None: why, in words."""
 
 
-def _moments(values: npt.NDArray[np.float64]) -> _Moments:
-    n = int(values.size)
-    mean = float(values.mean()) if n else None
-    var = float(values.var(ddof=1)) if n >= 2 else None
-    return _Moments(n, mean, var)
+def _moments(totals: ArmTotals) -> _Moments:
+    n, squares = totals.with_value, totals.squared_deviations
+    var = squares / (n - 1) if n >= 2 and squares is not None else None
+    return _Moments(n, totals.mean, var)
 
 
 def _arm(version: str, users: int, requests: int, m: _Moments, binary: bool) -> ArmResult:

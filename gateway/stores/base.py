@@ -8,7 +8,7 @@ from typing import Protocol
 
 from gateway.core.capture import CapturedPrompt
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import Exposure, Feedback, PeriodTotal, UnitOutcome
+from gateway.core.outcomes import ArmTotals, Exposure, Feedback, PeriodTotal, UnitOutcome
 from gateway.core.registry import Change
 from gateway.stores.backup import RegistryExport
 
@@ -113,6 +113,18 @@ class OutcomeStore(Protocol):
         (it counts for the sample-ratio check). Units come in no particular order; an experiment
         never exposed has none. Costs time in units, not in exposures. Raises ValueError for any
         other metric.
+        """
+        ...
+
+    async def arm_totals(self, experiment_id: str, metric: str) -> tuple[ArmTotals, ArmTotals]:
+        """The control and treatment arms' sums of `metric` over their units, as results need
+        them (PRODUCT §11), computed by the store where the units are.
+
+        The same as `core.stats.arm_totals(await self.unit_outcomes(experiment_id, metric))`
+        but for the order in which floating-point sums add up (equal to about 1e-12 relative):
+        the mean of the units' means first, then the squared deviations from it, read in one
+        snapshot of the store. An arm with no unit is `NO_UNITS`. Costs the store time in units;
+        the caller nothing per unit. Raises ValueError for a metric `unit_outcomes` refuses.
         """
         ...
 

@@ -14,7 +14,9 @@ Experiment outcomes (PRODUCT §11) live in four tables beside the registry's:
 
 Each `record_outcomes` batch updates the unit and period tables in the transaction that writes its
 rows, so `unit_outcomes` reads one row per unit and `period_totals` one per hour and arm: neither
-scans exposures.
+scans exposures. `arm_totals` sums the unit rows in SQL, one arm at a time (a range of each
+table's primary key): two passes, the mean of the units' means and then the squared deviations
+from it, in one read transaction, so no row reaches Python.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ import orjson
 
 from gateway.core.capture import CapturedPrompt, merge
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import PERIOD_CHARS, Exposure, Feedback, PeriodTotal, UnitOutcome
+from gateway.core.outcomes import (
+    NO_UNITS,
+    PERIOD_CHARS,
+    ArmTotals,
+    Exposure,
+    Feedback,
+    PeriodTotal,
+    UnitOutcome,
+    Variant,
+)
 from gateway.core.registry import Change
 from gateway.errors import StoreNotEmpty, StoreUnavailable
 from gateway.stores import codec
@@ -146,6 +157,32 @@ FROM unit_totals AS u LEFT JOIN unit_feedback AS f
     ON f.experiment_id = u.experiment_id AND f.metric = ? AND f.variant = u.variant
        AND f.unit = u.unit
 """
+
+# Each unit's mean of a metric, per arm: (table, the sum, the count, more of the WHERE clause).
+_UNIT_MEANS = {
+    "latency": ("unit_totals", "latency_total", "requests", ""),
+    "cost_per_task": ("unit_totals", "cost_total", "cost_count", ""),
+}
+_FEEDBACK_MEANS = ("unit_feedback", "total", "count", "AND metric = :metric")
+_ARM_UNITS = """
+SELECT count(*), coalesce(sum(requests), 0) FROM unit_totals
+WHERE experiment_id = :experiment AND variant = :variant
+"""
+
+
+def _arm_statements(metric: str) -> tuple[str, str]:
+    """The two passes over one arm's units of `metric`: (units with a value and the mean of their
+    means; the sum of their squared deviations from `:mean`)."""
+    table, total, count, more = _UNIT_MEANS.get(metric, _FEEDBACK_MEANS)
+    where = (
+        f"FROM {table} WHERE experiment_id = :experiment AND variant = :variant {more} "
+        f"AND {count} > 0"
+    )
+    mean = f"{total} / {count}"  # REAL / INTEGER: a floating-point division
+    return (
+        f"SELECT count(*), avg({mean}) {where}",
+        f"SELECT sum(({mean} - :mean) * ({mean} - :mean)) {where}",
+    )
 
 
 class SQLiteStore:
@@ -466,6 +503,31 @@ class SQLiteStore:
                     _UNITS_FEEDBACK + " WHERE u.experiment_id = ?", (metric, experiment_id)
                 ).fetchall()
         return [UnitOutcome(*row) for row in rows]
+
+    async def arm_totals(self, experiment_id: str, metric: str) -> tuple[ArmTotals, ArmTotals]:
+        codec.check_metric(metric)
+        return await asyncio.to_thread(self._arm_totals, experiment_id, metric)
+
+    def _arm_totals(self, experiment_id: str, metric: str) -> tuple[ArmTotals, ArmTotals]:
+        means, deviations = _arm_statements(metric)
+
+        def arm(conn: sqlite3.Connection, variant: Variant) -> ArmTotals:
+            bound = {"experiment": experiment_id, "variant": variant, "metric": metric}
+            users, requests = conn.execute(_ARM_UNITS, bound).fetchone()
+            if not users:
+                return NO_UNITS
+            with_value, mean = conn.execute(means, bound).fetchone()
+            if not with_value:
+                return ArmTotals(users, requests, 0, None, None)
+            (squares,) = conn.execute(deviations, {**bound, "mean": mean}).fetchone()
+            return ArmTotals(users, requests, with_value, mean, float(squares))
+
+        with self._connect() as conn:
+            conn.execute("BEGIN")  # one snapshot: a batch written between the passes is not seen
+            try:
+                return arm(conn, "control"), arm(conn, "treatment")
+            finally:
+                conn.execute("COMMIT")
 
     async def record_captures(self, batch: Sequence[CapturedPrompt], *, limit: int) -> None:
         if batch:

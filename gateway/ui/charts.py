@@ -137,9 +137,11 @@ def series_chart(title: str, points: Sequence[Point]) -> str:
             parts.append(
                 f'<circle class="difference" cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="4"/>'
             )
-    for i in sorted({0, len(points) - 1}):
+    # The first and last periods' labels, aligned inward so that neither leaves the chart.
+    ends = {0: "start", len(points) - 1: "end"} if len(points) > 1 else {0: "middle"}
+    for i, anchor in ends.items():
         parts.append(
-            f'<text class="axis" x="{x(i):.1f}" y="{height - 12}" text-anchor="middle">'
+            f'<text class="axis" x="{x(i):.1f}" y="{height - 12}" text-anchor="{anchor}">'
             f"{escape(points[i].label)}</text>"
         )
     parts.append(f'<text class="axis" x="4" y="{y(high) + 12:.1f}">{_fmt(high)}</text>')

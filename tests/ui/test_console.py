@@ -1,8 +1,8 @@
 """The console in a real browser: headless Chromium (Debian's package) against `gateway serve`.
 
 Each test reads as a user story: sign in, click, see. Elements are found by role and label.
-Screenshots of every page land in the test's output folder (and in $CONSOLE_SCREENSHOTS when
-set, which is how docs/ got its pictures). Without chromium the tests skip on a workstation and
+Screenshots of every page land in the test's output folder (docs/ gets its pictures from
+docs/screenshots.py, on richer data). Without chromium the tests skip on a workstation and
 fail in CI (`CI` set), so a CI machine that lost the browser cannot pass silently.
 """
 
@@ -83,7 +83,8 @@ def cli(project: Path, env: dict[str, str], *args: str) -> str:
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The shipped example prompts pushed (support-agent 1.0.0 tested, 1.1.0 not), plus an
-    experiment on `console-exp` with exposures and feedback, served with the mock provider."""
+    experiment on `console-exp` with exposures and feedback, and an adoption candidate captured
+    from unmanaged calls, served with the mock provider."""
     project = tmp_path_factory.mktemp("console")
     shutil.copytree(ROOT / "config", project / "config")
     (project / "config/prompts/console-exp.yaml").write_text(EXPERIMENT_PROMPT)
@@ -92,6 +93,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         "GATEWAY_UPSTREAM_URL": "mock",
         "GATEWAY_ADMIN_TOKENS": ADMIN_TOKENS,
         "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05",
+        "GATEWAY_ADOPTION_CAPTURE": "true",
         "GATEWAY_CONFIG": str(project / "config/gateway.yaml"),
         "GATEWAY_ENV": "production",
         "PYTHONPATH": str(ROOT),  # this checkout's gateway, whatever the venv installed
@@ -117,6 +119,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         wait_for_port(port, 30)
         url = f"http://127.0.0.1:{port}"
         record_experiment(url)
+        record_captures(url)
         yield Console(url, project, log)
     finally:
         server.terminate()
@@ -152,6 +155,42 @@ def record_experiment(url: str) -> None:
             assert sent.status_code == 202, sent.text
 
 
+HARD_CODED = "You are the assistant of Acme. The customer is {name}, on the {plan} plan. Be brief."
+
+
+def record_captures(url: str) -> None:
+    """Three unmanaged calls whose system prompts differ in a name and a plan (one candidate
+    with two variables), waited for until the candidate is listed (captures are written about
+    once a second)."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for name, plan in (("Ada", "Pro"), ("Bob", "Free"), ("Cy", "Team")):
+            system = HARD_CODED.format(name=name, plan=plan)
+            answer = client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "mock-model",
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": "hi"},
+                    ],
+                },
+            )
+            assert answer.status_code == 200, answer.text
+        deadline = time.monotonic() + 15
+        listed: Any = None
+        while time.monotonic() < deadline:
+            listed = client.get(
+                "/admin/adoption/candidates",
+                headers={"authorization": f"Bearer {TOKENS['viewer']}"},
+            )
+            if listed.status_code == 200 and any(
+                "{{var1}}" in c["template"] and "Acme" in c["template"] for c in listed.json()
+            ):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no adoption candidate after 15 s: {listed and listed.text}")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
@@ -184,11 +223,8 @@ def sign_in(page: Any, role: str) -> None:
 
 
 def shoot(page: Any, name: str) -> None:
-    """Save a screenshot to the test's folder (and to $CONSOLE_SCREENSHOTS when set)."""
-    path = page.shots / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("CONSOLE_SCREENSHOTS"):
-        shutil.copy(path, Path(os.environ["CONSOLE_SCREENSHOTS"]) / f"console-{name}.png")
+    """Save a screenshot to the test's folder."""
+    page.screenshot(path=str(page.shots / f"{name}.png"), full_page=True)
 
 
 def accessible(page: Any) -> None:
@@ -347,6 +383,59 @@ def test_an_editor_sees_no_conclude_button(visit: Any, console: Console) -> None
         "/ui/experiments/exp-console/conclude", form={"csrf": csrf}, max_redirects=0
     )
     assert forged.status == 403
+
+
+def test_a_viewer_sees_candidates_and_an_editor_adopts_one(visit: Any, console: Console) -> None:
+    """A viewer sees the captured candidate (its template and example values) but no adopt form,
+    and an adopt POST made with the viewer's own session and CSRF token is 403 and creates
+    nothing; an editor names the prompt, renames the variables, adopts it, lands on the new
+    prompt's page, and the Adoption page then lists the candidate as adopted."""
+    sign_in(visit, "viewer")
+    visit.get_by_role("link", name="Adoption").click()
+    assert visit.get_by_role("heading", name="Adoption candidates", level=1).is_visible()
+    candidate = visit.get_by_role("region", name=re.compile("^Candidate "))
+    assert candidate.count() == 1
+    assert "You are the assistant of Acme. The customer is {{var1}}" in candidate.inner_text()
+    examples = candidate.get_by_role("table", name="Example values")
+    assert examples.get_by_role("columnheader").all_inner_texts() == ["var1", "var2"]
+    assert "adoptable" in candidate.inner_text()
+    assert visit.get_by_role("button", name=re.compile("^Adopt")).count() == 0
+    assert visit.get_by_role("textbox").count() == 0
+    accessible(visit)
+    shoot(visit, "viewer-adoption")
+    found = candidate.get_by_role("heading", level=2).inner_text()
+    candidate_id = found.removeprefix("Candidate ")
+    csrf = visit.locator('input[name="csrf"]').first.get_attribute("value")
+    forged = visit.request.post(
+        "/ui/adoption/adopt",
+        form={"csrf": csrf, "candidate": candidate_id, "name": "forged-adoption"},
+        max_redirects=0,
+    )
+    assert forged.status == 403
+    assert "needs the editor role" in forged.text()
+    assert visit.request.get("/ui/prompts/forged-adoption").status == 404
+
+    visit.get_by_role("button", name="Sign out").click()
+    sign_in(visit, "editor")
+    visit.get_by_role("link", name="Adoption").click()
+    visit.get_by_label(f"Prompt name for {candidate_id}").fill("acme-support")
+    visit.get_by_label("Rename var1", exact=True).fill("customer")
+    visit.get_by_label("Rename var2", exact=True).fill("plan")
+    accessible(visit)
+    shoot(visit, "adoption")
+    visit.get_by_role("button", name=f"Adopt {candidate_id}").click()
+    visit.wait_for_url("**/ui/prompts/acme-support?done=adopted")
+    assert visit.get_by_role("heading", name="Prompt acme-support", level=1).is_visible()
+    assert visit.get_by_role("status").inner_text().startswith("Adopted as acme-support 1.0.0")
+    assert visit.get_by_label("customer", exact=True).count() == 1  # the renamed variable
+    accessible(visit)
+    shoot(visit, "adopted")
+    visit.get_by_role("link", name="Adoption").click()
+    adopted = visit.get_by_role("region", name=f"Candidate {candidate_id}")
+    assert adopted.get_by_role("link", name="acme-support").is_visible()
+    assert visit.get_by_role("button", name=re.compile("^Adopt")).count() == 0
+    accessible(visit)
+    assert visit.csp_errors == []
 
 
 # ---- security, over plain HTTP ------------------------------------------------------------------

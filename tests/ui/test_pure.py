@@ -127,8 +127,8 @@ def test_series_chart_draws_a_point_per_period_and_a_band() -> None:
     assert len(list(root.iter(f"{SVG}polygon"))) == 1
     polyline = next(root.iter(f"{SVG}polyline"))
     assert len(polyline.get("points", "").split()) == 2
-    labels = [t.text for t in root.iter(f"{SVG}text")]
-    assert "a" in labels and "c" in labels
+    labels = {t.text: t.get("text-anchor") for t in root.iter(f"{SVG}text")}
+    assert (labels["a"], labels["c"]) == ("start", "end")  # inward: neither leaves the chart
 
 
 def test_series_chart_empty_and_single_point() -> None:
