@@ -7,8 +7,10 @@ tests assert what the provider actually received. `ServedGateway` runs the real 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -402,6 +404,8 @@ class ServedGateway:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.started_by = os.environ.get("PYTEST_CURRENT_TEST", "")
+        """The test that started it, to name in a warning when it does not stop."""
         # The plain asyncio loop: uvloop in a non-main thread has crashed at interpreter exit.
         # The gateway's own HTTP protocol (head deadline and limits), as `gateway serve` runs it.
         config = uvicorn.Config(
@@ -431,13 +435,24 @@ class ServedGateway:
         self._thread.join(10)
 
     @staticmethod
-    def stop_all(gateways: list[ServedGateway]) -> None:
-        """Stop several at once: each shuts down in its own thread, so the waits overlap (one
-        after another, a session's gateways took over pytest's 120 s on a loaded machine)."""
+    def stop_all(gateways: list[ServedGateway], seconds: float = 15) -> None:
+        """Stop several at once, waiting `seconds` in all (not each): each shuts down in its own
+        thread, so the waits overlap. Now and then one of a session's gateways has not stopped
+        within 10 s (its loop idle, not yet explained); waiting 10 s for each in turn once took
+        the session's teardown to 100 s. One that is still running is left to end with the
+        interpreter (a daemon thread) and named in a warning."""
         for gateway in gateways:
             gateway.server.should_exit = True
+        deadline = time.monotonic() + seconds
         for gateway in gateways:
-            gateway._thread.join(10)
+            gateway._thread.join(max(0.0, deadline - time.monotonic()))
+        running = [g.started_by or g.url for g in gateways if g._thread.is_alive()]
+        if running:
+            warnings.warn(
+                f"{len(running)} served gateway(s) did not stop within {seconds:g} s: "
+                + "; ".join(running),
+                stacklevel=2,
+            )
 
 
 @dataclass
