@@ -399,7 +399,9 @@ def _response_object(doc: dict[str, Any]) -> dict[str, Any]:
 class ServedGateway:
     """The real app under uvicorn on a loopback port, in a thread of its own."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, own_protocol: bool = True) -> None:
+        """`own_protocol`: serve with the gateway's HTTP protocol (as `gateway serve` does), or
+        with uvicorn's own, as another ASGI server would (no `gateway.disconnect` extension)."""
         from gateway.api.server import ServerLimits, protocol_factory
 
         self.port = free_port()
@@ -414,7 +416,7 @@ class ServedGateway:
             port=self.port,
             lifespan="on",
             loop="asyncio",
-            http=protocol_factory(ServerLimits()),  # type: ignore[arg-type]
+            http=protocol_factory(ServerLimits()) if own_protocol else "httptools",  # type: ignore[arg-type]
             log_level="warning",
             access_log=False,
             # A test's client that left a request running (a stream it never read to the end)

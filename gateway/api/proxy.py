@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.disconnect import Disconnect, disconnect_of
 from gateway.api.errors import error_body
 from gateway.api.server import REFUSAL
 from gateway.api.uploads import MODEL_FORMS, Upload
@@ -61,29 +62,44 @@ class HangUp:
     """Cancels the task serving a call when its client disconnects.
 
     Armed once the request body has been read (until then, reading the body notices a hang-up
-    itself); disarmed before the last byte of the answer is sent, since the ASGI server reports a
-    finished response as a disconnect too. Its watcher starts only when the call is still running
-    WATCH_AFTER seconds later (`Watches` checks the armed calls on one timer): a call answered
-    sooner never pays for a watching task (about a tenth of a fast call's CPU), and a client that
-    left earlier is noticed the moment the watcher starts.
+    itself); disarmed before the last byte of the answer is sent. Under the gateway's own server
+    protocol the connection's loss is reported to it directly (`disconnect`, the
+    `gateway.disconnect` scope extension): arming costs an attribute, and a client that left
+    before it was armed is acted on when it is. Under another ASGI server it watches for the
+    `http.disconnect` message (which a finished response sends too, hence the disarming), in a
+    task that starts only when the call is still running WATCH_AFTER seconds later (`Watches`
+    checks the armed calls on one timer): a call answered sooner never pays for it.
     """
 
-    __slots__ = ("_owner", "_receive", "_watch", "_watches", "fired")
+    __slots__ = ("_disconnect", "_owner", "_receive", "_watch", "_watches", "fired")
 
-    def __init__(self, receive: Receive, watches: Watches) -> None:
+    def __init__(
+        self, receive: Receive, watches: Watches, disconnect: Disconnect | None = None
+    ) -> None:
         self._receive = receive
         self._watches = watches
+        self._disconnect = disconnect
         self._owner = asyncio.current_task()
         self._watch: asyncio.Task[None] | None = None
         self.fired = False
 
     def arm(self) -> None:
-        """Watch for the client's disconnect if the call is still running WATCH_AFTER from now."""
-        if self._owner is not None:
+        """Cancel the call when its client disconnects from now on (or has already)."""
+        if self._owner is None:
+            return
+        disconnect = self._disconnect
+        if disconnect is None:
             self._watches.add(self)
+        elif disconnect.lost:
+            self._fire()
+        else:
+            disconnect.callback = self._fire
 
     def disarm(self) -> None:
         """Stop watching (the answer is complete, or the call is over)."""
+        if self._disconnect is not None:
+            self._disconnect.callback = None
+            return
         self._watches.discard(self)
         if self._watch is not None:
             self._watch.cancel()
@@ -97,6 +113,9 @@ class HangUp:
     async def _wait(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
+        self._fire()
+
+    def _fire(self) -> None:
         self.fired = True
         assert self._owner is not None
         self._owner.cancel()
@@ -198,7 +217,7 @@ class ProxyApp:
             request_id=new_request_id(incoming),
             started=started,
         )
-        hang_up = HangUp(receive, self._watches)
+        hang_up = HangUp(receive, self._watches, disconnect_of(scope))
         held = 0  # bytes of the body taken from the budget
         try:
             try:

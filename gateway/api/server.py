@@ -54,6 +54,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
+from gateway.api.disconnect import EXTENSION, Disconnect, disconnect_of
 from gateway.errors import (
     GatewayError,
     HeaderFieldsTooLarge,
@@ -247,7 +248,12 @@ class GatewayProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            disconnect = disconnect_of(cycle.scope)
+            if disconnect is not None:
+                disconnect.lose()
 
     def _make_room(self) -> None:
         """Close the connection idle longest (no request in progress), else the one whose body
@@ -366,6 +372,7 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = {EXTENSION: {"state": Disconnect()}}
         if self._messages:  # the first head's time runs from the connection's start
             self._head_started = self.loop.time()
         self._messages += 1

@@ -119,7 +119,7 @@ def make_gateway(
     """Start gateways with a given config file text and environment; all stop at session end."""
     started: list[ServedGateway] = []
 
-    def make(config: str = "", **environ: str) -> ServedGateway:
+    def make(config: str = "", *, own_protocol: bool = True, **environ: str) -> ServedGateway:
         config_path = tmp_path_factory.mktemp("config") / "gateway.yaml"
         config_path.write_text(config)
         env = {
@@ -128,7 +128,9 @@ def make_gateway(
             **environ,
         }
         settings = load(config_path, env)
-        gateway = ServedGateway(create_app(settings, store=SQLiteStore(registry_path)))
+        gateway = ServedGateway(
+            create_app(settings, store=SQLiteStore(registry_path)), own_protocol=own_protocol
+        )
         started.append(gateway)
         return gateway
 

@@ -631,10 +631,24 @@ def _slow(closed: threading.Event, *, stream: bool) -> Handler:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "stream-before-first-byte"])
+@pytest.mark.parametrize("server", ["gateway", "uvicorn"])
 def test_a_client_that_gives_up_cancels_the_provider_request(
-    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver, stream: bool
+    make_gateway: MakeGateway,
+    scripted: ScriptedProvider,
+    receiver: OtlpReceiver,
+    stream: bool,
+    server: str,
 ) -> None:
-    """Giving up after 1 s closes the provider connection at once and records 499."""
+    """Giving up after 1 s closes the provider connection at once and records 499: told by the
+    gateway's own server protocol (`gateway.disconnect`), or, under uvicorn's protocol, seen as
+    the `http.disconnect` message by a watching task."""
+    scripted.handlers.clear()
+    relay = make_gateway(
+        own_protocol=server == "gateway",
+        GATEWAY_UPSTREAM_URL=scripted.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        **FAST,
+    )
     closed = threading.Event()
     scripted.handlers["/v1/chat/completions"] = _slow(closed, stream=stream)
     started = time.monotonic()
@@ -643,12 +657,15 @@ def test_a_client_that_gives_up_cancels_the_provider_request(
         httpx.post(
             relay.url + "/v1/chat/completions",
             content=body,
-            headers={"content-type": "application/json", "x-request-id": f"hangup-{stream}"},
+            headers={
+                "content-type": "application/json",
+                "x-request-id": f"hangup-{stream}-{server}",
+            },
             timeout=1.0,
         )
     assert closed.wait(2.5), "the provider kept working after the client left"
     assert time.monotonic() - started < 3.0
-    span = receiver.wait_for(f"hangup-{stream}")
+    span = receiver.wait_for(f"hangup-{stream}-{server}")
     assert span.attributes["error.type"] == "client_closed_request"
     assert span.attributes["http.response.status_code"] == 499
 
