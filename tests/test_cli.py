@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from openai import OpenAI
@@ -705,8 +708,29 @@ def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    shown = b""
     try:
         wait_for_port(port, 60)
+        # The banner is printed (and flushed) before the server starts: it says where the
+        # console is and which token signs in there, and that token does.
+        deadline = time.monotonic() + 10
+        assert demo.stdout is not None
+        while b"Try:" not in shown and time.monotonic() < deadline:
+            if select.select([demo.stdout], [], [], 0.5)[0]:
+                shown += os.read(demo.stdout.fileno(), 65536)
+        found = re.search(
+            rb"open (http://127\.0\.0\.1:\d+/ui) and sign in with the admin token (\S+)", shown
+        )
+        assert found is not None, shown
+        assert found[1].decode() == f"http://127.0.0.1:{port}/ui"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as browser:
+            form = browser.get("/ui/sign-in")
+            nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert nonce is not None
+            token = found[2].decode()
+            signed = browser.post("/ui/sign-in", data={"csrf": nonce[1], "token": token})
+            assert (signed.status_code, signed.headers["location"]) == (303, "/ui/prompts")
+            assert "demo (admin)" in browser.get("/ui/prompts").text
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
@@ -726,4 +750,4 @@ def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:
     finally:
         demo.send_signal(signal.SIGINT)
         printed, _ = demo.communicate(timeout=20)
-    assert b"gateway experiments results demo-ab" in printed
+    assert b"gateway experiments results demo-ab" in shown + printed

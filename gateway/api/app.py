@@ -19,13 +19,22 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import asgi
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from gateway import __version__
 from gateway.api.admin import SECURITY, admin_controllers
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import Authenticator
-from gateway.api.console import TEMPLATES, console_router
+from gateway.api.console import (
+    TEMPLATES,
+    Console,
+    console_errors,
+    console_router,
+    console_templates,
+    in_console,
+    with_console_headers,
+)
 from gateway.api.errors import (
     gateway_error_handler,
     http_error_handler,
@@ -247,6 +256,7 @@ def create_app(
     authenticator = Authenticator(settings.admin_tokens)
     # Without ui.session_secret, each start makes its own: sessions end with the process.
     secret = settings.ui.session_secret or secrets.token_bytes(32)
+    console = Console(admin, authenticator, secret, lambda: cache.current if cache.loaded else None)
     litestar = Litestar(
         route_handlers=[
             openai_api,
@@ -255,19 +265,20 @@ def create_app(
             readyz,
             prometheus,
             *admin_controllers(admin),
-            console_router(
-                admin, authenticator, secret, lambda: cache.current if cache.loaded else None
-            ),
+            console_router(console),
         ],
         on_startup=[start],
         on_shutdown=[stop],
         after_request=_with_request_id,
         state=State({"authenticator": authenticator}),
-        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=console_templates
+        ),
+        # JSON in OpenAI's shape, but under /ui the console's HTML error pages.
         exception_handlers={
-            GatewayError: gateway_error_handler,
-            HTTPException: http_error_handler,
-            Exception: internal_error_handler,
+            GatewayError: console_errors(console, gateway_error_handler),
+            HTTPException: console_errors(console, http_error_handler),
+            Exception: console_errors(console, internal_error_handler),
         },
         openapi_config=OpenAPIConfig(
             title="Prompt Gateway",
@@ -292,6 +303,9 @@ class GatewayApp:
     Through Litestar, every proxied call paid its router, its exception middleware and a
     wrapper around each `send` (about 15% of a proxied call's CPU, measured with py-spy); the
     proxy answers every error itself, so none of that is needed on its path.
+
+    Every answer under /ui gets the console's security headers here, at the outermost `send`,
+    whatever made it (a page, a guard's refusal, an exception handler, routing's 404).
     """
 
     __slots__ = ("_own", "_proxy", "litestar")
@@ -310,6 +324,8 @@ class GatewayApp:
             ):
                 await self._proxy(scope, receive, send)
                 return
+            if in_console(path):
+                send = with_console_headers(send)
         await self.litestar(scope, receive, send)
 
     @property
@@ -333,7 +349,11 @@ async def _with_request_id(response: Response[Any]) -> Response[Any]:
     returns the page rather than raising NotFoundException, so the exception handlers never see
     it.
     """
-    if response.status_code == 404 and response.media_type == MediaType.HTML:
+    if (
+        response.status_code == 404
+        and response.media_type == MediaType.HTML
+        and not isinstance(response, Template)  # the console's own 404 pages stay pages
+    ):
         response = openai_error(
             404,
             "Unknown path under /schema. The admin API is described at /schema (a page), "

@@ -2,20 +2,26 @@
 
 Its templates, assets and pure parts (session signing, charts, page shapes) live in `gateway/ui/`.
 
-Every route but the sign-in page and its stylesheet needs a session (`guard`); every
+Every route but the sign-in page needs a session (`guard`), assets included; every
 POST needs the session's CSRF token and the role of the admin route whose use case it calls
 (`UI_ACTIONS` names that route, `auth.ROUTE_ROLES` its role): the console is never a way around
 the admin API's roles. Pages are Jinja templates (`templates/`), assets are files of the package
-(`static/`), and every answer carries a Content-Security-Policy that allows no script at all.
+(`static/`). Every answer under /ui, error pages included, carries the headers of
+`SECURITY_HEADERS` (`with_console_headers`, applied to the ASGI `send` of the whole app), whose
+Content-Security-Policy allows no script at all; Litestar's own errors there (404, 405, 413, 500)
+are console pages too (`console_errors`). Pages seen without a session (sign-in, errors) are
+styled by one inline stylesheet (`PLAIN_CSS`) that the policy allows by its SHA-256 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +30,11 @@ from urllib.parse import quote, urlencode
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import File, Redirect, Template
+from markupsafe import Markup
 
 from gateway.adoption import adopt_candidate, candidate_to_dict, list_adopted
 from gateway.api.admin_base import AdminContext
@@ -43,24 +50,74 @@ from gateway.prompts import existing_version, stored_prompt, utc_now
 from gateway.settings import Role
 from gateway.testing import run_and_record, served_tests
 from gateway.ui import views
-from gateway.ui.session import COOKIE, SIGN_IN_COOKIE, Session, SessionSigner, csrf_ok
+from gateway.ui.session import (
+    COOKIE,
+    SIGN_IN_COOKIE,
+    Revocations,
+    Session,
+    SessionSigner,
+    csrf_ok,
+)
 
 log = logging.getLogger("gateway.console")
 
 UI = Path(__file__).parent.parent / "ui"
 TEMPLATES = UI / "templates"
 STATIC = UI / "static"
-PUBLIC_ASSETS = frozenset({"console.css"})
-"""Assets the sign-in page needs, served without a session."""
+MEDIA_TYPES = {".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+"""Content types of the assets (sent with nosniff: a stylesheet must say it is one). Litestar
+adds `; charset=utf-8` to text types itself."""
 
-MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-"""Content types of the assets (sent with nosniff: a stylesheet must say it is one)."""
+PLAIN_CSS = Markup((STATIC / "plain.css").read_text(encoding="utf-8"))
+"""The style of the pages shown without a session (sign-in, errors), inlined in them: no asset
+answers without a session. A Jinja global (`console_templates`), written as is."""
+PLAIN_CSS_HASH = base64.b64encode(hashlib.sha256(PLAIN_CSS.encode()).digest()).decode()
 
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    f"default-src 'none'; style-src 'self' 'sha256-{PLAIN_CSS_HASH}'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-"""No script, no inline style, nothing from another origin."""
+"""No script, no inline style but PLAIN_CSS (by its hash), nothing from another origin."""
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+"""What every answer under /ui carries, whatever answered it (page, redirect, asset, error)."""
+_SECURITY_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+
+FORM_MAX_BYTES = 64 * 1024
+"""The largest body a console route reads (413 above)."""
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def in_console(path: str) -> bool:
+    """Whether a request path is the console's (`/ui` and below)."""
+    return path == "/ui" or path.startswith("/ui/")
+
+
+def with_console_headers(send: Send) -> Send:
+    """An ASGI `send` that puts SECURITY_HEADERS on the response start (replacing any of the
+    same names): wraps the whole app's `send` for /ui paths, so errors raised anywhere (a
+    guard, an exception handler, routing) carry them too."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            kept = [h for h in message.get("headers", ()) if h[0].lower() not in _SECURITY_NAMES]
+            message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
+        await send(message)
+
+    return sending
+
+
+def console_templates(engine: Any) -> None:
+    """TemplateConfig's engine callback: the Jinja globals the console's templates use."""
+    engine.engine.globals["plain_css"] = PLAIN_CSS
+
 
 UI_ACTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/ui/prompts/{name}/promote"): ("POST", "/admin/prompts/{name}/promote"),
@@ -137,6 +194,7 @@ class Console:
         self.ctx = ctx
         self.authenticator = authenticator
         self.signer = SessionSigner(secret, ctx.settings.ui.session_max_age)
+        self.revocations = Revocations()
         self._current = current
         self._results: dict[str, tuple[float, ExperimentResults]] = {}
         self._refreshing: dict[str, asyncio.Task[ExperimentResults | None]] = {}
@@ -160,9 +218,10 @@ class Console:
         return RegistrySnapshot(prompts, snapshot.revision)
 
     def caller(self, connection: ASGIConnection) -> Caller:  # type: ignore[type-arg]
-        """The signed-in caller, or SignInNeeded."""
+        """The signed-in caller, or SignInNeeded (no cookie, a forged, expired or signed-out
+        session, or its token left the config)."""
         session = self.signer.read(connection.cookies.get(COOKIE), int(time.time()))
-        if session is None:
+        if session is None or self.revocations.revoked(session):
             raise SignInNeeded
         token = self.signer.owner(session, self.authenticator.tokens)
         if token is None:  # the token left the config since sign-in
@@ -209,17 +268,16 @@ class Console:
         self._forgotten[experiment_id] = self._forgotten.get(experiment_id, 0) + 1
 
 
-def console_router(
-    ctx: AdminContext, authenticator: Authenticator, secret: bytes, current: Registry
-) -> Router:
-    """The /ui router, bound to this app's store, registry, settings, tokens and snapshot."""
-    console = Console(ctx, authenticator, secret, current)
+def console_router(console: Console) -> Router:
+    """The /ui router, bound to this console's store, registry, settings, tokens and snapshot."""
+    ctx, authenticator = console.ctx, console.authenticator
     store, registry, settings = ctx.store, ctx.registry, ctx.settings
 
     async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         if handler.opt.get("public"):
             return
         caller = console.caller(connection)
+        connection.state.caller = caller  # before the checks: a refusal's log names the caller
         method = str(connection.scope.get("method", "GET"))
         template = str(connection.scope.get("path_template", ""))
         if method == "POST":
@@ -227,7 +285,6 @@ def console_router(
             if not csrf_ok(caller.session, form.get("csrf")):
                 raise CsrfRefused
             require(caller.principal, ui_role(method, template), f"{method} {template}")
-        connection.state.caller = caller
 
     def page(
         request: Request[Any, Any, Any], name: str, status: int = 200, **context: Any
@@ -246,9 +303,25 @@ def console_router(
         )
 
     def actor(request: Request[Any, Any, Any], action: str, target: str) -> str:
+        """The audit actor of this request's action; names the action for `outcome`'s log."""
         caller: Caller = request.state.caller
-        log.info("console %s %s by %s", action, target, caller.principal.name)
+        request.state.action = f"{action} {target}"
         return caller.principal.name
+
+    def outcome(request: Request[Any, Any, Any], refusal: GatewayError | None) -> None:
+        """Log what came of this request's action: done, or refused with the reason code."""
+        caller: Caller = request.state.caller
+        action = getattr(request.state, "action", None) or f"POST {request.url.path}"
+        if refusal is None:
+            log.info("console %s by %s: done", action, caller.principal.name)
+        else:
+            log.info(
+                "console %s by %s: refused (%s, %d)",
+                action,
+                caller.principal.name,
+                refusal.code,
+                refusal.status,
+            )
 
     # ---- sign-in ------------------------------------------------------------------------------
 
@@ -281,14 +354,17 @@ def console_router(
     async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
         """Check the token; on success set the session cookie and go to the Prompts page."""
         form = await request.form()
+        client = request.client.host if request.client else "an unknown address"
         if not console.signer.sign_in_ok(request.cookies.get(SIGN_IN_COOKIE), form.get("csrf")):
+            log.warning("console sign-in refused from %s: the form's token is wrong", client)
             return sign_in_page(request, 403, "The form expired; sign in again.")
         try:
             token = authenticator.token_for(str(form.get("token") or ""))
         except InvalidAdminToken as exc:
+            log.warning("console sign-in refused from %s: not a configured admin token", client)
             return sign_in_page(request, 401, exc.message)
         _, cookie = console.signer.open(token, int(time.time()))
-        log.info("console sign-in by %s (%s)", token.name, token.role)
+        log.info("console sign-in by %s (%s) from %s", token.name, token.role, client)
         response = Redirect("/ui/prompts", status_code=303)
         response.cookies.append(
             Cookie(
@@ -306,17 +382,18 @@ def console_router(
 
     @post("/sign-out", status_code=303)
     async def sign_out(request: Request[Any, Any, Any]) -> Redirect:
-        """End the session."""
-        actor(request, "sign-out", "console")
+        """End the session: its id is revoked, so a copy of the cookie is refused from now on
+        (by this process: see `Revocations`)."""
+        caller: Caller = request.state.caller
+        console.revocations.revoke(caller.session, int(time.time()))
+        log.info("console sign-out by %s", caller.principal.name)
         response = Redirect("/ui/sign-in", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
 
-    @get("/static/{file:str}", opt={"public": True})
-    async def static(request: Request[Any, Any, Any], file: FromPath[str]) -> File:
-        """The console's assets, from the package; only the sign-in page's without a session."""
-        if file not in PUBLIC_ASSETS:
-            console.caller(request)
+    @get("/static/{file:str}")
+    async def static(file: FromPath[str]) -> File:
+        """The console's assets, from the package, to signed-in browsers only."""
         path = STATIC / file
         if "/" in file or file.startswith(".") or not path.is_file():
             raise NotFoundException(f"No console asset {file!r}.")
@@ -404,7 +481,9 @@ def console_router(
         try:
             await work()
         except GatewayError as exc:
+            outcome(request, exc)
             return await prompt_view(request, name, exc.status, error=exc.message)
+        outcome(request, None)
         response = Redirect(
             f"/ui/prompts/{name}?{urlencode({'done': done, **query})}", status_code=303
         )
@@ -420,8 +499,8 @@ def console_router(
             require(request.state.caller.principal, FORCE_ROLE, "A forced promotion")
 
         async def work() -> object:
+            who = actor(request, "promote", f"{name}@{version}{' (forced)' if force else ''}")
             await stored_prompt(store, name)
-            who = actor(request, "promote", f"{name}@{version}")
             return await registry.promote(name, version, actor=who, force=force)
 
         return await acting(request, name, "promoted", work, show=version)
@@ -431,8 +510,9 @@ def console_router(
         """Re-activate the previous active version."""
 
         async def work() -> object:
+            who = actor(request, "rollback", name)
             await stored_prompt(store, name)
-            return await registry.rollback(name, actor=actor(request, "rollback", name))
+            return await registry.rollback(name, actor=who)
 
         return await acting(request, name, "rolled-back", work)
 
@@ -443,6 +523,7 @@ def console_router(
         """Run the version's tests from the server's prompts_dir and store the pass rate."""
 
         async def work() -> object:
+            who = actor(request, "test", f"{name}@{version}")
             chosen = existing_version(await stored_prompt(store, name), version)
             return await run_and_record(
                 registry,
@@ -450,7 +531,7 @@ def console_router(
                 ctx.upstream,
                 chosen,
                 await served_tests(settings, name),
-                actor=actor(request, "test", chosen.label),
+                actor=who,
                 concurrency=8,
                 now=utc_now(),
             )
@@ -511,9 +592,11 @@ def console_router(
         try:
             await work()
         except GatewayError as exc:
+            outcome(request, exc)
             return await experiment_view(request, experiment_id, exc.status, error=exc.message)
         finally:
             console.forget(experiment_id)
+        outcome(request, None)
         response = Redirect(f"/ui/experiments/{experiment_id}?done=1", status_code=303)
         found = await store.find_experiment(experiment_id)
         if found is not None:
@@ -525,8 +608,9 @@ def console_router(
         """Stop the experiment."""
 
         async def work() -> Experiment:
+            who = actor(request, "stop", id)
             await stored_experiment(store, id)
-            return await registry.stop_experiment(id, actor=actor(request, "stop", id))
+            return await registry.stop_experiment(id, actor=who)
 
         return await experiment_acting(request, id, work)
 
@@ -535,6 +619,7 @@ def console_router(
         """Stop it and promote the treatment when the results recommend it (gate applies)."""
 
         async def work() -> object:
+            who = actor(request, "conclude", id)
             await stored_experiment(store, id)
             return await conclude_experiment(
                 store,
@@ -542,7 +627,7 @@ def console_router(
                 settings=settings.experiments,
                 threshold=settings.promotion.threshold,
                 force=False,
-                actor=actor(request, "conclude", id),
+                actor=who,
                 clock=utc_now,
             )
 
@@ -592,9 +677,11 @@ def console_router(
                 new_id=lambda: uuid.uuid4().hex,
             )
         except GatewayError as exc:
+            outcome(request, exc)
             return await adoption_view(
                 request, exc.status, error=exc.message, tried=candidate, tried_name=name
             )
+        outcome(request, None)
         response = Redirect(f"/ui/prompts/{quote(name)}?done=adopted", status_code=303)
         wrote(request, response, name)
         return response
@@ -619,9 +706,7 @@ def console_router(
     # ---- errors and headers -------------------------------------------------------------------
 
     def to_sign_in(request: Request[Any, Any, Any], _: SignInNeeded) -> Response[Any]:
-        if request.method == "GET" and not request.url.path.startswith("/ui/static/"):
-            return Redirect("/ui/sign-in")
-        return Response("Sign in first: /ui/sign-in", status_code=401, media_type="text/plain")
+        return sign_in_needed(console, request)
 
     def refused(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         message = (
@@ -629,6 +714,11 @@ def console_router(
             if isinstance(exc, InsufficientRole)
             else "The form's CSRF token is missing or wrong; reload the page and try again."
         )
+        caller: Caller | None = getattr(request.state, "caller", None)
+        if request.method == "POST" and caller is not None:
+            code = "insufficient_role" if isinstance(exc, InsufficientRole) else "csrf"
+            action = getattr(request.state, "action", None) or f"POST {request.url.path}"
+            log.info("console %s by %s: refused (%s, 403)", action, caller.principal.name, code)
         return page(request, "error.html.j2", 403, message=message, title="Not allowed")
 
     def failed(request: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
@@ -639,18 +729,6 @@ def console_router(
             message=exc.message,
             title="Not found" if exc.status == 404 else "Refused",
         )
-
-    async def secure_headers(response: Response[Any]) -> Response[Any]:
-        response.headers.update(
-            {
-                "content-security-policy": CSP,
-                "x-content-type-options": "nosniff",
-                "x-frame-options": "DENY",
-                "referrer-policy": "no-referrer",
-                "cache-control": "no-store",
-            }
-        )
-        return response
 
     return Router(
         "/ui",
@@ -675,12 +753,103 @@ def console_router(
         ],
         guards=[guard],
         include_in_schema=False,
-        after_request=secure_headers,
         exception_handlers={
             SignInNeeded: to_sign_in,
             CsrfRefused: refused,
             InsufficientRole: refused,
             GatewayError: failed,
         },
-        request_max_body_size=64 * 1024,
+        request_max_body_size=FORM_MAX_BYTES,
     )
+
+
+# ---- errors raised outside the console's handlers ------------------------------------------------
+
+ExceptionHandler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+
+ERROR_TITLES = {
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    413: "Too large",
+}
+
+
+def error_page(
+    console: Console,
+    caller: Caller | None,
+    status: int,
+    message: str,
+    *,
+    back: tuple[str, str] = ("/ui/prompts", "Back to the prompts"),
+) -> Template:
+    """The console's error page: `status`, a title for it, `message`, a link `back` (href,
+    text); with the navigation when `caller` is signed in."""
+    return Template(
+        template_name="error.html.j2",
+        context={
+            "caller": caller,
+            "csrf": caller.session.csrf if caller else "",
+            "environment": console.ctx.settings.env,
+            "trace_url": console.ctx.settings.ui.trace_url,
+            "title": ERROR_TITLES.get(status, "Refused" if status < 500 else "Console error"),
+            "message": message,
+            "back": back,
+        },
+        status_code=status,
+    )
+
+
+def sign_in_needed(console: Console, request: Request[Any, Any, Any]) -> Response[Any]:
+    """No session: a GET of a page goes to the sign-in page (302); an asset, or any other
+    method, is a 401 page."""
+    if request.method == "GET" and not request.url.path.startswith("/ui/static/"):
+        return Redirect("/ui/sign-in")
+    return error_page(
+        console,
+        None,
+        401,
+        "This needs a console session, and there is none (signed out, expired, or never "
+        "signed in).",
+        back=("/ui/sign-in", "Sign in"),
+    )
+
+
+def console_errors(console: Console, fallback: ExceptionHandler) -> ExceptionHandler:
+    """An app-level exception handler: for a /ui path, a console HTML page (unknown path 404,
+    wrong method 405, form too large 413, any other error by its status), or, without a
+    session, what `sign_in_needed` answers (the sign-in page's own errors excepted); elsewhere
+    `fallback`'s answer (JSON for /v1 and /admin). `fallback` always runs: it logs what an
+    unexpected error needs logged."""
+
+    def handle(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
+        answer = fallback(request, exc)
+        path = request.url.path
+        if not in_console(path):
+            return answer
+        caller = None
+        if path != "/ui/sign-in":
+            try:
+                caller = console.caller(request)
+            except SignInNeeded:
+                return sign_in_needed(console, request)
+        status = answer.status_code or 500
+        if status == 404 and isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+            message = f"There is no console page at {path}."
+        elif status == 405:
+            message = (
+                f"{request.method} is not allowed on {path}: it is the address of a form's "
+                "button, not a page."
+            )
+        elif status == 413:
+            message = f"The form is larger than the console accepts ({FORM_MAX_BYTES // 1024} KiB)."
+        elif isinstance(exc, GatewayError):
+            message = exc.message
+        elif isinstance(exc, HTTPException) and status < 500:
+            message = str(exc.detail)
+        else:
+            message = "The console failed to handle this request; the error is logged."
+        return error_page(console, caller, status, message)
+
+    return handle

@@ -123,8 +123,15 @@ async def _prepare(files: list[PromptFile]) -> list[str]:
 
 
 def _what_to_try(url: str, token: str) -> str:
+    """The banner: the console's address and the admin token to sign in with, then calls to
+    try with curl, the SDK and the CLI."""
     return f"""
-Prompt Gateway demo on {url}/v1 (mock provider, no API key needed). Try:
+Prompt Gateway demo on {url}/v1 (mock provider, no API key needed).
+
+Web console: open {url}/ui and sign in with the admin token {token}
+(role admin: promote, roll back, run tests, conclude the experiment demo-ab).
+
+Try:
 
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
     -H 'X-User-Id: alice' -d '{{"model": "gpt-4o-mini",

@@ -5,12 +5,16 @@ SHA-256 under the session secret), never by the token itself; each request looks
 fingerprint up among the tokens configured now, so a token removed from the config ends its
 sessions, and the name and role always come from the config. The CSRF token lives in the signed
 cookie and in each form; a POST whose form token differs is refused.
+
+Each session has a random id in its cookie; signing out revokes that id (`Revocations`), so a
+copy of the cookie is refused from then on, by the process that holds the revocation.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -28,8 +32,11 @@ SIGN_IN_COOKIE = "gateway_console_sign_in"
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A signed-in browser: which token (by fingerprint), its CSRF token, when it expires."""
+    """A signed-in browser: its random id, which token (by fingerprint), its CSRF token, when it
+    expires."""
 
+    id: str
+    """Random (128 bits), made at sign-in and never reused: what sign-out revokes."""
     fingerprint: str
     csrf: str
     expires: int
@@ -48,20 +55,26 @@ class SessionSigner:
         return hmac.new(self._secret, b"token:" + token_sha256, hashlib.sha256).hexdigest()[:32]
 
     def open(self, token: AdminToken, now: int) -> tuple[Session, str]:
-        """A new session for `token` and its cookie value."""
-        session = Session(self.fingerprint(token.token_sha256), secrets.token_urlsafe(32), 0)
-        session = Session(session.fingerprint, session.csrf, now + self.max_age)
-        doc = {"f": session.fingerprint, "c": session.csrf, "e": session.expires}
+        """A new session for `token` and its cookie value: always a fresh random id, so signing
+        in again never revives a revoked session."""
+        session = Session(
+            secrets.token_urlsafe(16),
+            self.fingerprint(token.token_sha256),
+            secrets.token_urlsafe(32),
+            now + self.max_age,
+        )
+        doc = {"i": session.id, "f": session.fingerprint, "c": session.csrf, "e": session.expires}
         return session, self._sign(b"session:", orjson.dumps(doc))
 
     def read(self, cookie: str | None, now: int) -> Session | None:
-        """The session a cookie holds, or None when it is missing, forged or expired."""
+        """The session a cookie holds, or None when it is missing, forged, expired or has no
+        id (a cookie of a build before session ids). Revocation is checked by `Revocations`."""
         payload = self._verify(b"session:", cookie)
         if payload is None:
             return None
         try:
             doc = orjson.loads(payload)
-            session = Session(str(doc["f"]), str(doc["c"]), int(doc["e"]))
+            session = Session(str(doc["i"]), str(doc["f"]), str(doc["c"]), int(doc["e"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
         return session if session.expires > now else None
@@ -103,6 +116,38 @@ class SessionSigner:
         except ValueError:
             return None
         return payload if hmac.compare_digest(self._mac(purpose, payload), mac) else None
+
+
+class Revocations:
+    """The ids of sessions signed out before they expired, each kept until its session's own
+    expiry (after which the cookie is refused as expired anyway), so it holds at most the
+    sessions signed out within one `ui.session_max_age`; only a valid session with its CSRF
+    token can add one. In this process's memory: another worker or replica keeps its own.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+        self._by_expiry: list[tuple[int, str]] = []
+
+    def revoke(self, session: Session, now: int) -> None:
+        """Refuse `session` from now on (until it expires); forget the expired ones."""
+        self.prune(now)
+        if session.expires > now and session.id not in self._until:
+            self._until[session.id] = session.expires
+            heapq.heappush(self._by_expiry, (session.expires, session.id))
+
+    def revoked(self, session: Session) -> bool:
+        """Whether `session` was signed out."""
+        return session.id in self._until
+
+    def prune(self, now: int) -> None:
+        """Forget revocations whose sessions have expired (unix seconds `now`)."""
+        while self._by_expiry and self._by_expiry[0][0] <= now:
+            _, gone = heapq.heappop(self._by_expiry)
+            self._until.pop(gone, None)
+
+    def __len__(self) -> int:
+        return len(self._until)
 
 
 def csrf_ok(session: Session, form_token: object) -> bool:

@@ -459,14 +459,14 @@ PAGES = [
 
 
 def test_nothing_answers_without_a_session_but_the_sign_in_page(console: Console) -> None:
-    """Every page redirects to the sign-in page, an asset other than the sign-in page's CSS is
-    401, and a POST without a session is 401 and changes nothing."""
+    """Every page redirects to the sign-in page, every asset is 401, and a POST without a
+    session is 401 and changes nothing."""
     with httpx.Client(base_url=console.url) as client:
         for path in PAGES:
             got = client.get(path)
             assert (got.status_code, got.headers.get("location")) == (302, "/ui/sign-in"), path
         assert client.get("/ui/static/other.css").status_code == 401
-        assert client.get("/ui/static/console.css").status_code == 200
+        assert client.get("/ui/static/console.css").status_code == 401
         signin = client.get("/ui/sign-in")
         assert signin.status_code == 200
         assert "script-src" not in signin.headers["content-security-policy"]

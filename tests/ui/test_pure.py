@@ -17,7 +17,7 @@ from gateway.core.trend import HOURLY_UP_TO, Z95, difference_over_time
 from gateway.settings import AdminToken
 from gateway.ui import views
 from gateway.ui.charts import Bar, Point, interval_chart, series_chart
-from gateway.ui.session import SessionSigner, csrf_ok
+from gateway.ui.session import Revocations, SessionSigner, csrf_ok
 from tests.factories import T0, experiment, snapshot, version
 
 SVG = ""
@@ -57,6 +57,28 @@ def test_a_session_expires_after_its_max_age() -> None:
     _, cookie = signer.open(token(), now=1000)
     assert signer.read(cookie, now=1059) is not None
     assert signer.read(cookie, now=1060) is None
+
+
+def test_sign_out_revokes_one_session_until_it_expires_and_no_longer() -> None:
+    """A revoked id stays refused while its session could still be read, then is forgotten:
+    the list never holds more than the sessions signed out within one max age. A new sign-in
+    with the same token gets a new id."""
+    signer = SessionSigner(b"k" * 32, max_age=60)
+    revocations = Revocations()
+    first, _ = signer.open(token(), now=1000)
+    again, _ = signer.open(token(), now=1000)
+    assert first.id != again.id and len(first.id) >= 20
+    revocations.revoke(first, now=1010)
+    revocations.revoke(first, now=1011)  # twice is once
+    assert revocations.revoked(first) and not revocations.revoked(again)
+    assert len(revocations) == 1
+    later, _ = signer.open(token(), now=1050)
+    revocations.revoke(later, now=1059)
+    revocations.prune(now=1060)  # `first` expired at 1060: its cookie reads as no session now
+    assert not revocations.revoked(first) and revocations.revoked(later)
+    assert len(revocations) == 1
+    revocations.revoke(again, now=2000)  # an expired session is not kept
+    assert len(revocations) == 0
 
 
 def test_csrf_and_sign_in_tokens() -> None:
