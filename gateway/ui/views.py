@@ -158,3 +158,37 @@ def wrote_names(cookie: str | None, limit: int) -> list[str]:
 def wrote_cookie(names: list[str]) -> str:
     """The cookie value for `names`: each percent-encoded, comma-separated."""
     return ",".join(quote(n, safe="") for n in names)
+
+
+def serves_now(cell: Served) -> str:
+    """What requests of one environment get now, in words (for the notice after an action):
+    `production serves 1.1.0`, `... (an override pins it)`, an experiment's split, or nothing."""
+    env = cell.environment
+    if cell.experiment is not None:
+        e = cell.experiment
+        return (
+            f"{env} still splits its traffic in experiment {e.id}: {e.control_version} to "
+            f"{1 - e.traffic_split:.0%} of users, {e.treatment_version} to {e.traffic_split:.0%}"
+        )
+    if cell.version is not None:
+        pinned = " (an override pins it)" if cell.how == "override" else ""
+        return f"{env} serves {cell.version}{pinned}"
+    return f"{env} serves nothing ({cell.how})"
+
+
+def activation_notice(done: str, version: str, cell: Served) -> str:
+    """The notice after `done` (e.g. `Promoted 1.1.0`, `Rolled back from 1.1.0 to 1.0.0`) made
+    `version` active, given what the environment `cell` serves now: `production serves it
+    now` only when its requests really get `version`."""
+    if cell.version == version and cell.how == "environment":
+        return f"{done}: {cell.environment} serves it now."
+    return f"{done}: it is the active version, but {serves_now(cell)}."
+
+
+def test_notice(version: str, results: Any, threshold: float) -> str:
+    """The notice after a test run of `version` (`results`: the stored TestResults)."""
+    passed = "yes" if results.pass_rate >= threshold else "no"
+    return (
+        f"Tests of {version} ran: {results.passed} of {results.total} passed "
+        f"({results.pass_rate:.0%}); passed its tests: {passed} (threshold {threshold:.0%})."
+    )
