@@ -235,8 +235,10 @@ def plan_record_test_run(
     actor: str,
     now: datetime,
 ) -> Change:
-    """Store a test run on the version; is_tested follows whether it reached the threshold."""
+    """Store a test run on the version; is_tested follows whether it reached the threshold. The
+    audit entry's `before` holds the previous run's pass rate and total (None: none ran)."""
     current = require_version(state, version)
+    previous = current.test_results
     passed = results.pass_rate >= threshold
     updated = replace(current, is_tested=passed, test_results=results)
     entry = AuditEntry(
@@ -245,7 +247,11 @@ def plan_record_test_run(
         action="version.test",
         prompt_name=state.name,
         version=version,
-        before={"is_tested": current.is_tested},
+        before={
+            "is_tested": current.is_tested,
+            "pass_rate": previous.pass_rate if previous else None,
+            "total": previous.total if previous else None,
+        },
         after={"is_tested": passed, "pass_rate": results.pass_rate, "total": results.total},
     )
     return Change(versions=(updated,), audit=(entry,))

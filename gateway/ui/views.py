@@ -127,11 +127,44 @@ def trace_link(template: str | None, *, request_id: str, trace_id: str | None = 
     )
 
 
-def audit_change(entry: AuditEntry) -> list[tuple[str, Any, Any]]:
-    """The keys an audit entry changed: (key, before, after), keys in order of first mention."""
+ABSENT = "—"
+"""What the audit page shows for a key that one side of a change does not have."""
+SHARES = frozenset({"pass_rate", "traffic_split"})
+"""Audit keys whose values are shares (0-1), shown as percentages."""
+
+
+def readable(value: Any, key: str = "") -> str:
+    """An audit value in words: None -> `not set`, booleans -> `yes`/`no`, a share (`SHARES`)
+    -> a percentage, other numbers to 4 significant digits, a mapping -> `key: value, ...`, a
+    list -> `a, b`; anything else as its text."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and key in SHARES:
+        return f"{value:.0%}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {readable(v, str(k))}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(v, key) for v in value) or "none"
+    return str(value)
+
+
+def audit_change(entry: AuditEntry) -> list[tuple[str, str, str]]:
+    """The keys an audit entry changed: (key, before, after) in words (`readable`; ABSENT for
+    a side without the key), keys in order of first mention."""
     before, after = dict(entry.before or {}), dict(entry.after or {})
     keys = list(dict.fromkeys([*before, *after]))
-    return [(k, before.get(k), after.get(k)) for k in keys]
+    return [
+        (
+            k,
+            readable(before[k], k) if k in before else ABSENT,
+            readable(after[k], k) if k in after else ABSENT,
+        )
+        for k in keys
+    ]
 
 
 def over_time_chart(metric: str, points: list[TrendPoint]) -> str:

@@ -33,11 +33,13 @@ from gateway.ui.session import FLASH_COOKIE
 
 ADMIN = "console-admin-token-0123456789"
 PASSED = Results(total=2, passed=2, failed=0, pass_rate=1.0)
+HALF = Results(total=2, passed=1, failed=1, pass_rate=0.5)
 
 
 async def fill(path: Path) -> None:
     """`steps`: 1.0.0, 1.1.0, 1.2.0 promoted in turn (active 1.2.0, a rollback goes to 1.1.0).
-    `split`: 1.0.0 active, experiment `exp-split` running against 1.1.0."""
+    `split`: 1.0.0 active, experiment `exp-split` running against 1.1.0. `flaky`: 1.0.0 passed
+    its tests, then failed them when tested again."""
     store = SQLiteStore(path)
     registry = PromptRegistry(store, threshold=0.9)
     for name, versions in (("steps", ("1.0.0", "1.1.0", "1.2.0")), ("split", ("1.0.0", "1.1.0"))):
@@ -53,6 +55,12 @@ async def fill(path: Path) -> None:
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         await registry.promote("steps", version, actor="setup")
     await registry.promote("split", "1.0.0", actor="setup")
+    draft = make_draft(
+        name="flaky", version="1.0.0", messages=[Message("system", "Hi.")], model="mock-model"
+    )
+    await registry.create_version(draft, actor="setup")
+    await registry.record_test_run("flaky", "1.0.0", PASSED, actor="setup")
+    await registry.record_test_run("flaky", "1.0.0", HALF, actor="setup")
     spec = ExperimentSpec(
         id="exp-split",
         prompt_name="split",
@@ -233,3 +241,24 @@ def test_stopping_twice_and_concluding_on_changed_results_are_refused(
     second = client.post("/ui/experiments/exp-split/stop", data=stop)
     assert second.status_code == 409
     assert "Experiment exp-split is already stopped; nothing was changed." in second.text
+
+
+def test_a_failed_retest_reads_as_what_it_is(
+    client: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """A version tested twice (passed, then 1 of 2): the prompt page says it did not pass its
+    tests, with its rate and the threshold; the Prompts page's staging cell does not tell the
+    operator to test one; the audit shows the previous rate and words, not Python values."""
+    prompt = client.get("/ui/prompts/flaky").text
+    assert "<td>no (50%, threshold 90%)</td>" in prompt
+    prompts = client.get("/ui/prompts").text
+    cell = re.search(
+        r'<td data-env="staging">(.*?)</td>', prompts.split("/ui/prompts/flaky")[1], re.S
+    )
+    assert cell is not None
+    assert "failed their tests" in cell[1] and "Test one with" not in cell[1]
+    audit = client.get("/ui/audit?prompt=flaky").text
+    assert "<dt>pass_rate</dt><dd>100% → 50%</dd>" in audit
+    assert "<dt>is_tested</dt><dd>yes → no</dd>" in audit
+    assert "<dt>pass_rate</dt><dd>not set → 100%</dd>" in audit  # the first run
+    assert "True" not in audit and "None" not in audit

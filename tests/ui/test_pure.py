@@ -213,14 +213,27 @@ def test_audit_change_lists_each_key_once_in_order() -> None:
         actor="ada",
         action="promote",
         prompt_name="p",
-        before={"active": "1.0.0", "gone": 1},
-        after={"active": "1.1.0", "new": 2},
+        before={"active": "1.0.0", "gone": 1, "is_tested": True, "pass_rate": None},
+        after={"active": "1.1.0", "new": 2, "is_tested": True, "pass_rate": 1.0},
     )
     assert views.audit_change(entry) == [
         ("active", "1.0.0", "1.1.0"),
-        ("gone", 1, None),
-        ("new", None, 2),
+        ("gone", "1", "—"),
+        ("is_tested", "yes", "yes"),
+        ("pass_rate", "not set", "100%"),
+        ("new", "—", "2"),
     ]
+
+
+def test_audit_values_read_as_words() -> None:
+    """No raw Python in the audit page: booleans, None, shares, parameters."""
+    assert views.readable(True) == "yes" and views.readable(False) == "no"
+    assert views.readable(None) == "not set"
+    assert views.readable(0.5, "traffic_split") == "50%"
+    assert views.readable({"max_tokens": None, "temperature": 0.2}) == (
+        "max_tokens: not set, temperature: 0.2"
+    )
+    assert views.readable([]) == "none"
 
 
 def test_wrote_cookie_round_trips_any_name_and_is_bounded() -> None:
