@@ -564,6 +564,7 @@ def console_router(
             results_age=age,
             over_time=over_time,
             over_time_chart=views.over_time_chart(results.metric, over_time),
+            metric_unit=views.metric_unit(results.metric),
             lookup=lookup,
             exposure=exposure,
             exposure_link=views.trace_link(settings.ui.trace_url, request_id=exposure.request_id)

@@ -99,6 +99,25 @@ def prompt_rows(
     return rows
 
 
+UNITS = {
+    "latency": "ms",
+    "cost_per_task": "USD",
+    "user_satisfaction": "rating 0-5",
+    "task_completion": "0/1, a share",
+}
+"""The unit of each metric's values (PRODUCT §11): means and differences are in it."""
+
+
+def metric_unit(metric: str) -> str:
+    """The unit of `metric`'s values, e.g. `ms`; empty for a metric this table does not know."""
+    return UNITS.get(metric, "")
+
+
+def _titled(metric: str) -> str:
+    unit = metric_unit(metric)
+    return f"{metric} ({unit})" if unit else metric
+
+
 def results_chart(results: ExperimentResults) -> str:
     """Each arm's mean with its 95% interval, and the difference with its interval, as SVG."""
     c, t, d = results.control, results.treatment, results.difference
@@ -106,9 +125,9 @@ def results_chart(results: ExperimentResults) -> str:
         Bar(f"control {c.version}", "control", c.mean, *(c.ci95 or (None, None))),
         Bar(f"treatment {t.version}", "treatment", t.mean, *(t.ci95 or (None, None))),
     ]
-    means = interval_chart(f"Mean {results.metric} per variant, 95% interval", bars)
+    means = interval_chart(f"Mean {_titled(results.metric)} per variant, 95% interval", bars)
     diff = interval_chart(
-        "Difference, treatment minus control, 95% interval",
+        f"Difference in {_titled(results.metric)}, treatment minus control, 95% interval",
         [Bar("difference", "difference", d.absolute, *(d.ci95 or (None, None)))],
         zero=True,
     )
@@ -170,7 +189,8 @@ def audit_change(entry: AuditEntry) -> list[tuple[str, str, str]]:
 def over_time_chart(metric: str, points: list[TrendPoint]) -> str:
     """The difference over time (`trend.difference_over_time`) as SVG, one point per period."""
     return series_chart(
-        f"Difference in mean {metric} over time, treatment minus control, 95% interval",
+        f"Difference in mean {_titled(metric)} over time, treatment minus control, "
+        "95% interval",
         [Point(_period_label(p.period), p.difference, p.low, p.high) for p in points],
     )
 

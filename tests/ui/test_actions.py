@@ -23,6 +23,7 @@ from litestar.testing import TestClient
 
 from gateway.api.app import create_app
 from gateway.core.model import TestResults as Results  # not a pytest class
+from gateway.core.outcomes import Exposure, Feedback
 from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
 from gateway.files import ExperimentSpec
@@ -71,6 +72,15 @@ async def fill(path: Path) -> None:
         start=datetime.now(UTC) - timedelta(hours=1),
     )
     await registry.create_experiment(spec, actor="setup")
+    at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    exposures = [
+        Exposure(f"r{i}", "exp-split", variant, version, f"u{i}", at, 100.0, 1, 1, None, 200)
+        for i, (variant, version) in enumerate(
+            [("control", "1.0.0")] * 4 + [("treatment", "1.1.0")] * 4
+        )
+    ]
+    ratings = [Feedback(f"r{i}", "user_satisfaction", 3.0 + i % 3) for i in range(1, 8)]
+    await store.record_outcomes(exposures, ratings)  # one hour; u0 gave no rating
     await store.close()
 
 
@@ -262,3 +272,23 @@ def test_a_failed_retest_reads_as_what_it_is(
     assert "<dt>is_tested</dt><dd>yes → no</dd>" in audit
     assert "<dt>pass_rate</dt><dd>not set → 100%</dd>" in audit  # the first run
     assert "True" not in audit and "None" not in audit
+
+
+def test_the_experiment_page_gives_units_users_with_a_value_and_one_period_band(
+    client: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """One hour of data: the difference over time still draws its 95% band; means carry the
+    metric's unit; the users the means use are counted (u0 gave no rating)."""
+    page = client.get("/ui/experiments/exp-split").text
+    over_time = page.split('id="over-time-heading"')[1]
+    assert '<rect class="band"' in over_time
+    assert "Mean (rating 0-5)" in page and "Difference (rating 0-5)" in page
+    assert "<td>3 of 4</td>" in page and "<td>4 of 4</td>" in page
+
+
+def test_a_version_diffed_with_itself_says_so(
+    client: TestClient,  # type: ignore[type-arg]
+) -> None:
+    page = client.get("/ui/prompts/steps?from=1.1.0&to=1.1.0").text
+    assert "1.1.0 is compared with itself: the versions are identical." in page
+    assert "identical" not in client.get("/ui/prompts/steps?from=1.0.0&to=1.1.0").text

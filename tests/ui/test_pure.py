@@ -349,3 +349,16 @@ def test_side_by_side_shows_parameters_and_uneven_replacements() -> None:
         DiffRow("added", None, "z"),
     ]
     assert all(r.kind == "same" for r in side_by_side(old, old))
+
+
+def test_one_period_of_the_difference_over_time_draws_its_band() -> None:
+    """With a single period there is no polygon to draw: the interval is a band (a rect)."""
+    svg = series_chart("d", [Point("2026-03-01", 0.5, 0.1, 0.9)])
+    assert svg.count('class="band"') == 1 and "<rect" in svg
+    assert "<rect" not in series_chart("d", [Point("2026-03-01", 0.5, None, None)])
+
+
+def test_metric_units() -> None:
+    assert views.metric_unit("latency") == "ms"
+    assert views.metric_unit("cost_per_task") == "USD"
+    assert views.metric_unit("unknown") == ""
