@@ -643,7 +643,9 @@ def console_router(
     async def adoption_view(
         request: Request[Any, Any, Any], status: int = 200, **extra: Any
     ) -> Template:
-        found = await list_adopted(store)  # grouping runs in a worker thread
+        # Grouping runs in a worker thread; adopted prompts are looked for in the page's registry
+        # (the app's snapshot), not in a read of the whole store.
+        found = await list_adopted(store, await console.registry(request))
         return page(
             request,
             "adoption.html.j2",

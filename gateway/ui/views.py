@@ -189,8 +189,7 @@ def audit_change(entry: AuditEntry) -> list[tuple[str, str, str]]:
 def over_time_chart(metric: str, points: list[TrendPoint]) -> str:
     """The difference over time (`trend.difference_over_time`) as SVG, one point per period."""
     return series_chart(
-        f"Difference in mean {_titled(metric)} over time, treatment minus control, "
-        "95% interval",
+        f"Difference in mean {_titled(metric)} over time, treatment minus control, 95% interval",
         [Point(_period_label(p.period), p.difference, p.low, p.high) for p in points],
     )
 
