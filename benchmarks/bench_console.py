@@ -154,6 +154,7 @@ def main() -> None:
                 "/ui/experiments",
                 "/ui/audit",
                 "/ui/audit?prompt=prompt-000",
+                "/ui/adoption",
             ]
             print("| page | cold ms | median ms | worst ms | bytes |")
             print("| --- | ---: | ---: | ---: | ---: |")

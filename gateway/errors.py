@@ -32,6 +32,7 @@ The tree, with each class's HTTP status and OpenAI error code (4xx have the Open
     │   ├── VersionConflict           409 version_conflict   (same version, other content)
     │   ├── PromotionRefused          409 promotion_refused  (pass rate under the threshold)
     │   ├── NothingToRollBack         409 nothing_to_roll_back
+    │   ├── StateChanged              409 state_changed      (the state moved since it was shown)
     │   ├── ExperimentConflict        409 experiment_conflict
     │   ├── ExperimentStopped         409 experiment_stopped (feedback after the experiment)
     │   └── StoreNotEmpty             409 store_not_empty    (restore writes only an empty store)
@@ -209,6 +210,13 @@ class PromotionRefused(Conflict):
 
 class NothingToRollBack(Conflict):
     code = "nothing_to_roll_back"
+
+
+class StateChanged(Conflict):
+    """A change made for a state the caller saw, refused because the state moved since (another
+    operator, a stale page): nothing was written."""
+
+    code = "state_changed"
 
 
 class ExperimentConflict(Conflict):

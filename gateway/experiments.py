@@ -16,7 +16,7 @@ from datetime import datetime
 from gateway.core import registry as plans
 from gateway.core.model import Experiment
 from gateway.core.stats import ExperimentResults, analyze_totals
-from gateway.errors import ExperimentNotFound
+from gateway.errors import ExperimentNotFound, StateChanged
 from gateway.prompts import did_you_mean
 from gateway.settings import ExperimentSettings
 from gateway.stores.base import Store
@@ -84,14 +84,24 @@ async def conclude_experiment(
     force: bool,
     actor: str,
     clock: Callable[[], datetime],
+    expect_promote: bool | None = None,
 ) -> Conclusion:
     """Stop the experiment; promote its treatment when the results say `promote_treatment`.
 
     The promotion passes the gate (PromotionRefused under the threshold unless `force`); when it
-    is refused, nothing changes, the experiment keeps its status.
+    is refused, nothing changes, the experiment keeps its status. `expect_promote`: whether the
+    caller showed a conclusion that promotes (None: not checked); when the results computed now
+    decide otherwise, StateChanged (409) and nothing changes.
     """
     results = await experiment_results(store, experiment_id, settings)
     promote = results.recommendation == "promote_treatment"
+    if expect_promote is not None and promote != expect_promote:
+        raise StateChanged(
+            f"The results of {experiment_id} changed since they were shown: they now recommend "
+            f"{results.recommendation.replace('_', ' ')} ({results.reason}). Nothing was "
+            "changed; read them again before concluding.",
+            param="expect_promote",
+        )
     found = await store.find_experiment(experiment_id)
     assert found is not None  # experiments are never deleted
     change = await store.apply(

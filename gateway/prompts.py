@@ -27,6 +27,7 @@ from gateway.errors import (
     ExperimentConflict,
     ExperimentNotFound,
     PromptNotFound,
+    StateChanged,
     VersionConflict,
     VersionNotFound,
 )
@@ -106,27 +107,59 @@ class PromptRegistry:
         )
 
     async def promote(
-        self, name: str, version: str, *, actor: str, force: bool = False
+        self,
+        name: str,
+        version: str,
+        *,
+        actor: str,
+        force: bool = False,
+        expect_active: str | None = None,
     ) -> AuditEntry | None:
-        """Make a version active; None when it already was."""
-        change = await self.store.apply(
-            name,
-            lambda state, _: plans.plan_promote(
+        """Make a version active; None when it already was.
+
+        `expect_active`: the active version the caller saw; when another one is active now (and
+        `version` is not), StateChanged (409) and nothing is written. Checked inside the store's
+        atomic write, so two callers cannot both pass it on the same state.
+        """
+
+        def plan(state: PromptState, _: object) -> plans.Change:
+            if state.active != version:
+                plans.check_active(state, expect_active)
+            return plans.plan_promote(
                 state,
                 version,
                 threshold=self.threshold,
                 force=force,
                 actor=actor,
                 now=self._clock(),
-            ),
-        )
+            )
+
+        change = await self.store.apply(name, plan)
         return change.audit[0] if change.audit else None
 
-    async def rollback(self, name: str, *, actor: str) -> AuditEntry:
-        """Re-activate the version active before the current one."""
-        change = await self.store.apply(
-            name, lambda state, _: plans.plan_rollback(state, actor=actor, now=self._clock())
-        )
+    async def rollback(
+        self,
+        name: str,
+        *,
+        actor: str,
+        expect_active: str | None = None,
+        expect_target: str | None = None,
+    ) -> AuditEntry:
+        """Re-activate the version active before the current one.
+
+        `expect_active` / `expect_target`: the active version the caller saw and the version it
+        saw the rollback go to; when either differs now, StateChanged (409) and nothing is
+        written (checked inside the store's atomic write), so a rollback submitted twice goes
+        back one step, not two.
+        """
+
+        def plan(state: PromptState, _: object) -> plans.Change:
+            if state.versions:
+                plans.check_active(state, expect_active)
+                plans.check_rollback_target(state, expect_target)
+            return plans.plan_rollback(state, actor=actor, now=self._clock())
+
+        change = await self.store.apply(name, plan)
         return change.audit[0]
 
     async def create_experiment(self, spec: ExperimentSpec, *, actor: str) -> Experiment:
@@ -177,17 +210,26 @@ class PromptRegistry:
             )
         return existing, "unchanged"
 
-    async def stop_experiment(self, experiment_id: str, *, actor: str) -> Experiment:
-        """Stop an experiment; its prompt goes back to environment resolution."""
+    async def stop_experiment(
+        self, experiment_id: str, *, actor: str, expect_running: bool = False
+    ) -> Experiment:
+        """Stop an experiment; its prompt goes back to environment resolution. Stopping a
+        stopped one changes nothing, or, with `expect_running` (the caller showed it running),
+        raises StateChanged (409)."""
         found = await self.store.find_experiment(experiment_id)
         if found is None:
             raise ExperimentNotFound(f"Experiment {experiment_id!r} does not exist.", param="id")
-        await self.store.apply(
-            found.prompt_name,
-            lambda state, _: plans.plan_stop_experiment(
-                state, experiment_id, actor=actor, now=self._clock()
-            ),
-        )
+
+        def plan(state: PromptState, _: object) -> plans.Change:
+            current = next((e for e in state.experiments if e.id == experiment_id), None)
+            if expect_running and current is not None and current.status != "running":
+                raise StateChanged(
+                    f"Experiment {experiment_id} is already stopped; nothing was changed.",
+                    param="id",
+                )
+            return plans.plan_stop_experiment(state, experiment_id, actor=actor, now=self._clock())
+
+        await self.store.apply(found.prompt_name, plan)
         stopped = await self.store.find_experiment(experiment_id)
         assert stopped is not None  # experiments are never deleted
         return stopped

@@ -40,7 +40,7 @@ from gateway.adoption import adopt_candidate, candidate_to_dict, list_adopted
 from gateway.api.admin_base import AdminContext
 from gateway.api.auth import FORCE_ROLE, Authenticator, Principal, require, role_for
 from gateway.core.diffing import side_by_side
-from gateway.core.model import Experiment, RegistrySnapshot
+from gateway.core.model import RegistrySnapshot
 from gateway.core.rendering import render
 from gateway.core.stats import ExperimentResults
 from gateway.core.trend import difference_over_time
@@ -52,6 +52,8 @@ from gateway.testing import run_and_record, served_tests
 from gateway.ui import views
 from gateway.ui.session import (
     COOKIE,
+    FLASH_COOKIE,
+    FLASH_MAX_AGE,
     SIGN_IN_COOKIE,
     Revocations,
     Session,
@@ -290,16 +292,52 @@ def console_router(console: Console) -> Router:
         request: Request[Any, Any, Any], name: str, status: int = 200, **context: Any
     ) -> Template:
         caller: Caller | None = getattr(request.state, "caller", None)
-        return Template(
+        pending = request.cookies.get(FLASH_COOKIE)
+        notice = (
+            console.signer.read_flash(caller.session, pending, int(time.time()))
+            if caller and pending
+            else None
+        )
+        response = Template(
             template_name=name,
             context={
                 "caller": caller,
                 "csrf": caller.session.csrf if caller else "",
                 "environment": settings.env,
                 "trace_url": settings.ui.trace_url,
+                "flash": notice,
                 **context,
             },
             status_code=status,
+        )
+        if pending:  # shown once
+            response.delete_cookie(FLASH_COOKIE, path="/ui")
+        return response
+
+    def flash(request: Request[Any, Any, Any], response: Response[Any], message: str) -> None:
+        """Have the next page show `message` once (a signed cookie: a link cannot fake it)."""
+        caller: Caller = request.state.caller
+        response.cookies.append(
+            Cookie(
+                key=FLASH_COOKIE,
+                value=console.signer.flash(caller.session, message, int(time.time())),
+                path="/ui",
+                max_age=FLASH_MAX_AGE,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        )
+
+    async def production_now(request: Request[Any, Any, Any], name: str) -> views.Served:
+        """What production requests of `name` get now, read from the store and resolved as the
+        request path resolves (overrides, a running experiment)."""
+        snapshot, state = await asyncio.gather(console.registry(request), store.prompt(name))
+        prompts = dict(snapshot.prompts)
+        prompts[name] = state
+        own = views.overrides_for(settings.overrides, "production", settings.env)
+        return views.served(
+            RegistrySnapshot(prompts, snapshot.revision), name, "production", own, utc_now()
         )
 
     def actor(request: Request[Any, Any, Any], action: str, target: str) -> str:
@@ -472,49 +510,73 @@ def console_router(console: Console) -> Router:
     async def acting(
         request: Request[Any, Any, Any],
         name: str,
-        done: str,
-        work: Callable[[], Awaitable[object]],
+        work: Callable[[], Awaitable[str]],
         **query: str,
     ) -> Response[Any]:
-        """Run a prompt action; on success back to the prompt page with a notice, on a refusal
-        the prompt page again with the message (and the refusal's status)."""
+        """Run a prompt action; on success back to the prompt page, which shows the notice
+        `work` returns once (`flash`); on a refusal the prompt page again with the message and
+        the refusal's status (409 when the state changed since the form was shown)."""
         try:
-            await work()
+            notice = await work()
         except GatewayError as exc:
             outcome(request, exc)
             return await prompt_view(request, name, exc.status, error=exc.message)
         outcome(request, None)
-        response = Redirect(
-            f"/ui/prompts/{name}?{urlencode({'done': done, **query})}", status_code=303
-        )
+        suffix = f"?{urlencode(query)}" if query else ""
+        response = Redirect(f"/ui/prompts/{quote(name)}{suffix}", status_code=303)
         wrote(request, response, name)
+        flash(request, response, notice)
         return response
+
+    def shown(form: Any, key: str) -> str | None:
+        """A form field naming what the page showed; None when the form has none."""
+        value = form.get(key)
+        return None if value is None else str(value)
 
     @post("/prompts/{name:str}/promote", status_code=303)
     async def promote(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
-        """Promote the version in the form (forced only for admins)."""
+        """Promote the version in the form (forced only for admins); 409 when the form's
+        `active` (the active version the page showed) is no longer active."""
         form = await request.form()
         version, force = str(form.get("version") or ""), form.get("force") == "yes"
         if force:
             require(request.state.caller.principal, FORCE_ROLE, "A forced promotion")
 
-        async def work() -> object:
+        async def work() -> str:
             who = actor(request, "promote", f"{name}@{version}{' (forced)' if force else ''}")
             await stored_prompt(store, name)
-            return await registry.promote(name, version, actor=who, force=force)
+            entry = await registry.promote(
+                name, version, actor=who, force=force, expect_active=shown(form, "active")
+            )
+            cell = await production_now(request, name)
+            if entry is None:
+                now = views.serves_now(cell)
+                return f"{version} was already active; nothing was changed ({now})."
+            return views.activation_notice(f"Promoted {version}", version, cell)
 
-        return await acting(request, name, "promoted", work, show=version)
+        return await acting(request, name, work, show=version)
 
     @post("/prompts/{name:str}/rollback", status_code=303)
     async def rollback(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[Any]:
-        """Re-activate the previous active version."""
+        """Re-activate the previous active version; 409 when the form's `active` and `target`
+        (what the page showed: the active version and the one the rollback goes to) differ from
+        the state now, so a form submitted twice rolls back one step, not two."""
+        form = await request.form()
 
-        async def work() -> object:
+        async def work() -> str:
             who = actor(request, "rollback", name)
             await stored_prompt(store, name)
-            return await registry.rollback(name, actor=who)
+            entry = await registry.rollback(
+                name,
+                actor=who,
+                expect_active=shown(form, "active"),
+                expect_target=shown(form, "target"),
+            )
+            before, after = (entry.before or {}).get("active"), str(entry.version)
+            cell = await production_now(request, name)
+            return views.activation_notice(f"Rolled back from {before} to {after}", after, cell)
 
-        return await acting(request, name, "rolled-back", work)
+        return await acting(request, name, work)
 
     @post("/prompts/{name:str}/versions/{version:str}/test", status_code=303)
     async def run_tests(
@@ -522,10 +584,10 @@ def console_router(console: Console) -> Router:
     ) -> Response[Any]:
         """Run the version's tests from the server's prompts_dir and store the pass rate."""
 
-        async def work() -> object:
+        async def work() -> str:
             who = actor(request, "test", f"{name}@{version}")
             chosen = existing_version(await stored_prompt(store, name), version)
-            return await run_and_record(
+            await run_and_record(
                 registry,
                 settings,
                 ctx.upstream,
@@ -535,8 +597,12 @@ def console_router(console: Console) -> Router:
                 concurrency=8,
                 now=utc_now(),
             )
+            stored = existing_version(await store.prompt(name), version).test_results
+            if stored is None:  # not possible: the run was just stored
+                return f"Tests of {version} ran."
+            return views.test_notice(version, stored, settings.promotion.threshold)
 
-        return await acting(request, name, "tested", work, show=version)
+        return await acting(request, name, work, show=version)
 
     # ---- experiments --------------------------------------------------------------------------
 
@@ -573,6 +639,7 @@ def console_router(console: Console) -> Router:
             results_age=age,
             over_time=over_time,
             over_time_chart=views.over_time_chart(results.metric, over_time),
+            metric_unit=views.metric_unit(results.metric),
             lookup=lookup,
             exposure=exposure,
             exposure_link=views.trace_link(settings.ui.trace_url, request_id=exposure.request_id)
@@ -587,41 +654,55 @@ def console_router(console: Console) -> Router:
         return await experiment_view(request, id)
 
     async def experiment_acting(
-        request: Request[Any, Any, Any], experiment_id: str, work: Callable[[], Awaitable[Any]]
+        request: Request[Any, Any, Any], experiment_id: str, work: Callable[[], Awaitable[str]]
     ) -> Response[Any]:
+        """Run an experiment action; on success back to its page, which shows the notice `work`
+        returns followed by what production serves now, once; on a refusal the page again
+        with the message and the refusal's status."""
         try:
-            await work()
+            done = await work()
         except GatewayError as exc:
             outcome(request, exc)
             return await experiment_view(request, experiment_id, exc.status, error=exc.message)
         finally:
             console.forget(experiment_id)
         outcome(request, None)
-        response = Redirect(f"/ui/experiments/{experiment_id}?done=1", status_code=303)
+        response = Redirect(f"/ui/experiments/{quote(experiment_id)}", status_code=303)
         found = await store.find_experiment(experiment_id)
         if found is not None:
             wrote(request, response, found.prompt_name)
+            cell = await production_now(request, found.prompt_name)
+            done = f"{done}: for {found.prompt_name}, {views.serves_now(cell)}."
+        flash(request, response, done)
         return response
 
     @post("/experiments/{id:str}/stop", status_code=303)
     async def stop(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
         """Stop the experiment."""
 
-        async def work() -> Experiment:
+        form = await request.form()
+
+        async def work() -> str:
             who = actor(request, "stop", id)
             await stored_experiment(store, id)
-            return await registry.stop_experiment(id, actor=who)
+            await registry.stop_experiment(
+                id, actor=who, expect_running=form.get("status") == "running"
+            )
+            return f"Stopped {id}"
 
         return await experiment_acting(request, id, work)
 
     @post("/experiments/{id:str}/conclude", status_code=303)
     async def conclude(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
-        """Stop it and promote the treatment when the results recommend it (gate applies)."""
+        """Stop it and promote the treatment when the results recommend it (gate applies); 409
+        when the form's `promote` (whether the page's button said it promotes) no longer holds."""
+        form = await request.form()
+        promises = form.get("promote")
 
-        async def work() -> object:
+        async def work() -> str:
             who = actor(request, "conclude", id)
             await stored_experiment(store, id)
-            return await conclude_experiment(
+            done = await conclude_experiment(
                 store,
                 id,
                 settings=settings.experiments,
@@ -629,7 +710,10 @@ def console_router(console: Console) -> Router:
                 force=False,
                 actor=who,
                 clock=utc_now,
+                expect_promote=None if promises is None else promises == "yes",
             )
+            promoted = f" and promoted {done.experiment.treatment_version}" if done.promoted else ""
+            return f"Concluded {id}{promoted}"
 
         return await experiment_acting(request, id, work)
 
@@ -638,7 +722,9 @@ def console_router(console: Console) -> Router:
     async def adoption_view(
         request: Request[Any, Any, Any], status: int = 200, **extra: Any
     ) -> Template:
-        found = await list_adopted(store)  # grouping runs in a worker thread
+        # Grouping runs in a worker thread; adopted prompts are looked for in the page's registry
+        # (the app's snapshot), not in a read of the whole store.
+        found = await list_adopted(store, await console.registry(request))
         return page(
             request,
             "adoption.html.j2",
@@ -682,8 +768,15 @@ def console_router(console: Console) -> Router:
                 request, exc.status, error=exc.message, tried=candidate, tried_name=name
             )
         outcome(request, None)
-        response = Redirect(f"/ui/prompts/{quote(name)}?done=adopted", status_code=303)
+        response = Redirect(f"/ui/prompts/{quote(name)}", status_code=303)
         wrote(request, response, name)
+        adopted = (await store.prompt(name)).active
+        flash(
+            request,
+            response,
+            f"Adopted as {name} {adopted}: unmanaged calls with its system prompt are served as "
+            "this prompt now.",
+        )
         return response
 
     # ---- audit --------------------------------------------------------------------------------

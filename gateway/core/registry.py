@@ -34,6 +34,7 @@ from gateway.errors import (
     InvalidPrompt,
     NothingToRollBack,
     PromotionRefused,
+    StateChanged,
     VersionConflict,
     VersionNotFound,
 )
@@ -234,8 +235,10 @@ def plan_record_test_run(
     actor: str,
     now: datetime,
 ) -> Change:
-    """Store a test run on the version; is_tested follows whether it reached the threshold."""
+    """Store a test run on the version; is_tested follows whether it reached the threshold. The
+    audit entry's `before` holds the previous run's pass rate and total (None: none ran)."""
     current = require_version(state, version)
+    previous = current.test_results
     passed = results.pass_rate >= threshold
     updated = replace(current, is_tested=passed, test_results=results)
     entry = AuditEntry(
@@ -244,7 +247,11 @@ def plan_record_test_run(
         action="version.test",
         prompt_name=state.name,
         version=version,
-        before={"is_tested": current.is_tested},
+        before={
+            "is_tested": current.is_tested,
+            "pass_rate": previous.pass_rate if previous else None,
+            "total": previous.total if previous else None,
+        },
         after={"is_tested": passed, "pass_rate": results.pass_rate, "total": results.total},
     )
     return Change(versions=(updated,), audit=(entry,))
@@ -291,6 +298,35 @@ def plan_promote(
         detail=_pass_rate_detail(target),
     )
     return Change(active=version, history=history, activation_changed=True, audit=(entry,))
+
+
+def check_active(state: PromptState, expected: str | None) -> None:
+    """StateChanged unless `state`'s active version is `expected` ("": none is active; None:
+    not checked).
+
+    A caller that acts on what it showed (the console's forms) passes the active version it
+    showed, so an action submitted twice, or after another operator's, changes nothing."""
+    if expected is None or (state.active or "") == expected:
+        return
+    if not expected:
+        message = f"{state.name} has an active version now, {state.active}"
+    else:
+        message = f"{expected} is no longer active: {state.active or 'no version'} is"
+    raise StateChanged(f"{message}; nothing was changed.", param="expected_active")
+
+
+def check_rollback_target(state: PromptState, expected: str | None) -> None:
+    """StateChanged unless a rollback of `state` now would re-activate `expected` (None: not
+    checked)."""
+    if expected is None:
+        return
+    target = state.history[-1] if state.history else None
+    if target != expected:
+        now_goes = f"goes to {target}" if target else "has no earlier version to go to"
+        raise StateChanged(
+            f"A rollback of {state.name} now {now_goes}, not {expected}; nothing was changed.",
+            param="expected_target",
+        )
 
 
 def plan_rollback(state: PromptState, *, actor: str, now: datetime) -> Change:

@@ -126,7 +126,12 @@ def resolve(
     if chosen is None:
         hint = {
             "production": f"Promote one with: gateway prompts promote {name} <version>",
-            "staging": f"Test one with: gateway prompts test {name}",
+            "staging": (
+                "Its tested versions all failed their tests (under the promotion threshold); "
+                f"fix one and test it again: gateway prompts test {name} --version <version>"
+                if any(v.test_results is not None for v in state.versions)
+                else f"Test one with: gateway prompts test {name}"
+            ),
             "development": "Push a version first.",
         }[environment]
         raise NoServableVersion(f"Prompt {name!r} has no version to serve in {environment}. {hint}")

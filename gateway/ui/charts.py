@@ -129,6 +129,13 @@ def series_chart(title: str, points: Sequence[Point]) -> str:
     lower = [f"{bx:.1f},{y(lo):.1f}" for bx, lo, hi in band if lo is not None and hi is not None]
     if len(upper) > 1:
         parts.append(f'<polygon class="band" points="{" ".join(upper + lower[::-1])}"/>')
+    elif upper:  # one period: its interval as a band around the point
+        bx, lo, hi = next((b, lo, hi) for b, lo, hi in band if lo is not None and hi is not None)
+        assert lo is not None and hi is not None
+        parts.append(
+            f'<rect class="band" x="{bx - 14:.1f}" y="{y(hi):.1f}" width="28" '
+            f'height="{max(y(lo) - y(hi), 1):.1f}"/>'
+        )
     line = [f"{x(i):.1f},{y(p.value):.1f}" for i, p in enumerate(points) if p.value is not None]
     if len(line) > 1:
         parts.append(f'<polyline class="difference" points="{" ".join(line)}"/>')

@@ -28,6 +28,10 @@ COOKIE = "gateway_console"
 """The session cookie's name."""
 SIGN_IN_COOKIE = "gateway_console_sign_in"
 """A short-lived cookie binding the sign-in form's CSRF token to this browser."""
+FLASH_COOKIE = "gateway_console_flash"
+"""The outcome of the last action, set by its redirect and shown once by the next page."""
+FLASH_MAX_AGE = 60
+"""Seconds a flash lives: the redirect's page reads it at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,25 @@ class SessionSigner:
         if not cookie or not form_token:
             return False
         return hmac.compare_digest(self._mac(b"sign-in:", cookie.encode()), form_token)
+
+    def flash(self, session: Session, message: str, now: int) -> str:
+        """The flash cookie's value carrying `message` (an action's outcome) for this session
+        until `now` + FLASH_MAX_AGE: signed, so a link or another session cannot fake one."""
+        doc = {"m": message, "e": now + FLASH_MAX_AGE}
+        return self._sign(b"flash:" + session.csrf.encode() + b":", orjson.dumps(doc))
+
+    def read_flash(self, session: Session, cookie: str | None, now: int) -> str | None:
+        """The message a flash cookie holds for this session, or None when it is missing,
+        forged, another session's or expired."""
+        payload = self._verify(b"flash:" + session.csrf.encode() + b":", cookie)
+        if payload is None:
+            return None
+        try:
+            doc = orjson.loads(payload)
+            message, expires = str(doc["m"]), int(doc["e"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        return message if expires > now else None
 
     def _mac(self, purpose: bytes, payload: bytes) -> str:
         digest = hmac.new(self._secret, purpose + payload, hashlib.sha256).digest()

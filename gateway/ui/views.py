@@ -99,6 +99,25 @@ def prompt_rows(
     return rows
 
 
+UNITS = {
+    "latency": "ms",
+    "cost_per_task": "USD",
+    "user_satisfaction": "rating 0-5",
+    "task_completion": "0/1, a share",
+}
+"""The unit of each metric's values (PRODUCT §11): means and differences are in it."""
+
+
+def metric_unit(metric: str) -> str:
+    """The unit of `metric`'s values, e.g. `ms`; empty for a metric this table does not know."""
+    return UNITS.get(metric, "")
+
+
+def _titled(metric: str) -> str:
+    unit = metric_unit(metric)
+    return f"{metric} ({unit})" if unit else metric
+
+
 def results_chart(results: ExperimentResults) -> str:
     """Each arm's mean with its 95% interval, and the difference with its interval, as SVG."""
     c, t, d = results.control, results.treatment, results.difference
@@ -106,9 +125,9 @@ def results_chart(results: ExperimentResults) -> str:
         Bar(f"control {c.version}", "control", c.mean, *(c.ci95 or (None, None))),
         Bar(f"treatment {t.version}", "treatment", t.mean, *(t.ci95 or (None, None))),
     ]
-    means = interval_chart(f"Mean {results.metric} per variant, 95% interval", bars)
+    means = interval_chart(f"Mean {_titled(results.metric)} per variant, 95% interval", bars)
     diff = interval_chart(
-        "Difference, treatment minus control, 95% interval",
+        f"Difference in {_titled(results.metric)}, treatment minus control, 95% interval",
         [Bar("difference", "difference", d.absolute, *(d.ci95 or (None, None)))],
         zero=True,
     )
@@ -127,17 +146,50 @@ def trace_link(template: str | None, *, request_id: str, trace_id: str | None = 
     )
 
 
-def audit_change(entry: AuditEntry) -> list[tuple[str, Any, Any]]:
-    """The keys an audit entry changed: (key, before, after), keys in order of first mention."""
+ABSENT = "—"
+"""What the audit page shows for a key that one side of a change does not have."""
+SHARES = frozenset({"pass_rate", "traffic_split"})
+"""Audit keys whose values are shares (0-1), shown as percentages."""
+
+
+def readable(value: Any, key: str = "") -> str:
+    """An audit value in words: None -> `not set`, booleans -> `yes`/`no`, a share (`SHARES`)
+    -> a percentage, other numbers to 4 significant digits, a mapping -> `key: value, ...`, a
+    list -> `a, b`; anything else as its text."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and key in SHARES:
+        return f"{value:.0%}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {readable(v, str(k))}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(v, key) for v in value) or "none"
+    return str(value)
+
+
+def audit_change(entry: AuditEntry) -> list[tuple[str, str, str]]:
+    """The keys an audit entry changed: (key, before, after) in words (`readable`; ABSENT for
+    a side without the key), keys in order of first mention."""
     before, after = dict(entry.before or {}), dict(entry.after or {})
     keys = list(dict.fromkeys([*before, *after]))
-    return [(k, before.get(k), after.get(k)) for k in keys]
+    return [
+        (
+            k,
+            readable(before[k], k) if k in before else ABSENT,
+            readable(after[k], k) if k in after else ABSENT,
+        )
+        for k in keys
+    ]
 
 
 def over_time_chart(metric: str, points: list[TrendPoint]) -> str:
     """The difference over time (`trend.difference_over_time`) as SVG, one point per period."""
     return series_chart(
-        f"Difference in mean {metric} over time, treatment minus control, 95% interval",
+        f"Difference in mean {_titled(metric)} over time, treatment minus control, 95% interval",
         [Point(_period_label(p.period), p.difference, p.low, p.high) for p in points],
     )
 
@@ -158,3 +210,37 @@ def wrote_names(cookie: str | None, limit: int) -> list[str]:
 def wrote_cookie(names: list[str]) -> str:
     """The cookie value for `names`: each percent-encoded, comma-separated."""
     return ",".join(quote(n, safe="") for n in names)
+
+
+def serves_now(cell: Served) -> str:
+    """What requests of one environment get now, in words (for the notice after an action):
+    `production serves 1.1.0`, `... (an override pins it)`, an experiment's split, or nothing."""
+    env = cell.environment
+    if cell.experiment is not None:
+        e = cell.experiment
+        return (
+            f"{env} still splits its traffic in experiment {e.id}: {e.control_version} to "
+            f"{1 - e.traffic_split:.0%} of users, {e.treatment_version} to {e.traffic_split:.0%}"
+        )
+    if cell.version is not None:
+        pinned = " (an override pins it)" if cell.how == "override" else ""
+        return f"{env} serves {cell.version}{pinned}"
+    return f"{env} serves nothing ({cell.how})"
+
+
+def activation_notice(done: str, version: str, cell: Served) -> str:
+    """The notice after `done` (e.g. `Promoted 1.1.0`, `Rolled back from 1.1.0 to 1.0.0`) made
+    `version` active, given what the environment `cell` serves now: `production serves it
+    now` only when its requests really get `version`."""
+    if cell.version == version and cell.how == "environment":
+        return f"{done}: {cell.environment} serves it now."
+    return f"{done}: it is the active version, but {serves_now(cell)}."
+
+
+def test_notice(version: str, results: Any, threshold: float) -> str:
+    """The notice after a test run of `version` (`results`: the stored TestResults)."""
+    passed = "yes" if results.pass_rate >= threshold else "no"
+    return (
+        f"Tests of {version} ran: {results.passed} of {results.total} passed "
+        f"({results.pass_rate:.0%}); passed its tests: {passed} (threshold {threshold:.0%})."
+    )

@@ -187,11 +187,13 @@ def test_test_run_sets_is_tested_by_the_threshold() -> None:
         TESTED, plans.plan_record_test_run(TESTED, "1.2.0", good, threshold=0.9, actor="t", now=T0)
     )
     assert state.by_version["1.2.0"].is_tested
-    state = apply(
-        state, plans.plan_record_test_run(state, "1.2.0", bad, threshold=0.9, actor="t", now=T0)
-    )
+    again = plans.plan_record_test_run(state, "1.2.0", bad, threshold=0.9, actor="t", now=T0)
+    state = apply(state, again)
     assert not state.by_version["1.2.0"].is_tested
     assert state.by_version["1.2.0"].test_results == bad
+    # The audit's before holds the run it replaced, not only the mark.
+    assert again.audit[0].before == {"is_tested": True, "pass_rate": 0.9, "total": 10}
+    assert again.audit[0].after == {"is_tested": False, "pass_rate": 0.5, "total": 10}
 
 
 def test_only_one_experiment_runs_per_prompt() -> None:

@@ -148,7 +148,7 @@ def test_an_editor_adopts_a_candidate_and_the_prompt_appears(app: object) -> Non
             follow_redirects=False,
         )
         assert adopted.status_code == 303, adopted.text
-        assert adopted.headers["location"] == "/ui/prompts/acme-support?done=adopted"
+        assert adopted.headers["location"] == "/ui/prompts/acme-support"
         prompt = client.get(adopted.headers["location"])
         assert prompt.status_code == 200
         assert "Adopted as acme-support 1.0.0" in prompt.text

@@ -235,14 +235,27 @@ def test_audit_change_lists_each_key_once_in_order() -> None:
         actor="ada",
         action="promote",
         prompt_name="p",
-        before={"active": "1.0.0", "gone": 1},
-        after={"active": "1.1.0", "new": 2},
+        before={"active": "1.0.0", "gone": 1, "is_tested": True, "pass_rate": None},
+        after={"active": "1.1.0", "new": 2, "is_tested": True, "pass_rate": 1.0},
     )
     assert views.audit_change(entry) == [
         ("active", "1.0.0", "1.1.0"),
-        ("gone", 1, None),
-        ("new", None, 2),
+        ("gone", "1", "—"),
+        ("is_tested", "yes", "yes"),
+        ("pass_rate", "not set", "100%"),
+        ("new", "—", "2"),
     ]
+
+
+def test_audit_values_read_as_words() -> None:
+    """No raw Python in the audit page: booleans, None, shares, parameters."""
+    assert views.readable(True) == "yes" and views.readable(False) == "no"
+    assert views.readable(None) == "not set"
+    assert views.readable(0.5, "traffic_split") == "50%"
+    assert views.readable({"max_tokens": None, "temperature": 0.2}) == (
+        "max_tokens: not set, temperature: 0.2"
+    )
+    assert views.readable([]) == "none"
 
 
 def test_wrote_cookie_round_trips_any_name_and_is_bounded() -> None:
@@ -358,3 +371,16 @@ def test_side_by_side_shows_parameters_and_uneven_replacements() -> None:
         DiffRow("added", None, "z"),
     ]
     assert all(r.kind == "same" for r in side_by_side(old, old))
+
+
+def test_one_period_of_the_difference_over_time_draws_its_band() -> None:
+    """With a single period there is no polygon to draw: the interval is a band (a rect)."""
+    svg = series_chart("d", [Point("2026-03-01", 0.5, 0.1, 0.9)])
+    assert svg.count('class="band"') == 1 and "<rect" in svg
+    assert "<rect" not in series_chart("d", [Point("2026-03-01", 0.5, None, None)])
+
+
+def test_metric_units() -> None:
+    assert views.metric_unit("latency") == "ms"
+    assert views.metric_unit("cost_per_task") == "USD"
+    assert views.metric_unit("unknown") == ""
