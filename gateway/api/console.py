@@ -642,7 +642,9 @@ def console_router(console: Console) -> Router:
             metric_unit=views.metric_unit(results.metric),
             lookup=lookup,
             exposure=exposure,
-            exposure_link=views.trace_link(settings.ui.trace_url, request_id=exposure.request_id)
+            exposure_link=views.trace_link(
+                settings.ui.trace_url, request_id=exposure.request_id, trace_id=exposure.trace_id
+            )
             if exposure
             else None,
             **extra,

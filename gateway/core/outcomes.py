@@ -56,6 +56,9 @@ class Exposure(NamedTuple):
     cost_usd: float | None
     """None when the price table has no price for the model."""
     status: int
+    trace_id: str | None = None
+    """The call's trace (32 hex digits) when tracing is on: the console links it
+    (`ui.trace_url`)."""
 
 
 @dataclass(frozen=True, slots=True)

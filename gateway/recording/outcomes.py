@@ -74,6 +74,7 @@ class OutcomeRecorder(BatchWriter):
             output_tokens=record.output_tokens,
             cost_usd=record.cost_usd,
             status=record.status,
+            trace_id=record.trace_id,
         )
         if not self._put(exposure):
             self.dropped_exposures += 1

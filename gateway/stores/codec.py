@@ -332,6 +332,7 @@ def dump_exposure(exposure: Exposure) -> bytes:
             exposure.output_tokens,
             exposure.cost_usd,
             exposure.status,
+            exposure.trace_id,
         ]
     )
 
@@ -342,8 +343,11 @@ def load_exposure(request_id: str, raw: bytes | str) -> Exposure:
 
 
 def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
-    """An Exposure from its stored fields in dump_exposure's order (`at` as ISO 8601 text)."""
-    experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = fields
+    """An Exposure from its stored fields in dump_exposure's order (`at` as ISO 8601 text); a
+    document written before the trace id was kept has no 11th field."""
+    stored = fields[:10]
+    experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = stored
+    trace_id = fields[10] if len(fields) > 10 else None
     return Exposure(
         request_id,
         experiment_id,
@@ -356,6 +360,7 @@ def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
         tokens_out,
         cost,
         status,
+        trace_id,
     )
 
 

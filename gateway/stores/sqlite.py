@@ -74,7 +74,8 @@ INSERT OR IGNORE INTO lineage VALUES (1, lower(hex(randomblob(8))));
 CREATE TABLE IF NOT EXISTS exposures (
     request_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, variant TEXT NOT NULL,
     version TEXT NOT NULL, unit TEXT NOT NULL, at TEXT NOT NULL, latency_ms REAL NOT NULL,
-    input_tokens INTEGER, output_tokens INTEGER, cost_usd REAL, status INTEGER NOT NULL
+    input_tokens INTEGER, output_tokens INTEGER, cost_usd REAL, status INTEGER NOT NULL,
+    trace_id TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
@@ -105,7 +106,7 @@ _IN_BATCH = "request_id IN (SELECT value FROM json_each(?))"
 
 _INSERT_EXPOSURES = """
 INSERT INTO exposures (request_id, experiment_id, variant, version, unit, at, latency_ms,
-                       input_tokens, output_tokens, cost_usd, status)
+                       input_tokens, output_tokens, cost_usd, status, trace_id)
 VALUES {values}
 """
 
@@ -480,7 +481,7 @@ class SQLiteStore:
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT request_id, experiment_id, variant, version, unit, at, latency_ms, "
-                "input_tokens, output_tokens, cost_usd, status FROM exposures "
+                "input_tokens, output_tokens, cost_usd, status, trace_id FROM exposures "
                 "WHERE request_id = ?",
                 (request_id,),
             ).fetchone()
@@ -667,11 +668,30 @@ def _prepare(conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _add_columns(conn)
             return
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+_ADDED_COLUMNS = (("exposures", "trace_id", "TEXT"),)
+"""Columns added to a table after stores were made with it: (table, column, type)."""
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a file made by an earlier version the columns added since (SCHEMA only creates
+    tables that are missing). Another process adding the same column at once is no error."""
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) -> int:
@@ -701,6 +721,7 @@ def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) ->
                 e.output_tokens,
                 e.cost_usd,
                 e.status,
+                e.trace_id,
             )
         )
         units.append(

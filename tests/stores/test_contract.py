@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import multiprocessing
 import random
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +34,7 @@ from gateway.prompts import PromptRegistry
 from gateway.stores import codec
 from gateway.stores.base import Recorded, Store
 from gateway.stores.redis import RedisStore
-from gateway.stores.sqlite import SQLiteStore
+from gateway.stores.sqlite import SCHEMA, SQLiteStore
 from tests.factories import T0
 from tests.factories import experiment as factory_experiment
 from tests.factories import version as factory_version
@@ -370,7 +371,9 @@ async def test_exposure_round_trips(store: Store) -> None:
         cost_usd=None,
         status=499,
     )
-    full = exposure("r2", "7f3a" * 16, variant="treatment")._replace(cost_usd=0.000123)
+    full = exposure("r2", "7f3a" * 16, variant="treatment")._replace(
+        cost_usd=0.000123, trace_id="4bf92f3577b34da6a3ce929d0e0e4736"
+    )
     await store.record_outcomes([bare, full], [])
     stored = await store.exposure("r1")
     assert stored == bare
@@ -379,6 +382,28 @@ async def test_exposure_round_trips(store: Store) -> None:
     assert stored.at == datetime(2026, 11, 1, 11, 30, 15, 123456, tzinfo=UTC)
     assert await store.exposure("r2") == full
     assert await store.exposure("missing") is None
+
+
+async def test_an_exposure_stored_without_a_trace_id_still_loads(tmp_path: Path) -> None:
+    """A SQLite file made before exposures kept their trace id gains the column when opened, and
+    its rows load with no trace id; a Redis document of 10 fields loads the same way."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA.replace(",\n    trace_id TEXT\n);", "\n);", 1))
+        conn.execute(
+            "INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old", "exp-1", "control", "1.0.0", "u1", T0.isoformat(), 5.0, 1, 2, None, 200),
+        )
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(exposures)")}
+    assert "trace_id" not in columns
+    store = SQLiteStore(path)
+    loaded = await store.exposure("old")
+    assert loaded is not None and loaded.trace_id is None and loaded.latency_ms == 5.0
+    await store.record_outcomes([exposure("new")._replace(trace_id="ab" * 16)], [])
+    again = await store.exposure("new")
+    assert again is not None and again.trace_id == "ab" * 16
+    ten = orjson.dumps(["exp-1", "control", "1.0.0", "u1", T0.isoformat(), 5.0, 1, 2, None, 200])
+    assert codec.load_exposure("old", ten).trace_id is None
 
 
 async def test_exposure_counts_once_across_batches(store: Store) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -292,3 +293,57 @@ def test_a_version_diffed_with_itself_says_so(
     page = client.get("/ui/prompts/steps?from=1.1.0&to=1.1.0").text
     assert "1.1.0 is compared with itself: the versions are identical." in page
     assert "identical" not in client.get("/ui/prompts/steps?from=1.0.0&to=1.1.0").text
+
+
+def test_a_request_of_the_experiment_links_to_its_trace(tmp_path: Path) -> None:
+    """With tracing on and `ui.trace_url` naming `{trace_id}` (the README's Jaeger example), the
+    experiment page's request lookup shows the call's request id and trace id, linked to the
+    trace the gateway exported for it."""
+    from tests.servers import OtlpReceiver
+
+    path = tmp_path / "gateway.db"
+    asyncio.run(fill(path))
+    (tmp_path / "none.yaml").write_text("")
+    receiver = OtlpReceiver()
+    try:
+        settings = load(
+            None,
+            {
+                "GATEWAY_CONFIG": str(tmp_path / "none.yaml"),
+                "GATEWAY_UPSTREAM_URL": "mock",
+                "GATEWAY_ADMIN_TOKENS": f"ada:admin:{ADMIN}",
+                "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "GATEWAY_UI_TRACE_URL": "http://jaeger:16686/trace/{trace_id}",
+            },
+        )
+        app = create_app(settings, store=SQLiteStore(path))
+        with TestClient(app, base_url="http://127.0.0.1") as client:  # type: ignore[arg-type]
+            answer = client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "mock-model",
+                    "prompt": {"name": "split"},
+                    "messages": [{"role": "user", "content": "Hello"}],
+                },
+                headers={"x-user-id": "user-42"},
+            )
+            assert answer.status_code == 200, answer.text
+            request_id = answer.headers["x-request-id"]
+            trace_id = receiver.wait_for(request_id).trace_id
+            form = client.get("/ui/sign-in").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf is not None
+            client.post("/ui/sign-in", data={"csrf": csrf[1], "token": ADMIN})
+            deadline = datetime.now(UTC) + timedelta(seconds=10)
+            while True:  # the exposure is written by the background batch writer
+                page = client.get("/ui/experiments/exp-split", params={"request": request_id})
+                if "No call of this experiment" not in page.text:
+                    break
+                assert datetime.now(UTC) < deadline, "the exposure was never written"
+                time.sleep(0.1)
+        link = f'<a href="http://jaeger:16686/trace/{trace_id}">'
+        assert f"{link}{request_id}</a>" in page.text
+        assert f"{link}{trace_id}</a>" in page.text
+    finally:
+        receiver.stop()
