@@ -29,11 +29,10 @@ from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
 from gateway.files import ExperimentSpec
 from gateway.prompts import PromptRegistry
-from gateway.settings import load
 from gateway.stores.sqlite import SQLiteStore
 from gateway.ui.session import FLASH_COOKIE
+from tests.ui.test_freshness import ADMIN, in_process_settings
 
-ADMIN = "console-admin-token-0123456789"
 PASSED = Results(total=2, passed=2, failed=0, pass_rate=1.0)
 HALF = Results(total=2, passed=1, failed=1, pass_rate=0.5)
 
@@ -89,16 +88,7 @@ async def fill(path: Path) -> None:
 def app_and_path(tmp_path: Path) -> Iterator[tuple[object, Path]]:
     path = tmp_path / "gateway.db"
     asyncio.run(fill(path))
-    (tmp_path / "none.yaml").write_text("")
-    settings = load(
-        None,
-        {
-            "GATEWAY_CONFIG": str(tmp_path / "none.yaml"),
-            "GATEWAY_UPSTREAM_URL": "mock",
-            "GATEWAY_ADMIN_TOKENS": f"ada:admin:{ADMIN}",
-            "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
-        },
-    )
+    settings = in_process_settings(tmp_path)
     yield create_app(settings, store=SQLiteStore(path)), path
 
 
@@ -303,19 +293,12 @@ def test_a_request_of_the_experiment_links_to_its_trace(tmp_path: Path) -> None:
 
     path = tmp_path / "gateway.db"
     asyncio.run(fill(path))
-    (tmp_path / "none.yaml").write_text("")
     receiver = OtlpReceiver()
     try:
-        settings = load(
-            None,
-            {
-                "GATEWAY_CONFIG": str(tmp_path / "none.yaml"),
-                "GATEWAY_UPSTREAM_URL": "mock",
-                "GATEWAY_ADMIN_TOKENS": f"ada:admin:{ADMIN}",
-                "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-                "GATEWAY_UI_TRACE_URL": "http://jaeger:16686/trace/{trace_id}",
-            },
+        settings = in_process_settings(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            GATEWAY_UI_TRACE_URL="http://jaeger:16686/trace/{trace_id}",
         )
         app = create_app(settings, store=SQLiteStore(path))
         with TestClient(app, base_url="http://127.0.0.1") as client:  # type: ignore[arg-type]

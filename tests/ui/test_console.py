@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,15 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         project, env, "experiments", "create", "--id", "exp-console", "--prompt", "console-exp",
         "--control", "1.0.0", "--treatment", "1.1.0", "--split", "0.5",
     )  # fmt: skip
+    with serve(project, env) as served:
+        record_experiment(served.url)
+        record_captures(served.url)
+        yield served
+
+
+@contextmanager
+def serve(project: Path, env: dict[str, str]) -> Iterator[Console]:
+    """`gateway serve` in `project` with `env` on a free port, its output in serve.log."""
     port = free_port()
     log = project / "serve.log"
     with log.open("w") as out:
@@ -117,10 +127,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         )
     try:
         wait_for_port(port, 30)
-        url = f"http://127.0.0.1:{port}"
-        record_experiment(url)
-        record_captures(url)
-        yield Console(url, project, log)
+        yield Console(f"http://127.0.0.1:{port}", project, log)
     finally:
         server.terminate()
         server.wait(20)

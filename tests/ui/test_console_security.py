@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
-from tests.ui.test_console import ADMIN_TOKENS, BIN, TOKENS, Console, browser, cli
+from tests.conftest import ROOT
+from tests.ui.test_console import ADMIN_TOKENS, TOKENS, Console, browser, cli, serve
 
 __all__ = ["browser"]  # the Chromium fixture, shared with the browser tests
 
@@ -45,22 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     }
     cli(project, env, "prompts", "push", "config/prompts")
     cli(project, env, "prompts", "test", "support-agent", "--version", "1.0.0")
-    port = free_port()
-    log = project / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(port)],
-            cwd=project,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, 30)
-        yield Console(f"http://127.0.0.1:{port}", project, log)
-    finally:
-        server.terminate()
-        server.wait(20)
+    with serve(project, env) as console:
+        yield console
 
 
 def signed_in(client: httpx.Client, role: str) -> str:

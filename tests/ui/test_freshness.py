@@ -17,10 +17,26 @@ from gateway.core.model import TestResults as Results  # not a pytest class
 from gateway.core.registry import make_draft
 from gateway.core.rendering import Message
 from gateway.prompts import PromptRegistry
-from gateway.settings import load
+from gateway.settings import Settings, load
 from gateway.stores.sqlite import SQLiteStore
 
 ADMIN = "console-admin-token-0123456789"
+
+
+def in_process_settings(tmp_path: Path, **environ: str) -> Settings:
+    """Settings of a console test's in-process app: no config file, the mock provider, the
+    admin token `ADMIN`, a snapshot file in `tmp_path`; `environ` adds or overrides."""
+    (tmp_path / "none.yaml").write_text("")
+    return load(
+        None,
+        {
+            "GATEWAY_CONFIG": str(tmp_path / "none.yaml"),
+            "GATEWAY_UPSTREAM_URL": "mock",
+            "GATEWAY_ADMIN_TOKENS": f"ada:admin:{ADMIN}",
+            "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
+            **environ,
+        },
+    )
 
 
 async def fill(path: Path) -> None:
@@ -44,16 +60,7 @@ async def fill(path: Path) -> None:
 def app_and_path(tmp_path: Path) -> Iterator[tuple[object, Path]]:
     path = tmp_path / "gateway.db"
     asyncio.run(fill(path))
-    (tmp_path / "none.yaml").write_text("")
-    settings = load(
-        None,
-        {
-            "GATEWAY_CONFIG": str(tmp_path / "none.yaml"),
-            "GATEWAY_UPSTREAM_URL": "mock",
-            "GATEWAY_ADMIN_TOKENS": f"ada:admin:{ADMIN}",
-            "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
-        },
-    )
+    settings = in_process_settings(tmp_path)
     # The snapshot loads once at start and then, polling hourly, does not follow the store.
     yield create_app(settings, store=SQLiteStore(path, poll_interval=3600)), path
 
