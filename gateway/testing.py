@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -268,6 +269,12 @@ async def served_tests(settings: Settings, name: str) -> list[PromptTest]:
     from gateway.files import load_prompt_files  # file I/O: off the event loop below
 
     where = settings.prompts_dir
+    if not await asyncio.to_thread(Path(where).exists):
+        raise InvalidRequest(
+            f"No prompt files at {where}, the server's prompts_dir, to take the tests of {name!r} "
+            "from: set prompts_dir in its config file to the folder of your prompt files (a "
+            "relative path is from the folder the server runs in)."
+        )
     files = await asyncio.to_thread(load_prompt_files, [where])
     tests = [t for f in files if f.name == name for t in f.tests]
     if not tests:

@@ -236,11 +236,13 @@ def prompt_controller(ctx: AdminContext) -> type[AdminController]:
             """The version and variant that would serve this user in this environment now, and
             why (pinned, override, experiment or environment)."""
             await stored(name)
+            environment = env or settings.env
             got = resolve(
                 await store.snapshot(),
                 name,
-                environment=env or settings.env,
-                overrides=settings.overrides,
+                environment=environment,
+                # This server's PROMPT_OVERRIDES are its own environment's, as on the console.
+                overrides=settings.overrides.seen_by(environment, settings.env),
                 user_key=user,
                 request_id=uuid.uuid4().hex,
                 now=utc_now(),

@@ -335,7 +335,7 @@ def console_router(console: Console) -> Router:
         snapshot, state = await asyncio.gather(console.registry(request), store.prompt(name))
         prompts = dict(snapshot.prompts)
         prompts[name] = state
-        own = views.overrides_for(settings.overrides, "production", settings.env)
+        own = settings.overrides.seen_by("production", settings.env)
         return views.served(
             RegistrySnapshot(prompts, snapshot.revision), name, "production", own, utc_now()
         )
@@ -624,6 +624,11 @@ def console_router(console: Console) -> Router:
             store.period_totals(experiment_id, experiment.metric),
         )
         over_time = difference_over_time(totals)
+        snapshot = await console.registry(request)
+        prompt_state = snapshot.prompts.get(experiment.prompt_name)
+        treatment = (
+            prompt_state.by_version.get(experiment.treatment_version) if prompt_state else None
+        )
         lookup = request.query_params.get("request")
         exposure = await store.exposure(lookup) if lookup else None
         if exposure is not None and exposure.experiment_id != experiment_id:
@@ -640,6 +645,8 @@ def console_router(console: Console) -> Router:
             over_time=over_time,
             over_time_chart=views.over_time_chart(results.metric, over_time),
             metric_unit=views.metric_unit(results.metric),
+            treatment=treatment,
+            threshold=settings.promotion.threshold,
             lookup=lookup,
             exposure=exposure,
             exposure_link=views.trace_link(
@@ -680,36 +687,38 @@ def console_router(console: Console) -> Router:
 
     @post("/experiments/{id:str}/stop", status_code=303)
     async def stop(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
-        """Stop the experiment."""
-
-        form = await request.form()
+        """Stop the experiment (409 when it is stopped already)."""
 
         async def work() -> str:
             who = actor(request, "stop", id)
             await stored_experiment(store, id)
-            await registry.stop_experiment(
-                id, actor=who, expect_running=form.get("status") == "running"
-            )
+            # The page offers Stop only for a running experiment, so every stop form says it
+            # was running: stopping a stopped one is a 409, never a "done" that changed nothing.
+            await registry.stop_experiment(id, actor=who, expect_running=True)
             return f"Stopped {id}"
 
         return await experiment_acting(request, id, work)
 
     @post("/experiments/{id:str}/conclude", status_code=303)
     async def conclude(request: Request[Any, Any, Any], id: FromPath[str]) -> Response[Any]:
-        """Stop it and promote the treatment when the results recommend it (gate applies); 409
-        when the form's `promote` (whether the page's button said it promotes) no longer holds."""
+        """Stop it and promote the treatment when the results recommend it (gate applies, unless
+        an admin's form says `force`); 409 when the form's `promote` (whether the page's button
+        said it promotes) no longer holds."""
         form = await request.form()
         promises = form.get("promote")
+        force = form.get("force") == "yes"
+        if force:
+            require(request.state.caller.principal, FORCE_ROLE, "A forced promotion")
 
         async def work() -> str:
-            who = actor(request, "conclude", id)
+            who = actor(request, "conclude", f"{id}{' (forced)' if force else ''}")
             await stored_experiment(store, id)
             done = await conclude_experiment(
                 store,
                 id,
                 settings=settings.experiments,
                 threshold=settings.promotion.threshold,
-                force=False,
+                force=force,
                 actor=who,
                 clock=utc_now,
                 expect_promote=None if promises is None else promises == "yes",
@@ -901,6 +910,14 @@ def sign_in_needed(console: Console, request: Request[Any, Any, Any]) -> Respons
     method, is a 401 page."""
     if request.method == "GET" and not request.url.path.startswith("/ui/static/"):
         return Redirect("/ui/sign-in")
+    if request.method != "GET":  # an action without a session (a copied cookie, signed out)
+        client = request.client.host if request.client else "unknown"
+        log.info(
+            "console %s %s from %s: refused (no session, 401)",
+            request.method,
+            request.url.path,
+            client,
+        )
     return error_page(
         console,
         None,

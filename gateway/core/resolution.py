@@ -36,6 +36,12 @@ class Overrides:
     process: Mapping[str, str]
     by_environment: Mapping[str, Mapping[str, str]]
 
+    def seen_by(self, environment: str, own: str) -> Overrides:
+        """The overrides a gateway serving `environment` applies, as far as one serving `own`
+        knows them: the config's per-environment ones, and this process's PROMPT_OVERRIDES only
+        when `environment` is its own (another environment's processes have their own)."""
+        return self if environment == own else Overrides({}, self.by_environment)
+
     def lookup(self, name: str, environment: str) -> tuple[str, str] | None:
         """The overriding version for `name` in `environment` and where it came from, if any."""
         if name in self.process:

@@ -45,14 +45,6 @@ class PromptRow:
     last_change: AuditEntry | None
 
 
-def overrides_for(overrides: Overrides, environment: Environment, own: Environment) -> Overrides:
-    """The overrides a gateway serving `environment` applies, as far as this one knows them: the
-    config's per-environment ones, and this process's PROMPT_OVERRIDES only for its own
-    environment (another environment's processes have their own)."""
-    process = overrides.process if environment == own else {}
-    return Overrides(process, overrides.by_environment)
-
-
 def served(
     snapshot: RegistrySnapshot,
     name: str,
@@ -92,8 +84,7 @@ def prompt_rows(
         if not state.versions:
             continue
         cells = tuple(
-            served(snapshot, name, env, overrides_for(overrides, env, own), now)
-            for env in ENVIRONMENTS
+            served(snapshot, name, env, overrides.seen_by(env, own), now) for env in ENVIRONMENTS
         )
         rows.append(PromptRow(state, cells, state.experiment_running(now), last_changes.get(name)))
     return rows

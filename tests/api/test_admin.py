@@ -929,3 +929,33 @@ def test_tokens_never_appear_in_logs_spans_audit_or_error_bodies(
     for token in (VIEWER, EDITOR, ADMIN, WRONG):
         found = {where: text.count(token) for where, text in places.items() if token in text}
         assert not found, f"token found: {found}"
+
+
+def test_resolve_applies_the_servers_prompt_overrides_to_its_own_environment_only(
+    tmp_path: Path,
+) -> None:
+    """PROMPT_OVERRIDES belong to the serving process's environment (PRODUCT §4, "for this
+    process"): a production gateway's resolve for staging does not apply them, as its console's
+    staging column does not; for production it does."""
+    gateway, _ = serve(tmp_path, PROMPT_OVERRIDES='{"walk": "2.0.0"}', GATEWAY_ENV="production")
+    try:
+        api = Api(gateway.url)
+        own = api("GET", "/admin/prompts/walk/resolve?env=production").json()
+        other = api("GET", "/admin/prompts/walk/resolve?env=staging").json()
+    finally:
+        gateway.stop()
+    assert (own["version"], own["resolution"]) == ("2.0.0", "override")
+    assert (other["version"], other["resolution"]) == ("2.0.0", "environment")
+
+
+async def test_a_test_run_without_prompt_files_names_prompts_dir(tmp_path: Path) -> None:
+    """The server takes a stored run's tests from its prompts_dir; when that folder is missing
+    the answer says which setting to fix, not only that a path does not exist."""
+    from gateway.errors import InvalidRequest
+    from gateway.testing import served_tests
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"prompts_dir: {tmp_path / 'nowhere'}\n")
+    settings = load(config, {"GATEWAY_UPSTREAM_URL": "mock"})
+    with pytest.raises(InvalidRequest, match="the server's prompts_dir"):
+        await served_tests(settings, "walk")

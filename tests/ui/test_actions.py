@@ -242,6 +242,8 @@ def test_stopping_twice_and_concluding_on_changed_results_are_refused(
     second = client.post("/ui/experiments/exp-split/stop", data=stop)
     assert second.status_code == 409
     assert "Experiment exp-split is already stopped; nothing was changed." in second.text
+    bare = client.post("/ui/experiments/exp-split/stop", data={"csrf": stop["csrf"]})
+    assert bare.status_code == 409  # a form without the status field is no "done" either
 
 
 def test_a_failed_retest_reads_as_what_it_is(
@@ -330,3 +332,74 @@ def test_a_request_of_the_experiment_links_to_its_trace(tmp_path: Path) -> None:
         assert f"{link}{trace_id}</a>" in page.text
     finally:
         receiver.stop()
+
+
+async def fill_gated(path: Path) -> None:
+    """`gate`: 1.0.0 active, 1.1.0 failed its tests; experiment `exp-gate` between them, with
+    30 users an arm whose ratings favour the treatment clearly."""
+    store = SQLiteStore(path)
+    registry = PromptRegistry(store, threshold=0.9)
+    for version in ("1.0.0", "1.1.0"):
+        draft = make_draft(
+            name="gate",
+            version=version,
+            messages=[Message("system", f"Version {version}.")],
+            model="mock-model",
+        )
+        await registry.create_version(draft, actor="setup")
+    await registry.record_test_run("gate", "1.0.0", PASSED, actor="setup")
+    await registry.record_test_run("gate", "1.1.0", HALF, actor="setup")
+    await registry.promote("gate", "1.0.0", actor="setup")
+    spec = ExperimentSpec(
+        id="exp-gate",
+        prompt_name="gate",
+        control_version="1.0.0",
+        treatment_version="1.1.0",
+        traffic_split=0.5,
+        metric="user_satisfaction",
+        start=datetime.now(UTC) - timedelta(hours=1),
+    )
+    await registry.create_experiment(spec, actor="setup")
+    at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    exposures, ratings = [], []
+    for i in range(60):
+        variant, version = ("control", "1.0.0") if i % 2 else ("treatment", "1.1.0")
+        exposures.append(
+            Exposure(f"g{i}", "exp-gate", variant, version, f"u{i}", at, 100.0, 1, 1, None, 200)
+        )
+        score = (1.0 + i % 3) if variant == "control" else (4.0 + i % 2)
+        ratings.append(Feedback(f"g{i}", "user_satisfaction", score))
+    await store.record_outcomes(exposures, ratings)
+    await store.close()
+
+
+def test_concluding_for_a_version_that_failed_its_tests_warns_and_admins_can_force(
+    tmp_path: Path,
+) -> None:
+    """The results recommend the treatment, whose version failed its tests: the page says so
+    next to the conclude button, which is refused (409, gate), and an admin's force-promote
+    conclude stops the experiment and promotes it."""
+    path = tmp_path / "gateway.db"
+    asyncio.run(fill_gated(path))
+    settings = in_process_settings(tmp_path, GATEWAY_EXPERIMENTS_MIN_USERS="10")
+    with TestClient(
+        create_app(settings, store=SQLiteStore(path)), base_url="http://127.0.0.1"
+    ) as client:  # type: ignore[arg-type]
+        form = client.get("/ui/sign-in").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        client.post("/ui/sign-in", data={"csrf": csrf[1], "token": ADMIN})
+        page = client.get("/ui/experiments/exp-gate").text
+        assert "Recommendation: promote treatment" in page
+        assert "1.1.0 has not passed its tests" in page
+        assert "50% passed, 1 of 2" in page
+        plain = form_of(page, "/conclude", "Conclude exp-gate and promote 1.1.0")
+        refused = client.post("/ui/experiments/exp-gate/conclude", data=plain)
+        assert refused.status_code == 409
+        assert stored(path, "gate")[0] == "1.0.0"
+        forced = form_of(page, "/conclude", "Conclude exp-gate and force-promote 1.1.0")
+        assert forced["force"] == "yes"
+        done = client.post("/ui/experiments/exp-gate/conclude", data=forced)
+        assert done.status_code == 200, done.text
+        assert notice(done.text) is not None and "promoted 1.1.0" in (notice(done.text) or "")
+    assert stored(path, "gate")[0] == "1.1.0"

@@ -115,6 +115,10 @@ def test_a_copied_cookie_is_refused_once_its_session_signed_out(served: Console)
         # A sign-in form opened with the revoked cookie shows the form, not the pages.
         assert copy.get("/ui/sign-in").status_code == 200
     assert "console sign-out by admin-person" in served.logged()
+    assert (
+        "console POST /ui/prompts/support-agent/rollback from 127.0.0.1: refused (no session, 401)"
+        in served.logged()
+    )
 
 
 # ---- 2 and 5. every answer under /ui carries the headers; errors are console pages -------------

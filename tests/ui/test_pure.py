@@ -213,8 +213,8 @@ def test_prompt_rows_show_overrides_experiments_and_errors() -> None:
 
 def test_process_overrides_apply_only_to_the_own_environment() -> None:
     overrides = Overrides({"p": "1.0.0"}, {"staging": {"p": "2.0.0"}})
-    assert views.overrides_for(overrides, "staging", "production").process == {}
-    assert views.overrides_for(overrides, "production", "production").process == {"p": "1.0.0"}
+    assert overrides.seen_by("staging", "production").process == {}
+    assert overrides.seen_by("production", "production").process == {"p": "1.0.0"}
 
 
 def test_trace_links() -> None:
