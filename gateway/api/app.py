@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import secrets
 import threading
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
@@ -234,15 +236,18 @@ def create_app(
             )
 
     async def stop() -> None:
-        await recorder.stop()
+        # Each step is bounded: a shutdown that waits forever (a store that never answers, a
+        # thread that never returns) would keep the process past its SIGTERM until it is killed,
+        # losing what the later steps would have written.
+        await _bounded("writing queued experiment outcomes", recorder.stop())
         if capture is not None:
-            await capture.stop()
-        await cache.stop()
-        await upstream.close()
-        await store.close()
+            await _bounded("writing captured prompts", capture.stop())
+        await _bounded("stopping the registry watch", cache.stop())
+        await _bounded("closing provider connections", upstream.close())
+        await _bounded("closing the store", store.close())
         if tracer is not None:
-            tracer.shutdown()
-        access_log.stop()
+            tracer.shutdown()  # joins its thread for at most 3 s
+        access_log.stop()  # joins its thread for at most 5 s
 
     feedback = feedback_route(
         recorder, store, cache, flush_interval=settings.experiments.flush_interval
@@ -293,6 +298,18 @@ def create_app(
     if any("{" in path for path in own):  # GatewayApp matches its own paths as plain text
         raise ValueError(f"routes under {PROXY_PREFIX} take no path parameters: {sorted(own)}")
     return GatewayApp(litestar, proxy, own)
+
+
+SHUTDOWN_STEP_SECONDS = 10.0
+"""How long one step of the app's shutdown may take before it is abandoned (and logged)."""
+
+
+async def _bounded(step: str, work: Awaitable[None]) -> None:
+    """Await one shutdown step for at most SHUTDOWN_STEP_SECONDS; log it when it did not end."""
+    try:
+        await asyncio.wait_for(work, SHUTDOWN_STEP_SECONDS)
+    except TimeoutError:
+        log.error("shutdown: %s did not finish within %g s; going on", step, SHUTDOWN_STEP_SECONDS)
 
 
 class GatewayApp:

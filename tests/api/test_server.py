@@ -7,6 +7,7 @@ module's own, so a test can assert that a refused request never reached it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -573,3 +574,17 @@ def test_a_burst_of_large_bodies_stays_within_the_buffer_budget(
         assert exchange(gateway.port, chat_request())[0] == 200
     finally:
         gateway.stop()
+
+
+async def test_a_shutdown_step_that_never_ends_is_abandoned_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app's shutdown waits a bounded time for each step (a store that never answers must not
+    keep the process alive past its SIGTERM), and names the step it gave up on."""
+    from gateway.api import app as app_module
+
+    monkeypatch.setattr(app_module, "SHUTDOWN_STEP_SECONDS", 0.05)
+    never = asyncio.Event()
+    with caplog.at_level("ERROR", logger="gateway"):
+        await app_module._bounded("closing the store", never.wait())
+    assert "shutdown: closing the store did not finish within 0.05 s; going on" in caplog.text
