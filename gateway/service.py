@@ -17,7 +17,13 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from gateway.core.adoption import EMPTY_INDEX, AdoptionIndex, Match, build_index
+from gateway.core.adoption import (
+    EMPTY_INDEX,
+    AdoptionIndex,
+    Match,
+    build_index,
+    is_adopted_version,
+)
 from gateway.core.capture import system_texts, without_system_text
 from gateway.core.chat import (
     MODEL_ALIAS,
@@ -83,9 +89,9 @@ _DROP_TRACED = _DROP | {b"traceparent", b"tracestate"}
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _WANTED = frozenset({b"x-user-id", b"x-session-id", b"traceparent", b"tracestate"})
 SESSION_ID_MAX = 256
+"""Characters of X-Session-Id kept for session.id."""
 RENDERED_MAX = 4096
 """Renderings kept by `GatewayService._rendering` before the cache is emptied."""
-"""Characters of X-Session-Id kept for session.id."""
 # Where clients put a provider key: OpenAI's Authorization, Azure's api-key, Anthropic's and
 # others' x-api-key, Google's x-goog-api-key.
 _CLIENT_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
@@ -373,7 +379,7 @@ class GatewayService:
         except NotFound:
             return
         call.user_key = user_key
-        if resolved.version.id == match.template.version_id:
+        if is_adopted_version(resolved.version, match.template):
             call.adopted = True
             call.resolved = resolved
             call.variables = match.values

@@ -81,10 +81,7 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller, or InvalidAdminToken (401) for a missing or unknown token."""
         if not self._tokens:
-            raise InvalidAdminToken(
-                "The admin API has no tokens configured, so it refuses every call. Add one with "
-                "GATEWAY_ADMIN_TOKENS=name:role:token or admin_tokens in the config file."
-            )
+            raise _no_tokens()
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidAdminToken(
@@ -96,10 +93,7 @@ class Authenticator:
     def token_for(self, token: str) -> AdminToken:
         """The configured token `token` is, or InvalidAdminToken (401)."""
         if not self._tokens:
-            raise InvalidAdminToken(
-                "The admin API has no tokens configured, so it refuses every call. Add one with "
-                "GATEWAY_ADMIN_TOKENS=name:role:token or admin_tokens in the config file."
-            )
+            raise _no_tokens()
         digest = hashlib.sha256(token.strip().encode()).digest()
         found: AdminToken | None = None
         for candidate in self._tokens:  # every one, always: no early exit to time
@@ -139,3 +133,10 @@ def require(principal: Principal, needed: Role, what: str) -> None:
 def role_for(method: str, path_template: str) -> Role:
     """The role ROUTE_ROLES names for this route; a route missing from it needs admin."""
     return ROUTE_ROLES.get((method, path_template), "admin")
+
+
+def _no_tokens() -> InvalidAdminToken:
+    return InvalidAdminToken(
+        "The admin API has no tokens configured, so it refuses every call. Add one with "
+        "GATEWAY_ADMIN_TOKENS=name:role:token or admin_tokens in the config file."
+    )

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from litestar import Request, Response, Router, get, post
@@ -283,7 +283,9 @@ def console_router(console: Console) -> Router:
         method = str(connection.scope.get("method", "GET"))
         template = str(connection.scope.get("path_template", ""))
         if method == "POST":
-            form = await Request(connection.scope, connection.receive).form()
+            # Litestar hands guards the handler's own Request: its form, parsed here, is kept
+            # for the handler's `request.form()`.
+            form = await cast(Request[Any, Any, Any], connection).form()
             if not csrf_ok(caller.session, form.get("csrf")):
                 raise CsrfRefused
             require(caller.principal, ui_role(method, template), f"{method} {template}")
@@ -304,7 +306,6 @@ def console_router(console: Console) -> Router:
                 "caller": caller,
                 "csrf": caller.session.csrf if caller else "",
                 "environment": settings.env,
-                "trace_url": settings.ui.trace_url,
                 "flash": notice,
                 **context,
             },
@@ -318,14 +319,11 @@ def console_router(console: Console) -> Router:
         """Have the next page show `message` once (a signed cookie: a link cannot fake it)."""
         caller: Caller = request.state.caller
         response.cookies.append(
-            Cookie(
-                key=FLASH_COOKIE,
-                value=console.signer.flash(caller.session, message, int(time.time())),
-                path="/ui",
+            console_cookie(
+                request,
+                FLASH_COOKIE,
+                console.signer.flash(caller.session, message, int(time.time())),
                 max_age=FLASH_MAX_AGE,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
             )
         )
 
@@ -367,15 +365,7 @@ def console_router(console: Console) -> Router:
         nonce, form_token = console.signer.sign_in_pair()
         response = page(request, "sign_in.html.j2", status, form_token=form_token, error=error)
         response.cookies.append(
-            Cookie(
-                key=SIGN_IN_COOKIE,
-                value=nonce,
-                path="/ui/sign-in",
-                max_age=3600,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
+            console_cookie(request, SIGN_IN_COOKIE, nonce, max_age=3600, path="/ui/sign-in")
         )
         return response
 
@@ -405,15 +395,7 @@ def console_router(console: Console) -> Router:
         log.info("console sign-in by %s (%s) from %s", token.name, token.role, client)
         response = Redirect("/ui/prompts", status_code=303)
         response.cookies.append(
-            Cookie(
-                key=COOKIE,
-                value=cookie,
-                path="/ui",
-                max_age=settings.ui.session_max_age,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
+            console_cookie(request, COOKIE, cookie, max_age=settings.ui.session_max_age)
         )
         response.delete_cookie(SIGN_IN_COOKIE, path="/ui/sign-in")
         return response
@@ -450,15 +432,7 @@ def console_router(console: Console) -> Router:
         names = views.wrote_names(request.cookies.get(WROTE_COOKIE), WROTE_MAX_NAMES)
         kept = [name, *(n for n in names if n != name)][:WROTE_MAX_NAMES]
         response.cookies.append(
-            Cookie(
-                key=WROTE_COOKIE,
-                value=views.wrote_cookie(kept),
-                path="/ui",
-                max_age=WROTE_MAX_AGE,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
+            console_cookie(request, WROTE_COOKIE, views.wrote_cookie(kept), max_age=WROTE_MAX_AGE)
         )
 
     @get("/prompts")
@@ -896,12 +870,26 @@ def error_page(
             "caller": caller,
             "csrf": caller.session.csrf if caller else "",
             "environment": console.ctx.settings.env,
-            "trace_url": console.ctx.settings.ui.trace_url,
             "title": ERROR_TITLES.get(status, "Refused" if status < 500 else "Console error"),
             "message": message,
             "back": back,
         },
         status_code=status,
+    )
+
+
+def console_cookie(
+    request: Request[Any, Any, Any], key: str, value: str, *, max_age: int, path: str = "/ui"
+) -> Cookie:
+    """A console cookie: HttpOnly, SameSite=Strict, Secure over https."""
+    return Cookie(
+        key=key,
+        value=value,
+        path=path,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
     )
 
 

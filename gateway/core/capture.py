@@ -66,9 +66,15 @@ def calls_per_model(shapes: Mapping[CallShape, int]) -> dict[str, int]:
     return found
 
 
+def collapse_whitespace(text: str) -> str:
+    """`text` with every whitespace run as one space and its ends trimmed: how captured texts
+    are compared (str.split, about five times faster than a regular expression here)."""
+    return " ".join(text.split())
+
+
 def fingerprint(text: str) -> str:
-    """sha256 hex of `text` with every run of whitespace collapsed to one space, ends trimmed."""
-    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+    """sha256 hex of `collapse_whitespace(text)`."""
+    return hashlib.sha256(collapse_whitespace(text).encode()).hexdigest()
 
 
 def sighting(

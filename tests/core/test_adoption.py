@@ -195,3 +195,16 @@ def test_adoption_grouping_of_many_distinct_long_texts_is_bounded(vocabulary: in
     found = find_candidates(prompts, clock=time.monotonic)
     assert time.monotonic() - began < 8
     assert sum(c.texts for c in found) == 1000
+
+
+def test_a_text_without_variables_that_starts_with_whitespace_is_served() -> None:
+    """An app's prompt from a triple-quoted string (a newline and indent first): adopted with no
+    variable, its one literal is both the first and the last, and both of its ends are trimmed
+    for matching, so the same text matches."""
+    text = "\n    You are a helpful assistant for Acme.\n"
+    (literal,) = find_candidates([sighting("system", text, SHAPE, T0, 3)])
+    indented = adopted(
+        "indented", plan_adopt(PromptState("indented"), literal, {}, new_id="k", actor="a", now=T0)
+    )
+    found = index_of(indented).match(text)
+    assert found is not None and found.template.name == "indented"

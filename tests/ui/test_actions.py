@@ -37,6 +37,31 @@ PASSED = Results(total=2, passed=2, failed=0, pass_rate=1.0)
 HALF = Results(total=2, passed=1, failed=1, pass_rate=0.5)
 
 
+async def add_version(registry: PromptRegistry, name: str, version: str) -> None:
+    draft = make_draft(
+        name=name,
+        version=version,
+        messages=[Message("system", f"You help, version {version}.")],
+        model="mock-model",
+    )
+    await registry.create_version(draft, actor="setup")
+
+
+async def start_experiment(registry: PromptRegistry, experiment_id: str, name: str) -> None:
+    """`name` 1.0.0 against 1.1.0, half the users each, rated by user_satisfaction, running
+    since an hour ago."""
+    spec = ExperimentSpec(
+        id=experiment_id,
+        prompt_name=name,
+        control_version="1.0.0",
+        treatment_version="1.1.0",
+        traffic_split=0.5,
+        metric="user_satisfaction",
+        start=datetime.now(UTC) - timedelta(hours=1),
+    )
+    await registry.create_experiment(spec, actor="setup")
+
+
 async def fill(path: Path) -> None:
     """`steps`: 1.0.0, 1.1.0, 1.2.0 promoted in turn (active 1.2.0, a rollback goes to 1.1.0).
     `split`: 1.0.0 active, experiment `exp-split` running against 1.1.0. `flaky`: 1.0.0 passed
@@ -45,13 +70,7 @@ async def fill(path: Path) -> None:
     registry = PromptRegistry(store, threshold=0.9)
     for name, versions in (("steps", ("1.0.0", "1.1.0", "1.2.0")), ("split", ("1.0.0", "1.1.0"))):
         for version in versions:
-            draft = make_draft(
-                name=name,
-                version=version,
-                messages=[Message("system", f"You help, version {version}.")],
-                model="mock-model",
-            )
-            await registry.create_version(draft, actor="setup")
+            await add_version(registry, name, version)
             await registry.record_test_run(name, version, PASSED, actor="setup")
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         await registry.promote("steps", version, actor="setup")
@@ -62,16 +81,7 @@ async def fill(path: Path) -> None:
     await registry.create_version(draft, actor="setup")
     await registry.record_test_run("flaky", "1.0.0", PASSED, actor="setup")
     await registry.record_test_run("flaky", "1.0.0", HALF, actor="setup")
-    spec = ExperimentSpec(
-        id="exp-split",
-        prompt_name="split",
-        control_version="1.0.0",
-        treatment_version="1.1.0",
-        traffic_split=0.5,
-        metric="user_satisfaction",
-        start=datetime.now(UTC) - timedelta(hours=1),
-    )
-    await registry.create_experiment(spec, actor="setup")
+    await start_experiment(registry, "exp-split", "split")
     at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     exposures = [
         Exposure(f"r{i}", "exp-split", variant, version, f"u{i}", at, 100.0, 1, 1, None, 200)
@@ -340,26 +350,11 @@ async def fill_gated(path: Path) -> None:
     store = SQLiteStore(path)
     registry = PromptRegistry(store, threshold=0.9)
     for version in ("1.0.0", "1.1.0"):
-        draft = make_draft(
-            name="gate",
-            version=version,
-            messages=[Message("system", f"Version {version}.")],
-            model="mock-model",
-        )
-        await registry.create_version(draft, actor="setup")
+        await add_version(registry, "gate", version)
     await registry.record_test_run("gate", "1.0.0", PASSED, actor="setup")
     await registry.record_test_run("gate", "1.1.0", HALF, actor="setup")
     await registry.promote("gate", "1.0.0", actor="setup")
-    spec = ExperimentSpec(
-        id="exp-gate",
-        prompt_name="gate",
-        control_version="1.0.0",
-        treatment_version="1.1.0",
-        traffic_split=0.5,
-        metric="user_satisfaction",
-        start=datetime.now(UTC) - timedelta(hours=1),
-    )
-    await registry.create_experiment(spec, actor="setup")
+    await start_experiment(registry, "exp-gate", "gate")
     at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     exposures, ratings = [], []
     for i in range(60):
