@@ -195,6 +195,7 @@ def test_adoption_grouping_of_many_distinct_long_texts_is_bounded(vocabulary: in
     found = find_candidates(prompts, clock=time.monotonic)
     assert time.monotonic() - began < 8
     assert sum(c.texts for c in found) == 1000
+    assert len(found) == 1000  # each text its own candidate: none merged into another
 
 
 def test_a_text_without_variables_that_starts_with_whitespace_is_served() -> None:

@@ -99,7 +99,7 @@ def test_the_page_after_a_write_shows_it_and_other_pages_use_the_snapshot(
         assert WROTE_COOKIE in done.headers.get("set-cookie", "")
         # The browser that promoted sees it at once, on every page that reads the registry.
         assert production(client) == "1.1.0"
-        assert "1.1.0" in client.get("/ui/audit?prompt=support-agent").text
+        assert "version.promote 1.1.0" in client.get("/ui/audit?prompt=support-agent").text
         # Another browser (no such cookie) sees the snapshot, which (polling hourly here)
         # still serves 1.0.0: the pages do not read the whole store.
         client.cookies.delete(WROTE_COOKIE)
