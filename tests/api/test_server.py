@@ -85,7 +85,10 @@ class Served:
         found = []
         for line in self.log.read_text().splitlines():
             if '"event":"call"' in line:
-                found.append(orjson.loads(line[line.index("{") :]))
+                try:
+                    found.append(orjson.loads(line[line.index("{") :]))
+                except orjson.JSONDecodeError:  # the line being written now: read next time
+                    continue
         return found
 
     def stop(self) -> None:

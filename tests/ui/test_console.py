@@ -69,8 +69,15 @@ class Console:
     log: Path
     screenshots: list[Path] = field(default_factory=list)
 
-    def logged(self) -> str:
-        return self.log.read_text(errors="replace")
+    def logged(self, until: str = "", seconds: float = 5) -> str:
+        """What the server logged so far; with `until`, once that text is in it (the server's
+        log lines reach the file from a logging thread, a moment after the answer)."""
+        deadline = time.monotonic() + seconds
+        text = self.log.read_text(errors="replace")
+        while until not in text and time.monotonic() < deadline:
+            time.sleep(0.05)
+            text = self.log.read_text(errors="replace")
+        return text
 
 
 def cli(project: Path, env: dict[str, str], *args: str) -> str:
@@ -525,7 +532,7 @@ def test_a_wrong_token_does_not_sign_in_and_no_token_is_logged(console: Console)
         assert "not-a-token" not in wrong.text
         assert "gateway_console=" not in wrong.headers.get("set-cookie", "")
         assert http_sign_in(client, "admin").status_code == 303
-    logged = console.logged()
+    logged = console.logged(until="console sign-in by admin-person (admin)")
     assert "console sign-in by admin-person (admin)" in logged
     for token in (*TOKENS.values(), "not-a-token-0123456789"):
         assert token not in logged

@@ -114,10 +114,10 @@ def test_a_copied_cookie_is_refused_once_its_session_signed_out(served: Console)
         assert copy.get("/ui/prompts").status_code == 302  # the old one stays revoked
         # A sign-in form opened with the revoked cookie shows the form, not the pages.
         assert copy.get("/ui/sign-in").status_code == 200
-    assert "console sign-out by admin-person" in served.logged()
+    assert "console sign-out by admin-person" in served.logged(until="console sign-out")
     assert (
         "console POST /ui/prompts/support-agent/rollback from 127.0.0.1: refused (no session, 401)"
-        in served.logged()
+        in served.logged(until="refused (no session, 401)")
     )
 
 
@@ -256,7 +256,7 @@ def test_actions_log_their_outcome_and_sign_ins_their_client(served: Console) ->
     with httpx.Client(base_url=served.url) as viewer:
         csrf = signed_in(viewer, "viewer")
         viewer.post("/ui/prompts/support-agent/rollback", data={"csrf": csrf})
-    logged = served.logged()
+    logged = served.logged(until="refused (insufficient_role, 403)")
     lines = [line for line in logged.splitlines() if "console " in line]
     text = "\n".join(lines)
     refusal = "promote support-agent@1.1.0 by admin-person: refused (promotion_refused, 409)"
