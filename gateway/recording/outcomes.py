@@ -26,10 +26,6 @@ from gateway.telemetry.events import CallRecord
 log = logging.getLogger("gateway.recording")
 
 BATCH_SIZE = 5000
-RECENT = 10_000
-"""Exposures remembered in memory, so feedback posted right after a call (before its batch is
-written) is checked at once. A few flush intervals' worth: later ones are found in the store,
-and a larger index only costs memory and cache on every call."""
 MAX_BACKOFF = 5.0
 
 
@@ -43,10 +39,12 @@ class OutcomeRecorder(BatchWriter):
         self._store = store
         self._queue: deque[Exposure | Feedback] = deque()
         self._queue_size = queue_size
-        self._recent: dict[str, Exposure] = {}
-        self._recent_order: deque[str] = deque()
-        """The recent index's keys, oldest first: deleting a dict's first key again and again
-        leaves holes its iteration must skip, so the order is kept here."""
+        self._unwritten: dict[str, Exposure] = {}
+        """The exposures queued or being written, by request id: feedback posted right after a
+        call, before its batch reaches the store, is checked here. An exposure leaves when the
+        store has it (or it is lost), so the index is bounded by the queue and holds no object
+        longer than a write takes: ones kept longer were walked by every full pass of the
+        garbage collector (a 10,000-entry index cost about 3 µs per call that way)."""
         self._wake = asyncio.Event()
         self._pending: list[Exposure | Feedback] = []
         self.dropped_exposures = 0
@@ -79,20 +77,16 @@ class OutcomeRecorder(BatchWriter):
         if not self._put(exposure):
             self.dropped_exposures += 1
             return
-        recent = self._recent
-        order = self._recent_order
-        recent[exposure.request_id] = exposure
-        order.append(exposure.request_id)
-        if len(order) > RECENT:
-            recent.pop(order.popleft(), None)
+        self._unwritten[exposure.request_id] = exposure
 
     def feedback(self, feedback: Feedback) -> bool:
         """Queue a feedback value; False when the queue is full (the caller answers 503)."""
         return self._put(feedback)
 
     def recent(self, request_id: str) -> Exposure | None:
-        """An exposure this process queued lately, written or not."""
-        return self._recent.get(request_id)
+        """An exposure this process queued that the store may not have yet (None when it has
+        been written: ask the store)."""
+        return self._unwritten.get(request_id)
 
     def _put(self, item: Exposure | Feedback) -> bool:
         if len(self._queue) + len(self._pending) >= self._queue_size:
@@ -118,6 +112,7 @@ class OutcomeRecorder(BatchWriter):
                 log.error("stopping with %d exposures unwritten: %s", lost, exc.message)
                 self._pending.clear()
                 self._queue.clear()
+                self._unwritten.clear()
 
     async def flush(self) -> None:
         """Write everything queued now (tests and shutdown); raises StoreUnavailable."""
@@ -145,7 +140,8 @@ class OutcomeRecorder(BatchWriter):
 
     def drop_pending(self) -> None:
         self.dropped_exposures += sum(isinstance(i, Exposure) for i in self._pending)
-        self._pending.clear()
+        self._forget(self._pending)
+        self._pending = []
 
     def _take(self) -> None:
         queue = self._queue
@@ -157,4 +153,12 @@ class OutcomeRecorder(BatchWriter):
         feedback = [i for i in batch if isinstance(i, Feedback)]
         recorded = await self._store.record_outcomes(exposures, feedback)
         self.orphans += recorded.orphans
+        self._forget(exposures)
         self._pending = []
+
+    def _forget(self, items: list[Exposure] | list[Exposure | Feedback]) -> None:
+        """Take written (or lost) exposures out of the unwritten index."""
+        unwritten = self._unwritten
+        for item in items:
+            if isinstance(item, Exposure):
+                unwritten.pop(item.request_id, None)

@@ -39,6 +39,9 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     recorder.call_finished(record("req_random", user=None))
     recorder.call_finished(record("req_outside", experiment=None))
     recorder.call_finished(dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None))
+    queued = recorder.recent("req_user")  # feedback right after the call finds it unwritten
+    assert queued is not None and queued.unit == hash_user("alice")
+    assert recorder.recent("req_outside") is None
     await recorder.flush()
     user = await store.exposure("req_user")
     assert user is not None and user.unit == hash_user("alice")
@@ -52,7 +55,9 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     assert random is not None and random.unit == "req_random"
     assert await store.exposure("req_outside") is None
     assert await store.exposure("req_unmanaged") is None
-    assert recorder.recent("req_user") == user
+    assert user == queued
+    # Written, it leaves the unwritten index: the store answers for it from now on.
+    assert recorder.recent("req_user") is None and recorder.recent("req_random") is None
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
@@ -75,6 +80,7 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
             recorder.call_finished(record(f"req_{i}", user=f"u{i}"))
         recorder.feedback(Feedback("req_3", "user_satisfaction", 5))
         await asyncio.sleep(0.1)  # several failed writes
+        assert all(recorder.recent(f"req_{i}") is not None for i in range(10))
         folder.mkdir()
         deadline = time.monotonic() + 10
         while await _exposed(store) < 10:
@@ -83,6 +89,7 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
     finally:
         await recorder.stop()
     assert recorder.dropped_exposures == 0
+    assert all(recorder.recent(f"req_{i}") is None for i in range(10))
     units = await store.unit_outcomes("exp-1", "user_satisfaction")
     assert sum(u.count for u in units) == 1 and sum(u.requests for u in units) == 10
 
