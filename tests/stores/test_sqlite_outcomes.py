@@ -1,0 +1,58 @@
+"""SQLite's exposure writer: the stored time, and batches of every size the chunking meets."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.core.outcomes import Exposure
+from gateway.stores import codec
+from gateway.stores.sqlite import SQLiteStore, _stored_time
+
+
+def test_stored_time_is_the_iso_form_of_every_kind_of_time() -> None:
+    """The per-second cache gives exactly `codec.utc_iso`: with and without microseconds, other
+    offsets, naive times, and 10,000 random instants across years (so the cache is cleared)."""
+    rng = random.Random(7)
+    base = datetime(2026, 3, 1, 14, 5, 9, tzinfo=UTC)
+    times = [
+        base,
+        base.replace(microsecond=1),
+        base.replace(microsecond=999_999),
+        base.astimezone(timezone(timedelta(hours=5, minutes=30))),
+        base.replace(tzinfo=None),
+        datetime(1970, 1, 1, tzinfo=UTC),
+    ]
+    times += [base + timedelta(microseconds=rng.randrange(10**15)) for _ in range(10_000)]
+    times += [base + timedelta(microseconds=rng.randrange(3 * 10**6)) for _ in range(2_000)]
+    for at in times:
+        assert _stored_time(at) == codec.utc_iso(at), at
+
+
+@pytest.mark.parametrize("size", [1, 9, 10, 11, 99, 100, 101, 537])
+async def test_a_batch_of_any_size_is_written_whole(tmp_path: Path, size: int) -> None:
+    """Every row of a batch is stored once and counted in its unit, across the 100/10/1-row
+    statements; a second batch with half of the ids again writes only the new half."""
+    store = SQLiteStore(tmp_path / "g.db")
+    at = datetime(2026, 3, 1, 14, 5, 9, 250_000, tzinfo=UTC)
+
+    def exposure(i: int) -> Exposure:
+        variant = "control" if i % 2 else "treatment"
+        return Exposure(
+            f"req_{i:06d}", "exp-1", variant, "1.0.0", f"u{i % 7}", at, 10.0 + i, 3, 4, 0.5, 200
+        )
+
+    first = await store.record_outcomes([exposure(i) for i in range(size)], [])
+    assert first.exposures == size
+    again = await store.record_outcomes([exposure(i) for i in range(size // 2, size + size)], [])
+    assert again.exposures == size
+    units = await store.unit_outcomes("exp-1", "latency")
+    assert sum(u.requests for u in units) == 2 * size
+    assert sum(u.total for u in units) == pytest.approx(sum(10.0 + i for i in range(2 * size)))
+    stored = await store.exposure(f"req_{size - 1:06d}")
+    assert stored == exposure(size - 1)
+    periods = await store.period_totals("exp-1", "cost_per_task")
+    assert sum(p.count for p in periods) == 2 * size
