@@ -308,8 +308,27 @@ def load_captured(raw: bytes | str) -> CapturedPrompt:
 
 
 def utc_iso(at: datetime) -> str:
-    """An exposure's time as stored: ISO 8601 in UTC (a naive time is taken as UTC already)."""
-    return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
+    """An exposure's time as stored: ISO 8601 in UTC (a naive time is taken as UTC already),
+    `at.astimezone(UTC).isoformat()`.
+
+    Every exposure is formatted once or twice as its batch is written, so a UTC time takes a
+    shortcut: the formatted second is kept (a batch's exposures share a few seconds) and the
+    microseconds appended, about half the time of `isoformat` with its offset.
+    """
+    if at.tzinfo is not UTC:
+        return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
+    second = int(at.timestamp())
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = at.replace(microsecond=0, tzinfo=None).isoformat()
+    micro = at.microsecond
+    return f"{prefix}.{micro:06d}+00:00" if micro else f"{prefix}+00:00"
+
+
+_SECONDS: dict[int, str] = {}
+"""ISO prefixes (`2026-03-01T14:05:09`) of the seconds lately formatted, by Unix second."""
 
 
 def dump_exposure(exposure: Exposure) -> bytes:

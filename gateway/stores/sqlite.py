@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -729,7 +728,7 @@ def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) ->
     # An Exposure's fields are the columns in order: a batch binds as one flat list, its times
     # (every WIDTH-th value from AT) formatted in place.
     values: list[object] = [value for e in exposures for value in e]
-    values[_AT::_WIDTH] = [_stored_time(at) for at in values[_AT::_WIDTH]]  # type: ignore[arg-type]
+    values[_AT::_WIDTH] = [codec.utc_iso(at) for at in values[_AT::_WIDTH]]  # type: ignore[arg-type]
     _insert_rows(conn, _INSERT_EXPOSURES, values, _WIDTH)
     (written,) = conn.execute("SELECT count(*) FROM exposures WHERE rowid > ?", (start,)).fetchone()
     if written:
@@ -740,25 +739,6 @@ def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) ->
 
 _WIDTH = len(Exposure._fields)
 _AT = Exposure._fields.index("at")
-
-_SECONDS: dict[int, str] = {}
-"""ISO prefixes (`2026-03-01T14:05:09`) of the seconds lately written, by Unix second."""
-
-
-def _stored_time(at: datetime) -> str:
-    """`codec.utc_iso(at)`, the exposure's stored time, in about half the time: the formatted
-    second is kept (a batch's exposures share a few seconds), the microseconds appended."""
-    if at.tzinfo is not UTC:
-        return codec.utc_iso(at)
-    second = int(at.timestamp())
-    prefix = _SECONDS.get(second)
-    if prefix is None:
-        if len(_SECONDS) > 64:
-            _SECONDS.clear()
-        prefix = _SECONDS[second] = at.replace(microsecond=0, tzinfo=None).isoformat()
-    micro = at.microsecond
-    return f"{prefix}.{micro:06d}+00:00" if micro else f"{prefix}+00:00"
-
 
 ROWS_PER_STATEMENT = (100, 10, 1)
 """Rows one INSERT carries: as many 100s as fit, then 10s, then single rows. sqlite3's

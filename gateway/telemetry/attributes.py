@@ -28,13 +28,13 @@ count the call twice.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
+from gateway.core.digests import sha256
 from gateway.telemetry import messages
 from gateway.telemetry.events import CallRecord
 
@@ -91,7 +91,7 @@ def invocation_parameters(request: Mapping[str, Any]) -> str | None:
 
 def hash_user(user_key: str) -> str:
     """user.id: a hash of the user key, never the key itself."""
-    return hashlib.sha256(user_key.encode()).hexdigest()[:32]
+    return sha256(user_key.encode()).hexdigest()[:32]
 
 
 def span_attributes(
