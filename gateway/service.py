@@ -329,7 +329,9 @@ class GatewayService:
             ):
                 if not self._snapshots.loaded:
                     raise _not_loaded(ref.name)
-                self._inject(call, doc, ref, snapshot, call.client_headers.get(b"x-user-id"))
+                self._inject(
+                    call, doc, ref, snapshot, header_text(call.client_headers.get(b"x-user-id"))
+                )
             return
         index = self._adoptions(snapshot)
         if not index.size and not self._capture_prompts:
@@ -365,7 +367,7 @@ class GatewayService:
         of that prompt: resolved as any (override, experiment, environment), with the values
         read from its text. While the adopted version itself serves, the body is not touched;
         when nothing of the prompt is servable, the call goes out as the app sent it."""
-        user_key = find_user_key(doc, call.client_headers.get(b"x-user-id"))
+        user_key = find_user_key(doc, header_text(call.client_headers.get(b"x-user-id")))
         try:
             resolved = resolve(
                 snapshot,
@@ -764,20 +766,26 @@ def _request_texts(request: Mapping[str, Any] | None) -> list[str]:
     return texts
 
 
+def header_text(header: str | None) -> str | None:
+    """A header value as read (latin-1, one character per byte) taken as the UTF-8 text clients
+    send: its bytes as UTF-8, latin-1 when they are not valid UTF-8. So a user key means the same
+    in X-User-Id as in the body's `user` (the same bucket, PRODUCT §4)."""
+    if header is None or header.isascii():
+        return header
+    raw = header.encode("latin-1", "replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return header
+
+
 def session_id(header: str | None) -> str | None:
-    """session.id from X-Session-Id as read (latin-1, one character per byte): its bytes as UTF-8
-    (latin-1 when they are not valid UTF-8), blanks stripped from both ends, at most
+    """session.id from X-Session-Id (`header_text`), blanks stripped from both ends, at most
     SESSION_ID_MAX characters; None when absent or blank."""
-    if header is None:
+    text = header_text(header)
+    if text is None:
         return None
-    if not header.isascii():
-        raw = header.encode("latin-1", "replace")
-        try:
-            header = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            header = raw.decode("latin-1")
-    header = header.strip()
-    return header[:SESSION_ID_MAX] or None
+    return text.strip()[:SESSION_ID_MAX] or None
 
 
 def _number(value: object) -> float | None:

@@ -483,6 +483,29 @@ def test_experiment_assigns_by_the_user_key(gateway: ServedGateway, provider: Fa
             assert "x-user-id" not in provider.last().headers
 
 
+def test_a_non_ascii_user_key_lands_in_one_bucket_however_it_is_sent(
+    gateway: ServedGateway,
+) -> None:
+    """X-User-Id's bytes are read as UTF-8, as the body's `user` is: the same user gets the same
+    variant, the one the bucket formula gives (read as latin-1, these landed in the other arm)."""
+    body = {
+        "model": "gpt-4o",
+        "messages": [],
+        "prompt": {"id": "ab-prompt", "variables": {"company": "A"}},
+    }
+    for user in ("🙂", "Ünïcödé-ü", "ñ" * 100, "日本語ユーザー"):
+        expected = "treatment" if in_treatment(user, "ab-test", 0.5) else "control"
+        by_header = httpx.post(
+            gateway.url + "/v1/chat/completions",
+            json=body,
+            headers={"X-User-Id": user.encode()},
+        )
+        by_body = httpx.post(gateway.url + "/v1/chat/completions", json={**body, "user": user})
+        assert by_header.status_code == by_body.status_code == 200
+        assert by_header.headers["x-prompt-variant"] == expected, user
+        assert by_body.headers["x-prompt-variant"] == expected, user
+
+
 def test_override_wins(make_gateway: MakeGateway) -> None:
     """PROMPT_OVERRIDES for the process serves the named version."""
     overridden = make_gateway(PROMPT_OVERRIDES='{"support-agent": "1.0.0"}')
