@@ -315,9 +315,9 @@ def utc_iso(at: datetime) -> str:
     shortcut: the formatted second is kept (a batch's exposures share a few seconds) and the
     microseconds appended, about half the time of `isoformat` with its offset.
     """
-    if at.tzinfo is not UTC:
+    if at.tzinfo is not UTC or not 0 <= (timestamp := at.timestamp()) < _SHORTCUT_END:
         return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
-    second = int(at.timestamp())
+    second = int(timestamp)
     prefix = _SECONDS.get(second)
     if prefix is None:
         if len(_SECONDS) > 64:
@@ -326,6 +326,11 @@ def utc_iso(at: datetime) -> str:
     micro = at.microsecond
     return f"{prefix}.{micro:06d}+00:00" if micro else f"{prefix}+00:00"
 
+
+_SHORTCUT_END = 2**32
+"""The shortcut's range, 1970 to 2106 in seconds: there `int(at.timestamp())` is the second
+(before 1970 `int` rounds towards zero, and from about 2242 on a float timestamp no longer
+holds the microseconds)."""
 
 _SECONDS: dict[int, str] = {}
 """ISO prefixes (`2026-03-01T14:05:09`) of the seconds lately formatted, by Unix second."""

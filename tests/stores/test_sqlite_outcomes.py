@@ -29,6 +29,19 @@ def test_stored_time_is_the_iso_form_of_every_kind_of_time() -> None:
     ]
     times += [base + timedelta(microseconds=rng.randrange(10**15)) for _ in range(10_000)]
     times += [base + timedelta(microseconds=rng.randrange(3 * 10**6)) for _ in range(2_000)]
+    # In this order, each pair put a wrong second in the cache for the next (a tester's find):
+    # before 1970, at the end of year 9999, at the start of year 1, and at the shortcut's end.
+    times += [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 0, 0, 250_000, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 58, 999_999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC),
+        datetime(1, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC),
+        datetime.fromtimestamp(2**32 - 1, UTC).replace(microsecond=999_999),
+        datetime.fromtimestamp(2**32, UTC),
+    ]
     for at in times:
         utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         assert codec.utc_iso(at) == utc.isoformat(), at
