@@ -28,6 +28,9 @@ log = logging.getLogger("gateway.recording")
 
 BATCH_SIZE = 5000
 MAX_BACKOFF = 5.0
+RECENT = 10_000
+"""Written exposures remembered in memory, so feedback posted in the seconds after a call is
+checked without reading the store, and still accepted while the store is down."""
 
 
 class OutcomeRecorder(BatchWriter):
@@ -44,8 +47,13 @@ class OutcomeRecorder(BatchWriter):
         """The exposures queued or being written, by request id: feedback posted right after a
         call, before its batch reaches the store, is checked here. An exposure leaves when the
         store has it (or it is lost), so the index is bounded by the queue and holds no object
-        longer than a write takes: ones kept longer were walked by every full pass of the
-        garbage collector (a 10,000-entry index cost about 3 µs per call that way)."""
+        longer than a write takes."""
+        self._written: dict[str, tuple[object, ...]] = {}
+        """The last RECENT exposures written, as plain tuples of their fields: a tuple of
+        strings, numbers and times is untracked by the garbage collector after its first pass
+        (an `Exposure`, a tuple subclass, is not), so the index costs its full passes nothing.
+        Kept as Exposures it cost about 3 µs per call."""
+        self._written_order: deque[str] = deque()
         self._wake = asyncio.Event()
         self._pending: list[CallRecord | Feedback] = []
         self.dropped_exposures = 0
@@ -75,10 +83,13 @@ class OutcomeRecorder(BatchWriter):
         return self._put(feedback)
 
     def recent(self, request_id: str) -> Exposure | None:
-        """An exposure this process queued that the store may not have yet (None when it has
-        been written: ask the store)."""
+        """An exposure this process queued lately (one of the last RECENT written, or one not
+        written yet); None: ask the store."""
         record = self._unwritten.get(request_id)
-        return None if record is None else exposure_of(record)
+        if record is not None:
+            return exposure_of(record)
+        fields = self._written.get(request_id)
+        return None if fields is None else Exposure._make(fields)
 
     def _put(self, item: CallRecord | Feedback) -> bool:
         if len(self._queue) + len(self._pending) >= self._queue_size:
@@ -147,6 +158,13 @@ class OutcomeRecorder(BatchWriter):
         self.orphans += recorded.orphans
         self._forget(batch)
         self._pending = []
+        written, order = self._written, self._written_order
+        for exposure in exposures:
+            if exposure.request_id not in written:  # the store keeps a request id's first too
+                order.append(exposure.request_id)
+                written[exposure.request_id] = tuple(exposure)
+        while len(order) > RECENT:
+            written.pop(order.popleft(), None)
 
     def _forget(self, items: list[CallRecord | Feedback]) -> None:
         """Take written (or lost) calls out of the unwritten index."""

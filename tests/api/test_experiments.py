@@ -122,6 +122,40 @@ def test_feedback_for_a_call_in_an_experiment_is_recorded(
     assert mine[0].total == 4 and mine[0].requests >= 1
 
 
+def test_feedback_for_a_written_call_is_taken_while_the_store_is_down(tmp_path: Path) -> None:
+    """A call whose exposure is already in the store still takes feedback while the store is
+    away (the gateway remembers its last exposures); the value is written once it is back."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "gateway.db"
+    asyncio.run(fill(SQLiteStore(path)))
+    settings = load(
+        None, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05"}
+    )
+    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    try:
+        request_id = call(gateway, "exp-prompt", "user-away")
+        deadline = time.monotonic() + 5
+        while asyncio.run(SQLiteStore(path).exposure(request_id)) is None:
+            assert time.monotonic() < deadline, "the exposure was never written"
+            time.sleep(0.05)
+        folder.rename(tmp_path / "away")
+        try:
+            vote = {"request_id": request_id, "metric": "user_satisfaction", "value": 5}
+            assert feedback(gateway, vote).status_code == 202
+        finally:
+            (tmp_path / "away").rename(folder)
+        while True:
+            units = asyncio.run(SQLiteStore(path).unit_outcomes("exp-sat", "user_satisfaction"))
+            if any(u.count for u in units):
+                break
+            assert time.monotonic() < deadline + 10, "the feedback was never written"
+            time.sleep(0.05)
+        assert [u.total for u in units if u.count] == [5]
+    finally:
+        gateway.stop()
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.core.outcomes import Feedback
+from gateway.recording import outcomes
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.stores.sqlite import SQLiteStore
 from gateway.telemetry.attributes import hash_user
@@ -56,8 +60,26 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     assert await store.exposure("req_outside") is None
     assert await store.exposure("req_unmanaged") is None
     assert user == queued
-    # Written, it leaves the unwritten index: the store answers for it from now on.
-    assert recorder.recent("req_user") is None and recorder.recent("req_random") is None
+    # Written, it is still answered from memory, kept as a plain tuple that the garbage
+    # collector stops tracking (so the last RECENT exposures cost its passes nothing).
+    assert recorder.recent("req_user") == user and recorder.recent("req_random") == random
+    gc.collect()
+    assert not any(gc.is_tracked(fields) for fields in recorder._written.values())
+
+
+async def test_the_last_written_exposures_are_remembered_up_to_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past RECENT written exposures the oldest is forgotten (then the store answers)."""
+    monkeypatch.setattr(outcomes, "RECENT", 3)
+    store = SQLiteStore(tmp_path / "g.db")
+    recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
+    for i in range(5):
+        recorder.call_finished(record(f"req_{i}"))
+        await recorder.flush()
+    remembered = [recorder.recent(f"req_{i}") is not None for i in range(5)]
+    assert remembered == [False, False, True, True, True]
+    assert await store.exposure("req_0") is not None
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
@@ -89,7 +111,7 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
     finally:
         await recorder.stop()
     assert recorder.dropped_exposures == 0
-    assert all(recorder.recent(f"req_{i}") is None for i in range(10))
+    assert all(recorder.recent(f"req_{i}") is not None for i in range(10))
     units = await store.unit_outcomes("exp-1", "user_satisfaction")
     assert sum(u.count for u in units) == 1 and sum(u.requests for u in units) == 10
 
