@@ -529,7 +529,8 @@ def check_restored(state: PromptState, *, taken_ids: Iterable[str], now: datetim
     the experiment ids taken so far (`taken_ids`, grown with this prompt's) and, when it runs,
     the running experiments before it; an adoption must name a version.
     """
-    replayed = PromptState(state.name)
+    ordered: list[PromptVersion] = []
+    seen: set[str] = set()
     numbers: set[int] = set()
     for version in sorted(state.versions, key=lambda v: v.number):
         if version.name != state.name:
@@ -548,7 +549,7 @@ def check_restored(state: PromptState, *, taken_ids: Iterable[str], now: datetim
             tags=version.tags,
             client_system=version.client_system,
         )
-        if version.version in replayed.by_version:
+        if version.version in seen:
             raise VersionConflict(
                 f"Prompt {version.label} is listed twice; a version exists once.", param="version"
             )
@@ -561,7 +562,11 @@ def check_restored(state: PromptState, *, taken_ids: Iterable[str], now: datetim
                 param="number",
             )
         numbers.add(version.number)
-        replayed = PromptState(state.name, versions=(*replayed.versions, version))
+        seen.add(version.version)
+        ordered.append(version)
+    # Built once: a PromptState indexes its versions when made, so one per version replayed was
+    # quadratic in the prompt's versions.
+    replayed = PromptState(state.name, versions=tuple(ordered))
     for label, named in [("active", state.active), *(("history", v) for v in state.history)]:
         if named is not None:
             _require_named(replayed, named, f"Its activation ({label})")
