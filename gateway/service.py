@@ -329,9 +329,7 @@ class GatewayService:
             ):
                 if not self._snapshots.loaded:
                     raise _not_loaded(ref.name)
-                self._inject(
-                    call, doc, ref, snapshot, header_text(call.client_headers.get(b"x-user-id"))
-                )
+                self._inject(call, doc, ref, snapshot, _user_header(call))
             return
         index = self._adoptions(snapshot)
         if not index.size and not self._capture_prompts:
@@ -367,7 +365,7 @@ class GatewayService:
         of that prompt: resolved as any (override, experiment, environment), with the values
         read from its text. While the adopted version itself serves, the body is not touched;
         when nothing of the prompt is servable, the call goes out as the app sent it."""
-        user_key = find_user_key(doc, header_text(call.client_headers.get(b"x-user-id")))
+        user_key = find_user_key(doc, _user_header(call))
         try:
             resolved = resolve(
                 snapshot,
@@ -777,6 +775,11 @@ def header_text(header: str | None) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return header
+
+
+def _user_header(call: Call) -> str | None:
+    """The call's X-User-Id as text (`header_text`)."""
+    return header_text(call.client_headers.get(b"x-user-id"))
 
 
 def session_id(header: str | None) -> str | None:

@@ -412,10 +412,11 @@ YOUNG_THRESHOLD = 10_000
 
 CPython's default, 700, is reached again and again by the objects of the calls in flight alone
 (64 calls hold a few thousand): the collector then walked live objects it could not free about
-once per 15 calls, about 15 µs per call. Most of a call's objects are freed by reference counting,
-which takes them off the count, so at 10,000 the pass runs when cyclic garbage or long-lived
-objects have accumulated, not because calls are in flight: -6.5% CPU per request under load
-(benchmarks/README.md), and at most about 10,000 objects of cyclic garbage wait for it."""
+once per 15 calls, about 165 µs each (11 µs per call). Most of a call's objects are freed by
+reference counting, which takes them off the count, so at 10,000 the pass runs when cyclic
+garbage or long-lived objects have accumulated, not because calls are in flight: -6.5% CPU per
+request under load (benchmarks/README.md), and at most about 10,000 objects of cyclic garbage
+wait for it."""
 
 
 def _freeze_startup_objects() -> None:

@@ -31,10 +31,9 @@ class VariantChoice(NamedTuple):
 
 
 def assign_variant(experiment: Experiment, user_key: str | None, request_id: str) -> VariantChoice:
-    """Assign by the user key; with none, the request id keys a one-off (random) assignment.
-    Treatment iff the key's bucket is under the split's share of 10,000 (`in_treatment`)."""
+    """Assign by the user key; with none, the request id keys a one-off (random) assignment."""
     key = request_id if user_key is None else user_key
     assignment: Assignment = "random" if user_key is None else "user"
-    if bucket(key, experiment.id) < round(experiment.traffic_split * 10_000):
+    if in_treatment(key, experiment.id, experiment.traffic_split):
         return VariantChoice("treatment", experiment.treatment_version, assignment)
     return VariantChoice("control", experiment.control_version, assignment)

@@ -69,7 +69,7 @@ class OutcomeRecorder(BatchWriter):
         The record itself is queued and becomes an `Exposure` when its batch is written: on the
         request path that is an append and a dict entry (building the exposure here cost about
         6 µs per call in the running gateway, cold caches between calls; in the batch's loop,
-        about 1.5)."""
+        about 1)."""
         prompt = record.prompt
         if prompt is None or prompt.experiment_id is None:
             return
