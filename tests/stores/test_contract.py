@@ -601,27 +601,30 @@ def close_to(found: Any, expected: Any, rel: float = 1e-9) -> bool:
 
 async def test_arm_totals_equal_the_sums_of_the_units(store: Store) -> None:
     """What the store sums per arm equals `core.stats.arm_totals` of `unit_outcomes` to 1e-9,
-    and so do the §11 results computed from either, for every metric: 400 users, 2,000 calls
-    with latencies near 10 s (a large mean and a small spread, where a one-pass variance would
-    lose digits), costs missing on some calls, feedback replaced on some, and another
-    experiment's calls that must not count."""
+    and so do the §11 results computed from either, for every metric: 400 users and calls
+    without a user (assigned at random: each its own unit, its request id), 2,000 calls with
+    latencies near 10 s (a large mean and a small spread, where a one-pass variance would lose
+    digits), costs missing on some calls, feedback replaced on some, and another experiment's
+    calls that must not count."""
     rng = random.Random(12)
     calls, votes = [], []
     for i in range(2000):
         user = rng.randrange(400)
         variant: Variant = "treatment" if user % 3 == 0 else "control"
+        unit = f"r{i}" if rng.random() < 0.3 else f"u{user}"
         cost = None if rng.random() < 0.1 else rng.uniform(0.0001, 0.002)
         calls.append(
-            exposure(f"r{i}", f"u{user}", variant=variant, latency=10_000 + rng.gauss(0, 2),
-                     cost=cost)
-        )  # fmt: skip
+            exposure(f"r{i}", unit, variant=variant, latency=10_000 + rng.gauss(0, 2), cost=cost)
+        )
         if rng.random() < 0.4:
             votes.append(Feedback(f"r{i}", "user_satisfaction", float(rng.randint(0, 5))))
         if rng.random() < 0.3:
             votes.append(Feedback(f"r{i}", "task_completion", float(rng.random() < 0.6)))
     other = [exposure(f"o{i}", f"u{i}", experiment="exp-2", latency=1.0) for i in range(50)]
-    await store.record_outcomes(calls[:1000] + other, votes[: len(votes) // 2])
-    await store.record_outcomes(calls[1000:], votes[len(votes) // 2 :])
+    for start in range(0, 2000, 250):  # batches: the random units' sums are merged batch by batch
+        await store.record_outcomes(calls[start : start + 250] + (other if start else []), [])
+    await store.record_outcomes([], votes[: len(votes) // 2])
+    await store.record_outcomes([], votes[len(votes) // 2 :])
     replaced = [Feedback(v.request_id, v.metric, 5.0 - v.value) for v in votes[::7]]
     await store.record_outcomes([], replaced)
     for metric in METRICS:
@@ -648,6 +651,36 @@ async def test_arm_totals_of_arms_without_units_or_values(store: Store) -> None:
     assert (control, treatment) == (ArmTotals(2, 3, 1, 4.0, 0.0), NO_UNITS)
     control, _ = await store.arm_totals("exp-1", "task_completion")
     assert control == ArmTotals(2, 3, 0, None, None)
+
+
+async def test_arm_totals_of_calls_assigned_at_random(store: Store) -> None:
+    """Calls without a user are each a unit (unit = request id): counted as users and requests,
+    their own values as the units' means, feedback on them included; an arm of such calls only,
+    and one whose calls have no cost, add up too."""
+    await store.record_outcomes(
+        [
+            exposure("r1", "r1", latency=10.0, cost=None),
+            exposure("r2", "r2", latency=20.0, cost=None),
+            exposure("r3", "r3", variant="treatment", latency=40.0),
+        ],
+        [Feedback("r1", "user_satisfaction", 4.0)],
+    )
+    await store.record_outcomes([exposure("r4", "r4", latency=30.0, cost=None)], [])
+    control, treatment = await store.arm_totals("exp-1", "latency")
+    assert control == ArmTotals(3, 3, 3, 20.0, 200.0)
+    assert treatment == ArmTotals(1, 1, 1, 40.0, 0.0)
+    control, treatment = await store.arm_totals("exp-1", "cost_per_task")
+    assert control == ArmTotals(3, 3, 0, None, None)
+    assert treatment == ArmTotals(1, 1, 1, 0.25, 0.0)
+    control, treatment = await store.arm_totals("exp-1", "user_satisfaction")
+    assert control == ArmTotals(3, 3, 1, 4.0, 0.0)
+    assert treatment == ArmTotals(1, 1, 0, None, None)
+    assert await outcomes(store, "latency") == {
+        ("control", "r1"): (1, 10.0, 1),
+        ("control", "r2"): (1, 20.0, 1),
+        ("control", "r4"): (1, 30.0, 1),
+        ("treatment", "r3"): (1, 40.0, 1),
+    }
     with pytest.raises(ValueError, match="'accuracy'"):
         await store.arm_totals("exp-1", "accuracy")
 
