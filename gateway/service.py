@@ -7,6 +7,7 @@ forwarded with its bytes untouched (a stream that did not ask for usage gets one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -166,10 +167,20 @@ class Call:
     system_texts: tuple[tuple[str, str], ...] = ()
     """With adoption capture on, the system/developer texts of an unmanaged call."""
 
-    def overhead_ms(self) -> float:
-        """Time spent in the gateway itself, excluding the waits for the provider and for the
-        client's request body."""
-        return (time.perf_counter() - self.started - self.upstream_wait - self.client_wait) * 1000
+    def overhead_ms(self, now: float | None = None) -> float:
+        """Time spent in the gateway itself until `now` (a `time.perf_counter()`, by default
+        this moment), excluding the waits for the provider and for the client's request body."""
+        end = time.perf_counter() if now is None else now
+        return (end - self.started - self.upstream_wait - self.client_wait) * 1000
+
+
+SETTLE_DELAY = 0.01
+"""Seconds a finished call waits, at most, for its record, span and observers (`settle`)."""
+SETTLE_BATCH = 256
+"""Finished calls that are settled at once, without waiting for SETTLE_DELAY."""
+
+_Finished = tuple[Call, int, Outcome | None, GatewayError | None, float]
+"""A finished call waiting for `settle`: the call, its status, outcome, error, and the moment."""
 
 
 class GatewayService:
@@ -209,6 +220,9 @@ class GatewayService:
             tuple[object, ...], tuple[Mapping[str, object], tuple[RenderedMessage, ...]]
         ] = {}
         """Recent renderings by version id, API and text values (see `_rendering`)."""
+        self._finished: list[_Finished] = []
+        """Calls finished since the last `settle`, in order."""
+        self._settle_at: asyncio.Handle | None = None
 
     def arrive(
         self,
@@ -586,18 +600,54 @@ class GatewayService:
         status: int,
         outcome: Outcome | None = None,
         error: GatewayError | None = None,
-    ) -> CallRecord:
-        """Build the call's record and hand it to the span and every observer (once a call)."""
+    ) -> None:
+        """Mark the call finished (once a call) and queue it for its record, span and observers.
+
+        The moment is taken now (the record's end, duration and overhead are this call's); the
+        record is built, the span ended and the observers told in `settle`, for every call
+        finished in the last SETTLE_DELAY seconds at once, after the call's task has returned.
+        Done at each call's end, that work cost 44.7 µs of CPU per request in the running
+        gateway (tracing on); settled together, the gateway's CPU per request fell by 34 µs and
+        its added p50 at one connection from about 0.27 to 0.06 ms (benchmarks/README.md). The
+        request body's bytes are let go here (the record reads the parsed request).
+        """
         call.finished = True
-        record = self._record(call, status, outcome, error)
-        if call.span is not None:
-            call.span.finish(record)
-        for observer in self._observers:
+        now = time.perf_counter()
+        call.body = None
+        self._finished.append((call, status, outcome, error, now))
+        if self._settle_at is None:
             try:
-                observer.call_finished(record)
-            except Exception:  # an observer's bug must never fail or slow a call
-                log.exception("observer %r failed", observer)
-        return record
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a script, a test): settle at once
+                self.settle()
+                return
+            self._settle_at = loop.call_later(SETTLE_DELAY, self.settle)
+        elif len(self._finished) >= SETTLE_BATCH:
+            self._settle_at.cancel()
+            self._settle_at = asyncio.get_running_loop().call_soon(self.settle)
+
+    def settle(self) -> None:
+        """Build the records of the calls finished since the last time, end their spans and hand
+        them to every observer, in the order they finished. Whoever reads what observers keep
+        (metrics, the feedback check, shutdown) settles first."""
+        if self._settle_at is not None:
+            self._settle_at.cancel()
+            self._settle_at = None
+        finished, self._finished = self._finished, []
+        observers = self._observers
+        for call, status, outcome, error, now in finished:
+            try:
+                record = self._record(call, status, outcome, error, now)
+                if call.span is not None:
+                    call.span.finish(record)
+            except Exception:  # a bug in one call's record must not lose the others'
+                log.exception("recording call %s failed", call.request_id)
+                continue
+            for observer in observers:
+                try:
+                    observer.call_finished(record)
+                except Exception:  # an observer's bug must never fail or slow a call
+                    log.exception("observer %r failed", observer)
 
     def _template(self, version: PromptVersion) -> str:
         """The version's template JSON, made once per version (versions never change)."""
@@ -609,9 +659,13 @@ class GatewayService:
         return found
 
     def _record(
-        self, call: Call, status: int, outcome: Outcome | None, error: GatewayError | None
+        self,
+        call: Call,
+        status: int,
+        outcome: Outcome | None,
+        error: GatewayError | None,
+        now: float,
     ) -> CallRecord:
-        now = time.perf_counter()
         operation = call.genai_operation
         model = (outcome.response_model if outcome else None) or call.model
         input_tokens = output_tokens = None
@@ -691,7 +745,7 @@ class GatewayService:
             start_ns=call.started_ns,
             end_ns=call.started_ns + int((now - call.started) * 1e9),
             duration_s=now - call.started,
-            overhead_ms=call.overhead_ms(),
+            overhead_ms=call.overhead_ms(now),
             time_to_first_chunk_s=(
                 call.first_chunk - call.started if call.first_chunk is not None else None
             ),

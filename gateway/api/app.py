@@ -189,6 +189,7 @@ def create_app(
     @get("/metrics", include_in_schema=False)
     async def prometheus() -> Response[str]:
         """Prometheus text format."""
+        service.settle()  # the calls finished a moment ago count
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def warm_up_console() -> None:
@@ -239,6 +240,7 @@ def create_app(
         # Each step is bounded: a shutdown that waits forever (a store that never answers, a
         # thread that never returns) would keep the process past its SIGTERM until it is killed,
         # losing what the later steps would have written.
+        service.settle()  # the last calls' records, spans and exposures, before their writers stop
         await _bounded("writing queued experiment outcomes", recorder.stop())
         if capture is not None:
             await _bounded("writing captured prompts", capture.stop())
@@ -250,7 +252,11 @@ def create_app(
         access_log.stop()  # joins its thread for at most 5 s
 
     feedback = feedback_route(
-        recorder, store, cache, flush_interval=settings.experiments.flush_interval
+        recorder,
+        store,
+        cache,
+        flush_interval=settings.experiments.flush_interval,
+        settle=service.settle,
     )
     admin = AdminContext(
         store=store,

@@ -10,6 +10,7 @@ metric and still run. The value is queued and written off the request path, like
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,8 +40,10 @@ def feedback_route(
     snapshots: SnapshotSource,
     *,
     flush_interval: float,
+    settle: Callable[[], None],
 ) -> Any:
-    """The route handler, bound to this app's recorder, store and snapshot."""
+    """The route handler, bound to this app's recorder, store and snapshot; `settle` hands the
+    calls this process finished a moment ago to the recorder (`GatewayService.settle`)."""
 
     @post(
         "/v1/feedback",
@@ -50,6 +53,7 @@ def feedback_route(
     )
     async def record_feedback(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         feedback = _parse(await request.body())
+        settle()
         exposure = recorder.recent(feedback.request_id)
         if exposure is None:
             exposure = await store.exposure(feedback.request_id)

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from gateway import service
 from gateway.api.app import create_app
 from gateway.api.auth import ROUTE_ROLES
 from gateway.core.registry import make_draft
@@ -154,6 +155,63 @@ def test_feedback_for_a_written_call_is_taken_while_the_store_is_down(tmp_path: 
         assert [u.total for u in units if u.count] == [5]
     finally:
         gateway.stop()
+
+
+def test_feedback_the_instant_a_call_returns_is_taken_while_the_store_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call's record is made a moment after its answer (`GatewayService.settle`; here the
+    moment is a minute long): feedback posted as soon as the answer arrived, with the store
+    away, is still checked against it (the feedback route settles first) and taken, then
+    written once the store is back."""
+    monkeypatch.setattr(service, "SETTLE_DELAY", 60.0)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "gateway.db"
+    asyncio.run(fill(SQLiteStore(path)))
+    settings = load(
+        None, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05"}
+    )
+    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    try:
+        folder.rename(tmp_path / "away")
+        try:
+            votes = []
+            for n in range(5):
+                request_id = call(gateway, "exp-prompt", f"user-instant-{n}")
+                vote = {"request_id": request_id, "metric": "user_satisfaction", "value": n}
+                votes.append(feedback(gateway, vote).status_code)
+            assert votes == [202] * 5
+        finally:
+            (tmp_path / "away").rename(folder)
+        deadline = time.monotonic() + 15
+        while True:
+            units = asyncio.run(SQLiteStore(path).unit_outcomes("exp-sat", "user_satisfaction"))
+            if sum(u.count for u in units) == 5:
+                break
+            assert time.monotonic() < deadline, "the feedback was never written"
+            time.sleep(0.05)
+        assert sorted(u.total for u in units if u.count) == [0, 1, 2, 3, 4]
+    finally:
+        gateway.stop()
+
+
+def test_calls_finished_just_before_shutdown_are_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping the gateway right after its last calls (their records not made yet: the moment
+    is a minute long here) still writes their exposures: shutdown settles them first."""
+    monkeypatch.setattr(service, "SETTLE_DELAY", 60.0)
+    path = tmp_path / "gateway.db"
+    asyncio.run(fill(SQLiteStore(path)))
+    settings = load(None, {"GATEWAY_UPSTREAM_URL": "mock"})
+    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    try:
+        ids = [call(gateway, "exp-prompt", f"user-last-{n}") for n in range(3)]
+    finally:
+        gateway.stop()
+    store = SQLiteStore(path)
+    assert all(asyncio.run(store.exposure(request_id)) is not None for request_id in ids)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import openai
 import orjson
 import pytest
 
+from gateway import service
 from gateway.core.experiments import in_treatment
 from gateway.telemetry.attributes import hash_user
 from tests.api.conftest import MakeGateway
@@ -306,6 +307,26 @@ def test_metrics_are_prometheus_text(traced: ServedGateway) -> None:
     assert 'gateway_tokens_total{direction="input"' in text
     assert "gateway_spans_dropped_total" in text
     assert "req_" not in text, "no request ids as labels"
+
+
+def test_metrics_count_each_call_the_moment_it_returns(
+    make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call's record is made a moment after its answer (`GatewayService.settle`), but /metrics
+    settles first: read right after each call (here the moment is a minute long), the request
+    count has moved by exactly one."""
+    monkeypatch.setattr(service, "SETTLE_DELAY", 60.0)
+    gateway = make_gateway()
+
+    def count() -> float:
+        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+            if line.startswith("gateway_requests_total{") and 'prompt_version="1.0.0"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    for n in range(1, 4):
+        managed(gateway, {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES})
+        assert count() == n
 
 
 def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGateway) -> None:
