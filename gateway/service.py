@@ -622,7 +622,7 @@ class GatewayService:
                 self.settle()
                 return
             self._settle_at = loop.call_later(SETTLE_DELAY, self.settle)
-        elif len(self._finished) >= SETTLE_BATCH:
+        elif len(self._finished) == SETTLE_BATCH:  # once: settle soon, not in SETTLE_DELAY
             self._settle_at.cancel()
             self._settle_at = asyncio.get_running_loop().call_soon(self.settle)
 

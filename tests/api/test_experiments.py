@@ -123,17 +123,23 @@ def test_feedback_for_a_call_in_an_experiment_is_recorded(
     assert mine[0].total == 4 and mine[0].requests >= 1
 
 
+def gateway_on(path: Path) -> ServedGateway:
+    """A gateway on a new registry filled at `path` (`fill`), the mock provider, outcomes
+    written every 50 ms."""
+    asyncio.run(fill(SQLiteStore(path)))
+    settings = load(
+        None, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05"}
+    )
+    return ServedGateway(create_app(settings, store=SQLiteStore(path)))
+
+
 def test_feedback_for_a_written_call_is_taken_while_the_store_is_down(tmp_path: Path) -> None:
     """A call whose exposure is already in the store still takes feedback while the store is
     away (the gateway remembers its last exposures); the value is written once it is back."""
     folder = tmp_path / "data"
     folder.mkdir()
     path = folder / "gateway.db"
-    asyncio.run(fill(SQLiteStore(path)))
-    settings = load(
-        None, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05"}
-    )
-    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    gateway = gateway_on(path)
     try:
         request_id = call(gateway, "exp-prompt", "user-away")
         deadline = time.monotonic() + 5
@@ -168,11 +174,7 @@ def test_feedback_the_instant_a_call_returns_is_taken_while_the_store_is_down(
     folder = tmp_path / "data"
     folder.mkdir()
     path = folder / "gateway.db"
-    asyncio.run(fill(SQLiteStore(path)))
-    settings = load(
-        None, {"GATEWAY_UPSTREAM_URL": "mock", "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05"}
-    )
-    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    gateway = gateway_on(path)
     try:
         folder.rename(tmp_path / "away")
         try:
@@ -203,9 +205,7 @@ def test_calls_finished_just_before_shutdown_are_recorded(
     is a minute long here) still writes their exposures: shutdown settles them first."""
     monkeypatch.setattr(service, "SETTLE_DELAY", 60.0)
     path = tmp_path / "gateway.db"
-    asyncio.run(fill(SQLiteStore(path)))
-    settings = load(None, {"GATEWAY_UPSTREAM_URL": "mock"})
-    gateway = ServedGateway(create_app(settings, store=SQLiteStore(path)))
+    gateway = gateway_on(path)
     try:
         ids = [call(gateway, "exp-prompt", f"user-last-{n}") for n in range(3)]
     finally:
