@@ -638,11 +638,14 @@ class GatewayService:
         for call, status, outcome, error, now in finished:
             try:
                 record = self._record(call, status, outcome, error, now)
-                if call.span is not None:
-                    call.span.finish(record)
             except Exception:  # a bug in one call's record must not lose the others'
                 log.exception("recording call %s failed", call.request_id)
                 continue
+            if call.span is not None:
+                try:
+                    call.span.finish(record)
+                except Exception:  # nor a bug in its span its metrics, log line and exposure
+                    log.exception("ending the span of call %s failed", call.request_id)
             for observer in observers:
                 try:
                     observer.call_finished(record)

@@ -329,6 +329,50 @@ def test_metrics_count_each_call_the_moment_it_returns(
         assert count() == n
 
 
+def test_a_bug_in_a_record_or_a_span_never_reaches_a_call_nor_loses_others(
+    make_gateway: MakeGateway,
+    receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls finished together are recorded one by one: when building one call's record fails,
+    that call still answers 200 and the calls around it are counted; when only ending a span
+    fails, the call's metrics still count it."""
+    gateway = make_gateway(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **FAST)
+    record = service.GatewayService._record
+
+    def broken_record(self: service.GatewayService, call: service.Call, *args: object) -> object:
+        if call.request_id.endswith("-broken"):
+            raise RuntimeError("a bug in the record")
+        return record(self, call, *args)  # type: ignore[arg-type]
+
+    def count(version: str) -> float:
+        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+            if line.startswith("gateway_requests_total{") and f'"{version}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    monkeypatch.setattr(service.GatewayService, "_record", broken_record)
+    prompt = {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES}
+    for n in range(3):
+        with sdk(gateway, default_headers={"X-Request-Id": f"req-{n}-broken"}) as client:
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+                extra_body={"prompt": prompt},
+            )  # fmt: skip
+        managed(gateway, prompt)
+    assert count("1.0.0") == 3  # the three calls between the broken ones
+    monkeypatch.undo()
+
+    def broken_span(self: object, record: object) -> None:
+        raise RuntimeError("a bug in the span")
+
+    monkeypatch.setattr("gateway.telemetry.otlp.OtlpSpan.finish", broken_span)
+    prompt = {"id": "support-agent", "version": "1.1.0", "variables": VARIABLES}
+    for _ in range(2):
+        managed(gateway, prompt)
+    assert count("1.1.0") == 2
+
+
 def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGateway) -> None:
     """With the OTLP endpoint refusing connections, calls succeed on time; drops are counted."""
     gateway = make_gateway(
