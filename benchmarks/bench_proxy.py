@@ -8,7 +8,7 @@ the gateway under `taskset -c 0` with a managed prompt injected on every request
 Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10]
      python benchmarks/bench_proxy.py --direct [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
-     python benchmarks/bench_proxy.py --experiment [--redis] [--rounds 8] [--seconds 4]
+     python benchmarks/bench_proxy.py --experiment [--redis] [--processes 3] [--rounds 8]
      python benchmarks/bench_proxy.py --capture [--rounds 8] [--seconds 4]
 
 By default (issue 15) it compares the gateway with every feature on (a managed prompt named in
@@ -24,6 +24,11 @@ then an exposure, queued and written to SQLite in batches; no user key, so each 
 `--capture` does the same for adoption capture off and on (PRODUCT §14), with an unmanaged
 request carrying a hard-coded system prompt (`APP_BODY`): every call is then counted for
 adoption, and the counts written to SQLite in batches.
+
+Each gateway process has a speed of its own (measured: three processes of one build at 250, 250
+and 259 µs of CPU per request, within a run whose rounds agreed to a few µs), so one process per
+side cannot resolve a difference of a few percent: `--processes N` starts N of each side and
+loads all of them in the interleaved rounds; the result is the mean over the N pairs.
 """
 
 from __future__ import annotations
@@ -405,6 +410,12 @@ def main() -> None:
         action="store_true",
         help="keep the registry (and experiment outcomes) in a redis-server of the run's own",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="gateway processes per side in the comparisons (--tracing, --experiment, --capture)",
+    )
     args = parser.parse_args()
     require_tools()
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -432,17 +443,21 @@ def main() -> None:
             if args.direct
             else ("on",)
         )
-        for number, name in enumerate(names, start=1):
-            if redis is not None:
+        copies = args.processes if len(names) == 2 else 1
+        for number, (copy, name) in enumerate(
+            ((copy, name) for copy in range(1, copies + 1) for name in names), start=1
+        ):
+            if redis is not None:  # a database of its own (Redis has 16 by default)
                 os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
-            gateways[name] = (
+            label = name if copies == 1 else f"{name}-{copy}"
+            gateways[label] = (
                 start_gateway(
                     work,
                     port,
                     upstream_port,
                     name == "on",
-                    db=f"{name}.db",
+                    db=f"{label}.db",
                     experiment=name == "experiment",
                     capture=name == "capture",
                 ),
@@ -450,7 +465,7 @@ def main() -> None:
             )
         if len(names) == 2:
             body = APP_BODY if args.capture else PROMPT_BODY
-            compare(work, args.seconds, args.rounds or 8, gateways, names, body)
+            compare(work, args.seconds, args.rounds or 8, gateways, names, body, copies)
         elif names == ("on",):
             forwarder_port = free_port()
             forwarder = start_forwarder(work, forwarder_port, upstream_port)
@@ -484,39 +499,59 @@ def compare(
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]],
     names: tuple[str, str],
     body: dict[str, object] = PROMPT_BODY,
+    copies: int = 1,
 ) -> None:
-    """Two gateways (tracing off and on, without and with an experiment, capture off and on)
-    loaded in turn with `body`:
-    requests/s and CPU per request at 64 connections, latency p50 at one connection; every
-    round, then the medians."""
+    """Two kinds of gateway (tracing off and on, without and with an experiment, capture off and
+    on), `copies` processes of each (labelled `name-1`, `name-2`, ... when more than one),
+    loaded in turn with `body` (every other round in reverse order): requests/s and CPU per
+    request at 64 connections, latency p50 at one connection; every round, then each process's
+    medians and, per kind, their mean."""
     for _, port in gateways.values():
         wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
-    print(f"{'round':>5} {'gateway':>10} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
+    results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in gateways}
+    print(f"{'round':>5} {'gateway':>12} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
     for number in range(1, rounds + 1):
-        for name, (proc, port) in gateways.items():
+        order = list(gateways.items())
+        for label, (proc, port) in order if number % 2 else reversed(order):
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             before = cpu_seconds(proc.pid)
             loaded = wrk(work, url, body, 64, seconds)
             cpu_ms = (cpu_seconds(proc.pid) - before) * 1000 / max(loaded["total"], 1)
             single = wrk(work, url, body, 1, max(seconds // 2, 2))
-            results[name].append((loaded["rps"], cpu_ms, single["p50"]))
+            results[label].append((loaded["rps"], cpu_ms, single["p50"]))
             print(
-                f"{number:>5} {name:>10} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "
+                f"{number:>5} {label:>12} {loaded['rps']:>8,.0f} {cpu_ms:>13.3f} "
                 f"{single['p50']:>16.2f}",
                 flush=True,
             )
             if loaded["errors"] or single["errors"]:
                 print(f"      non-2xx: {loaded['errors'] + single['errors']}")
+    medians = {
+        label: [statistics.median(row[i] for row in rows) for i in range(3)]
+        for label, rows in results.items()
+    }
+    labels = {
+        name: [name] if copies == 1 else [f"{name}-{k}" for k in range(1, copies + 1)]
+        for name in names
+    }
+    if copies > 1:
+        print("\nper process (medians of its rounds):")
+        for label, (rps, cpu_ms, p50) in medians.items():
+            print(f"{label:>14} {rps:>8,.0f} req/s {cpu_ms:>7.3f} ms CPU/req {p50:>6.2f} ms p50")
     off, on = (
-        [statistics.median(row[i] for row in results[name]) for i in range(3)] for name in names
+        [statistics.fmean(medians[label][i] for label in labels[name]) for i in range(3)]
+        for name in names
     )
-    # each round's ratio pairs runs made within seconds of each other
-    rounds_paired = zip(results[names[0]], results[names[1]], strict=True)
-    paired = statistics.median(b[0] / a[0] - 1 for a, b in rounds_paired)
+    # each round's ratio pairs runs made within seconds of each other (process k with process k)
+    paired = statistics.fmean(
+        statistics.median(b[0] / a[0] - 1 for a, b in zip(results[x], results[y], strict=True))
+        for x, y in zip(labels[names[0]], labels[names[1]], strict=True)
+    )
+    what = "medians" if copies == 1 else f"means of {copies} processes' medians"
+    within = "median change within a round" + ("" if copies == 1 else ", mean of the pairs'")
     print(
-        f"\nmedians: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "
-        f"median change within a round {paired * 100:+.1f}%, "
+        f"\n{what}: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "
+        f"{within} {paired * 100:+.1f}%, "
         f"CPU/request {off[1]:.3f} -> {on[1]:.3f} ms, "
         f"p50 at 1 connection {off[2]:.2f} -> {on[2]:.2f} ms ({on[2] - off[2]:+.2f} ms)"
     )
