@@ -336,8 +336,9 @@ _SECONDS: dict[int, str] = {}
 """ISO prefixes (`2026-03-01T14:05:09`) of the seconds lately formatted, by Unix second."""
 
 
-def dump_exposure(exposure: Exposure) -> bytes:
-    """Stored form of an exposure, without its request id (the key it is stored under).
+def dump_exposure(exposure: Exposure, at: str | None = None) -> bytes:
+    """Stored form of an exposure, without its request id (the key it is stored under); `at`:
+    its time as `utc_iso` formats it, when the caller has it already.
 
     An array in field order rather than an object: a store keeps one per call, a million per
     experiment, and the field names would add about as much again. A field added later goes at
@@ -350,7 +351,7 @@ def dump_exposure(exposure: Exposure) -> bytes:
             exposure.variant,
             exposure.version,
             exposure.unit,
-            utc_iso(exposure.at),
+            utc_iso(exposure.at) if at is None else at,
             exposure.latency_ms,
             exposure.input_tokens,
             exposure.output_tokens,

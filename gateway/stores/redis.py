@@ -451,18 +451,20 @@ class RedisStore:
         self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
     ) -> Recorded:
         codec.check_outcomes(exposures, feedback)
-        calls = [
-            (
-                e.request_id,
-                codec.dump_exposure(e).decode(),
-                e.experiment_id,
-                f"{e.variant}:{e.unit}",
-                e.latency_ms,
-                e.cost_usd,
-                f"{codec.utc_iso(e.at)[:PERIOD_CHARS]}|{e.variant}",
+        calls = []
+        for e in exposures:
+            at = codec.utc_iso(e.at)  # once: the stored time and the hour of its period
+            calls.append(
+                (
+                    e.request_id,
+                    codec.dump_exposure(e, at).decode(),
+                    e.experiment_id,
+                    f"{e.variant}:{e.unit}",
+                    e.latency_ms,
+                    e.cost_usd,
+                    f"{at[:PERIOD_CHARS]}|{e.variant}",
+                )
             )
-            for e in exposures
-        ]
         votes = [(f.request_id, f.metric, f.value) for f in feedback]
         args = (
             self._k("unit-totals", ""),
