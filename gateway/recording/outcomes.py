@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from gateway.core.outcomes import Exposure, Feedback
@@ -125,7 +126,7 @@ class OutcomeRecorder(BatchWriter):
             try:
                 await self._write()
             except StoreUnavailable as exc:
-                lost = sum(type(i) is tuple for i in (*self._pending, *self._queue))
+                lost = _exposures_in(self._pending) + _exposures_in(self._queue)
                 self.dropped_exposures += lost
                 log.error("stopping with %d exposures unwritten: %s", lost, exc.message)
                 self._pending.clear()
@@ -157,7 +158,7 @@ class OutcomeRecorder(BatchWriter):
             self._wake.set()
 
     def drop_pending(self) -> None:
-        self.dropped_exposures += sum(type(i) is tuple for i in self._pending)
+        self.dropped_exposures += _exposures_in(self._pending)
         self._forget(self._pending)
         self._pending = []
 
@@ -189,6 +190,11 @@ class OutcomeRecorder(BatchWriter):
         for item in items:
             if type(item) is tuple:
                 unwritten.pop(item[0], None)
+
+
+def _exposures_in(items: Iterable[Pending | Feedback]) -> int:
+    """How many of `items` are exposures (the rest is feedback)."""
+    return sum(type(item) is tuple for item in items)
 
 
 Pending = tuple[

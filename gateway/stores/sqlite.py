@@ -751,7 +751,7 @@ prepared again for most batches)."""
 
 def _insert_rows(conn: sqlite3.Connection, sql: str, values: list[object], width: int) -> None:
     """Run `sql` (an INSERT whose `VALUES` list is `{values}`) over `values`, the rows' fields
-    one after another (`width` per row), 100 rows to a statement while they last."""
+    one after another (`width` per row), as few statements as ROWS_PER_STATEMENT's sizes allow."""
     rows, at = len(values) // width, 0
     one = "(" + ", ".join("?" * width) + ")"
     for size in ROWS_PER_STATEMENT:
