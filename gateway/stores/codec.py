@@ -309,31 +309,15 @@ def load_captured(raw: bytes | str) -> CapturedPrompt:
 
 def utc_iso(at: datetime) -> str:
     """An exposure's time as stored: ISO 8601 in UTC (a naive time is taken as UTC already),
-    `at.astimezone(UTC).isoformat()`.
+    exactly `at.astimezone(UTC).isoformat()`.
 
-    Every exposure is formatted once or twice as its batch is written, so a UTC time takes a
-    shortcut: the formatted second is kept (a batch's exposures share a few seconds) and the
-    microseconds appended: 1.0 -> 0.73 µs per time.
+    Every exposure is formatted as its batch is written, so the text is orjson's RFC 3339 form,
+    which for a time in UTC is `isoformat`'s character for character (microseconds only when
+    not zero, `+00:00`): 0.73 -> 0.28 µs per time, and no cache of its own.
     """
-    if at.tzinfo is not UTC or not 0 <= (timestamp := at.timestamp()) < _SHORTCUT_END:
-        return (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat()
-    second = int(timestamp)
-    prefix = _SECONDS.get(second)
-    if prefix is None:
-        if len(_SECONDS) > 64:
-            _SECONDS.clear()
-        prefix = _SECONDS[second] = at.replace(microsecond=0, tzinfo=None).isoformat()
-    micro = at.microsecond
-    return f"{prefix}.{micro:06d}+00:00" if micro else f"{prefix}+00:00"
-
-
-_SHORTCUT_END = 2**32
-"""The shortcut's range, 1970 to 2106 in seconds: there `int(at.timestamp())` is the second
-(before 1970 `int` rounds towards zero, and from about 2242 on a float timestamp no longer
-holds the microseconds)."""
-
-_SECONDS: dict[int, str] = {}
-"""ISO prefixes (`2026-03-01T14:05:09`) of the seconds lately formatted, by Unix second."""
+    if at.tzinfo is not UTC and at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return orjson.dumps(at, option=orjson.OPT_NAIVE_UTC)[1:-1].decode()
 
 
 def dump_exposure(exposure: Exposure, at: str | None = None) -> bytes:

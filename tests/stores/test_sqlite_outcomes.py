@@ -14,9 +14,9 @@ from gateway.stores.sqlite import SQLiteStore
 
 
 def test_stored_time_is_the_iso_form_of_every_kind_of_time() -> None:
-    """`codec.utc_iso`'s per-second shortcut gives exactly `isoformat` in UTC: with and without
-    microseconds, other offsets, naive times, and 10,000 random instants across years (so its
-    cache is cleared)."""
+    """`codec.utc_iso` (orjson's RFC 3339 text) gives exactly `isoformat` in UTC: with and without
+    microseconds, other offsets, naive times, 10,000 random instants across years, and the ends
+    of the calendar."""
     rng = random.Random(7)
     base = datetime(2026, 3, 1, 14, 5, 9, tzinfo=UTC)
     times = [
@@ -29,8 +29,8 @@ def test_stored_time_is_the_iso_form_of_every_kind_of_time() -> None:
     ]
     times += [base + timedelta(microseconds=rng.randrange(10**15)) for _ in range(10_000)]
     times += [base + timedelta(microseconds=rng.randrange(3 * 10**6)) for _ in range(2_000)]
-    # In this order, each pair put a wrong second in the cache for the next (a tester's find):
-    # before 1970, at the end of year 9999, at the start of year 1, and at the shortcut's end.
+    # Before 1970, the end of year 9999, the start of year 1, and the end of 32-bit seconds (in
+    # this order each pair once put a wrong second in a per-second cache for the next).
     times += [
         datetime(1970, 1, 1, tzinfo=UTC),
         datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
