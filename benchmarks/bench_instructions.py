@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from bench_proxy import PROMPT_BODY, free_port, start_gateway, start_nginx, wait_port
+from bench_proxy import PROMPT_BODY, free_port, start_gateway, start_nginx, start_redis
 
 ROWS = ("plain", "assigned", "queued", "experiment")
 IN_FLIGHT = 64
@@ -66,12 +66,7 @@ def main() -> None:
     try:
         if args.redis:
             port = free_port()
-            server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-            redis = subprocess.Popen(
-                ["taskset", "-c", "1", *server, "--appendonly", "no"],
-                stdout=subprocess.DEVNULL,
-            )
-            wait_port(port)
+            redis = start_redis(port)
         previous = None
         print(f"{'row':>12} {'instructions per call':>22} {'over the row above':>20}")
         for number, row in enumerate(ROWS):
@@ -196,8 +191,8 @@ async def _serve_calls(row: str, calls: int) -> None:
         await _write_outcomes(recorders)
         print("READY", flush=True)
         await counting.wait()
-        for _ in range(calls // IN_FLIGHT):
-            await asyncio.gather(*(_call(app, body) for _ in range(IN_FLIGHT)))
+        for made in range(0, calls, IN_FLIGHT):
+            await asyncio.gather(*(_call(app, body) for _ in range(min(IN_FLIGHT, calls - made))))
         await _write_outcomes(recorders)
         print("DONE", flush=True)
         await counted.wait()

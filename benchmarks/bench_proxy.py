@@ -260,6 +260,22 @@ adoption: {{capture: {str(capture).lower()}}}
     return proc
 
 
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A redis-server of the run's own on core 1 (with nginx and wrk), nothing saved to disk."""
+    server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    proc = subprocess.Popen(
+        ["taskset", "-c", "1", *server, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
+def process_label(name: str, copy: int, copies: int) -> str:
+    """A gateway process's name in the comparisons: the kind, numbered when there are several."""
+    return name if copies == 1 else f"{name}-{copy}"
+
+
 def start_forwarder(work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
     """The bare forwarder (`bare_forwarder.py`, FLOOR.md) on core 0, like the gateway."""
     base = f"http://127.0.0.1:{upstream}"
@@ -423,14 +439,9 @@ def main() -> None:
     nginx = start_nginx(work, upstream_port)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     redis = None
-    if args.redis:  # on core 1 with nginx and wrk; each gateway gets a database of its own
+    if args.redis:  # each gateway gets a database of its own
         redis_port = free_port()
-        server = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-        redis = subprocess.Popen(
-            ["taskset", "-c", "1", *server, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_port(redis_port)
+        redis = start_redis(redis_port)
     try:
         names = (
             ("off", "on")
@@ -450,14 +461,13 @@ def main() -> None:
             if redis is not None:  # a database of its own (Redis has 16 by default)
                 os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
-            label = name if copies == 1 else f"{name}-{copy}"
-            gateways[label] = (
+            gateways[process_label(name, copy, copies)] = (
                 start_gateway(
                     work,
                     port,
                     upstream_port,
                     name == "on",
-                    db=f"{label}.db",
+                    db=f"{process_label(name, copy, copies)}.db",
                     experiment=name == "experiment",
                     capture=name == "capture",
                 ),
@@ -531,8 +541,7 @@ def compare(
         for label, rows in results.items()
     }
     labels = {
-        name: [name] if copies == 1 else [f"{name}-{k}" for k in range(1, copies + 1)]
-        for name in names
+        name: [process_label(name, k, copies) for k in range(1, copies + 1)] for name in names
     }
     if copies > 1:
         print("\nper process (medians of its rounds):")

@@ -644,7 +644,7 @@ class GatewayService:
             if call.span is not None:
                 try:
                     call.span.finish(record)
-                except Exception:  # nor a bug in its span its metrics, log line and exposure
+                except Exception:  # nor may a bug in its span cost its metrics, log line, exposure
                     log.exception("ending the span of call %s failed", call.request_id)
             for observer in observers:
                 try:

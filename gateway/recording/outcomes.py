@@ -205,7 +205,7 @@ Pending = tuple[
 
 def exposure_of(pending: Pending) -> Exposure:
     """The Exposure of a queued one (its fields unpacked into `tuple.__new__`: `_make` on a
-    concatenation of slices took 0.80 µs, this 0.56)."""
+    concatenation of slices took 0.80 µs, this 0.54)."""
     rid, experiment, variant, version, unit, ns, latency, sent, received, cost, status, trace = (
         pending
     )

@@ -317,16 +317,17 @@ def test_metrics_count_each_call_the_moment_it_returns(
     count has moved by exactly one."""
     monkeypatch.setattr(service, "SETTLE_DELAY", 60.0)
     gateway = make_gateway()
-
-    def count() -> float:
-        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
-            if line.startswith("gateway_requests_total{") and 'prompt_version="1.0.0"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     for n in range(1, 4):
         managed(gateway, {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES})
-        assert count() == n
+        assert requests_counted(gateway, "1.0.0") == n
+
+
+def requests_counted(gateway: ServedGateway, version: str) -> float:
+    """`gateway_requests_total` of calls served by `version` of the prompt, as /metrics reads."""
+    for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+        if line.startswith("gateway_requests_total{") and f'prompt_version="{version}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_a_bug_in_a_record_or_a_span_never_reaches_a_call_nor_loses_others(
@@ -345,12 +346,6 @@ def test_a_bug_in_a_record_or_a_span_never_reaches_a_call_nor_loses_others(
             raise RuntimeError("a bug in the record")
         return record(self, call, *args)  # type: ignore[arg-type]
 
-    def count(version: str) -> float:
-        for line in httpx.get(gateway.url + "/metrics").text.splitlines():
-            if line.startswith("gateway_requests_total{") and f'"{version}"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     monkeypatch.setattr(service.GatewayService, "_record", broken_record)
     prompt = {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES}
     for n in range(3):
@@ -360,7 +355,7 @@ def test_a_bug_in_a_record_or_a_span_never_reaches_a_call_nor_loses_others(
                 extra_body={"prompt": prompt},
             )  # fmt: skip
         managed(gateway, prompt)
-    assert count("1.0.0") == 3  # the three calls between the broken ones
+    assert requests_counted(gateway, "1.0.0") == 3  # the three calls between the broken ones
     monkeypatch.undo()
 
     def broken_span(self: object, record: object) -> None:
@@ -370,7 +365,7 @@ def test_a_bug_in_a_record_or_a_span_never_reaches_a_call_nor_loses_others(
     prompt = {"id": "support-agent", "version": "1.1.0", "variables": VARIABLES}
     for _ in range(2):
         managed(gateway, prompt)
-    assert count("1.1.0") == 2
+    assert requests_counted(gateway, "1.1.0") == 2
 
 
 def test_refused_collector_never_fails_or_delays_a_request(make_gateway: MakeGateway) -> None:
