@@ -414,6 +414,9 @@ async def test_exposure_counts_once_across_batches(store: Store) -> None:
     assert await outcomes(store, "latency") == {("control", "u1"): (3, 300.0, 3)}
     stored = await store.exposure("r1")
     assert stored is not None and stored.latency_ms == 100.0
+    hour = codec.utc_iso(T0)[:13]
+    assert await periods(store, "latency") == {(hour, "control"): (3, 3, 300.0, 30_000.0)}
+    assert await periods(store, "cost_per_task") == {(hour, "control"): (3, 3, 0.75, 0.1875)}
 
 
 async def test_exposure_counts_once_within_a_batch(store: Store) -> None:
@@ -423,6 +426,8 @@ async def test_exposure_counts_once_within_a_batch(store: Store) -> None:
     )
     assert recorded == Recorded(1, 0, 0)
     assert await outcomes(store, "latency") == {("control", "u1"): (1, 100.0, 1)}
+    hour = codec.utc_iso(T0)[:13]
+    assert await periods(store, "latency") == {(hour, "control"): (1, 1, 100.0, 10_000.0)}
 
 
 async def test_retried_batch_changes_nothing(store: Store) -> None:
