@@ -19,7 +19,8 @@ written in the count, in one batch (under load a batch holds hundreds), and no i
 counted. What remains varies by a few thousand instructions per call between runs (the event
 loop's timers fire by the clock, and valgrind's speed varies); CPU seconds vary by tens of µs.
 
-Needs `valgrind` (Debian package) and nginx. Takes a few minutes per row.
+Needs `valgrind` (Debian package) and nginx. Takes a few minutes per row on a quiet machine, and
+several times longer beside other work (a row is given ROW_SECONDS).
 
 Run: python benchmarks/bench_instructions.py [--redis] [--calls 1280]
 """
@@ -43,6 +44,9 @@ from bench_proxy import PROMPT_BODY, free_port, start_gateway, start_nginx, star
 
 ROWS = ("plain", "assigned", "queued", "experiment")
 IN_FLIGHT = 64
+ROW_SECONDS = 1800
+"""How long one row may take under valgrind: 2-4 minutes alone; 600 s was too short twice while
+other valgrind runs shared the machine."""
 SETTLE_SECONDS = 0.5
 """Long enough for the last calls to settle (their records made, their exposures queued)."""
 
@@ -137,7 +141,7 @@ def _count(work: Path, upstream: int, row: str, calls: int) -> int:
                 )
                 process.send_signal(signal.SIGUSR2)  # not counting any more: stop
                 break
-        process.wait(600)
+        process.wait(ROW_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
