@@ -461,13 +461,14 @@ def main() -> None:
             if redis is not None:  # a database of its own (Redis has 16 by default)
                 os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
-            gateways[process_label(name, copy, copies)] = (
+            label = process_label(name, copy, copies)
+            gateways[label] = (
                 start_gateway(
                     work,
                     port,
                     upstream_port,
                     name == "on",
-                    db=f"{process_label(name, copy, copies)}.db",
+                    db=f"{label}.db",
                     experiment=name == "experiment",
                     capture=name == "capture",
                 ),
