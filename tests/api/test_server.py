@@ -297,9 +297,15 @@ def test_slow_clients_do_not_lock_out_a_new_client(
         {"GATEWAY_UPSTREAM_URL": fake.url, "GATEWAY_HEADER_TIMEOUT": "60"},
         nofile=nofile,
     )
-    sdk = OpenAI(
-        base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0, timeout=5
-    )
+
+    def client() -> OpenAI:
+        url = f"http://127.0.0.1:{gateway.port}/v1"
+        return OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=5)
+
+    # The first call's connection stays in its client's pool, idle and older than every slow
+    # client: the first to be closed to make room, possibly as a request goes out on it. The
+    # call that must get in is a new client's, on a connection of its own.
+    sdk, newcomer = client(), client()
     slow: list[socket.socket] = []
     stop = threading.Event()
 
@@ -324,7 +330,7 @@ def test_slow_clients_do_not_lock_out_a_new_client(
             slow.append(sock)
         poll(lambda: gateway.fds >= min(clients, nofile // 2), 10, "the slow clients got in")
         started = time.monotonic()
-        reply = sdk.chat.completions.create(
+        reply = newcomer.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "still there?"}]
         )
         assert reply.choices[0].message.content
@@ -343,6 +349,7 @@ def test_slow_clients_do_not_lock_out_a_new_client(
         for sock in slow:
             sock.close()
         sdk.close()
+        newcomer.close()
         gateway.stop()
 
 
