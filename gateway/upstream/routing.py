@@ -33,6 +33,12 @@ class Provider:
     """The host name, for spans and error messages (never the key); `mock` for the mock."""
     port: int | None = field(init=False, repr=False, compare=False)
     """The port, explicit or the scheme's default; None for the mock."""
+    tls: bool = field(init=False, repr=False, compare=False)
+    """An https:// provider."""
+    authority: str = field(init=False, repr=False, compare=False)
+    """`host[:port]` as the base URL writes it: the Host header sent to the provider."""
+    path: str = field(init=False, repr=False, compare=False)
+    """The base URL's path (`/v1`), which every request's path is appended to, byte for byte."""
 
     def __post_init__(self) -> None:
         # Derived once: spans and logs read them on every call.
@@ -42,6 +48,10 @@ class Provider:
         object.__setattr__(self, "address", MOCK if mock else parts.hostname or self.base_url)
         port = None if mock else parts.port or (443 if parts.scheme == "https" else 80)
         object.__setattr__(self, "port", port)
+        object.__setattr__(self, "tls", parts.scheme == "https")
+        object.__setattr__(self, "authority", parts.netloc)
+        prefix = len(parts.scheme) + len("://") + len(parts.netloc)
+        object.__setattr__(self, "path", "" if mock else self.base_url[prefix:])
 
 
 @dataclass(frozen=True, slots=True)
