@@ -374,16 +374,16 @@ class ProxyApp:
                 "headers": _response_headers(call, upstream.headers),
             }
         )
-        pieces = upstream.chunks()
+        last = b""  # the piece that arrived with the end of the provider's body
         try:
             while True:
                 waited = time.perf_counter()
                 try:
-                    chunk = await anext(pieces)
-                except StopAsyncIteration:
-                    break
+                    chunk = await upstream.next_chunk()
                 finally:
                     call.upstream_wait += time.perf_counter() - waited
+                if not chunk:
+                    break
                 if tap is None:
                     out = chunk
                     if copy is not None:
@@ -399,6 +399,10 @@ class ProxyApp:
                 else:  # forward the provider's bytes; read a decoded copy
                     tap.feed(recoder.decode(chunk))
                     out = chunk
+                if upstream.ended:
+                    # Sent with the end of the answer: one message and one write, not two.
+                    last = out
+                    break
                 if out:
                     if call.first_chunk is None:
                         call.first_chunk = time.perf_counter()
@@ -415,13 +419,16 @@ class ProxyApp:
             self._service.finish(call, status=upstream.status, outcome=call.outcome, error=error)
             return
         outcome = _json_outcome(upstream.headers, b"".join(copy)) if copy else call.outcome
-        tail = b""
         if tap is not None:
             tail = tap.finish()
             if recoder is not None:
                 tail = recoder.encode(tail) + recoder.finish() if call.strip_usage else b""
+            if tail:
+                last += tail
+        if last and call.first_chunk is None:
+            call.first_chunk = time.perf_counter()
         hang_up.disarm()
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await send({"type": "http.response.body", "body": last, "more_body": False})
         self._service.finish(call, status=upstream.status, outcome=outcome)
 
 

@@ -20,6 +20,9 @@ Loads = Callable[[bytes], Any]
 _LONGEST_END = 4  # CRLF CRLF
 _WHOLE_PROBE = 1 << 16
 _END_PROBE = 4096
+_RUN_MIN = 4
+"""Plain deltas in one chunk from which they are tested as one block (below it, one by one is
+as quick)."""
 _LF, _CR = 10, 13
 _FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
@@ -65,7 +68,9 @@ class Outcome:
     """The answer's function calls, kept with the text (only for content capture when
     streamed)."""
     content_chunks: int = 0
-    """Streamed events that carried text: about one token each, for estimates."""
+    """Pieces of streamed text (each `"content":"` or `"delta":"` key: one per event in chat
+    streams, one per choice when an event carries several): about one token each, for
+    estimates."""
     complete: bool = False
     """The stream's last event was seen (`[DONE]`, or a Responses `response.completed`,
     `.incomplete` or `.failed`): the client has the whole answer."""
@@ -244,14 +249,25 @@ class SSETap:
         by one), with no copy of the chunk into the buffer."""
         parts = chunk.split(b"\n\n")
         rest = parts.pop()
-        kept = self._observe_all(parts)
+        run = None if self._keep_text else self._plain_run(parts, chunk, len(chunk) - len(rest))
+        if run is None:
+            kept = self._observe_all(parts)
+            whole = len(kept) == len(parts)
+        else:
+            low, high, block, content = run
+            before = self._observe_all(parts[:low])
+            self.events += high - low
+            self.outcome.content_chunks += content
+            after = self._observe_all(parts[high:])
+            whole = len(before) + len(after) == len(parts) - (high - low)
+            kept = [*before, block, *after]
         if not self._strip:
             out = chunk
         else:
             out = (
-                b"".join([part + b"\n\n" for part in kept])
-                if len(kept) < len(parts)
-                else chunk[: len(chunk) - len(rest)]
+                chunk[: len(chunk) - len(rest)]
+                if whole
+                else b"".join([part + b"\n\n" for part in kept])
             )
             if b'"usage"' in out:  # chunks carry "usage": null only because it was requested
                 out = b"".join(
@@ -267,12 +283,54 @@ class SSETap:
             self._scanned = max(0, len(rest) - _LONGEST_END)
         return out
 
+    def _plain_run(
+        self, parts: list[bytes], chunk: bytes, whole: int
+    ) -> tuple[int, int, bytes, int] | None:
+        """The longest run of plain chat deltas among a chunk's events, checked as one block:
+        (first index, end index, the run's bytes without its last LF LF, its text pieces), or
+        None when there is no run of `_RUN_MIN` events or the block test cannot vouch for it.
+
+        A provider that sends faster than the gateway reads (or a buffering proxy in between)
+        delivers many events per read; testing each for being a plain delta is a Python step
+        per event, while the block is tested with a few scans of its bytes (memchr speed). The
+        run is what is left between the stream's first event (read whole, for the id and the
+        model) and the trailing events that are not plain deltas (finish, usage, `[DONE]`).
+        It passes when what reading its events one by one would record is only their number
+        and their text pieces: every event is one `data: {` line (no LF inside: JSON text holds
+        none unescaped, so every LF LF is an event end, and no `[DONE]` or comment is among
+        them); no `"usage"`; every `"finish_reason"` followed by `:null` (inside a JSON string a
+        quote is escaped, so such a marker is a key or a whole string value, and a value only
+        makes the test fail: the events are then read one by one); no Responses API event name.
+        """
+        low = 0 if self.events else 1
+        high = len(parts)
+        while high > low and not _plain_delta(parts[high - 1]):
+            high -= 1
+        count = high - low
+        if count < _RUN_MIN:
+            return None
+        start = len(parts[0]) + 2 if low else 0
+        end = whole - 2
+        for part in parts[high:]:
+            end -= len(part) + 2
+        block = chunk[start:end]
+        if (
+            not block.startswith(b"data: {")
+            or block.count(b"\n") != 2 * (count - 1)
+            or block.count(b"\n\ndata: {") != count - 1
+            or b'"usage"' in block
+            or block.count(b'"finish_reason"') != block.count(b'"finish_reason":null')
+            or (b"response." in block and any(kind in block for kind in _RESPONSE_EVENTS))
+        ):
+            return None
+        return low, high, block, block.count(b'"content":"') + block.count(b'"delta":"')
+
     def _observe_all(self, parts: list[bytes]) -> list[bytes]:
         """`_observe` every event (each without its LF LF: never copied); the ones to keep.
 
-        A plain chat delta, the bulk of a stream (after the first event, one `data:` line of a
-        JSON object with `"finish_reason":null` and no `"usage"`, text not kept), is only
-        counted here: what `_observe` would conclude about it, in a third of its steps.
+        A plain chat delta (`_plain_delta`), the bulk of a stream, is only counted here after
+        the stream's first event, when text is not kept: what `_observe` would conclude about
+        it, in a third of its steps.
         """
         kept: list[bytes] = []
         observe = self._observe
@@ -280,19 +338,9 @@ class SSETap:
         events = self.events
         content = 0
         for part in parts:
-            if (
-                plain
-                and events
-                and part.startswith(b"data: {")
-                and len(part) <= _WHOLE_PROBE
-                and b'"finish_reason":null' in part
-                and b'"choices"' in part
-                and b'"usage"' not in part
-                and b"\n" not in part  # the caller's chunk holds no CR
-            ):
+            if plain and events and _plain_delta(part):
                 events += 1
-                if b'"content":"' in part or b'"delta":"' in part:
-                    content += 1
+                content += part.count(b'"content":"') + part.count(b'"delta":"')
                 kept.append(part)
                 continue
             self.events = events
@@ -328,8 +376,7 @@ class SSETap:
         # What an event is shows at its ends: the type or choices first, finish_reason and usage
         # last. A huge event (an image's base64 partial) is classified by its ends alone.
         probe = data if len(data) <= _WHOLE_PROBE else data[:_END_PROBE] + data[-_END_PROBE:]
-        if b'"content":"' in probe or b'"delta":"' in probe:
-            self.outcome.content_chunks += 1
+        self.outcome.content_chunks += probe.count(b'"content":"') + probe.count(b'"delta":"')
         if b'"choices"' in probe:
             interesting = (
                 first
@@ -437,6 +484,20 @@ class SSETap:
             return self._loads(data)
         except ValueError:
             return None
+
+
+def _plain_delta(event: bytes) -> bool:
+    """A plain chat delta: one `data:` line of a JSON object with choices, `"finish_reason":null`
+    and no `"usage"` (the bulk of a chat stream; an event without its LF LF, from a chunk that
+    holds no CR)."""
+    return (
+        event.startswith(b"data: {")
+        and len(event) <= _WHOLE_PROBE
+        and b'"finish_reason":null' in event
+        and b'"choices"' in event
+        and b'"usage"' not in event
+        and b"\n" not in event
+    )
 
 
 def event_end(buffer: bytes | bytearray, pos: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Protocol
 
 from gateway.upstream.routing import Provider
@@ -58,8 +58,15 @@ class UpstreamResponse(Protocol):
         it drops the connection."""
         ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, chunk by chunk; raises as `read` does."""
+    async def next_chunk(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some), b"" once the body
+        ended; raises as `read` does."""
+        ...
+
+    @property
+    def ended(self) -> bool:
+        """The whole body has arrived and been taken: `next_chunk` has nothing more to give (the
+        relay then sends the last piece together with the end of its answer)."""
         ...
 
     async def close(self) -> None:
@@ -75,12 +82,17 @@ class BufferedResponse:
         self.headers = headers
         self.length: int | None = len(body)
         self._body = body
+        self.ended = False
 
     async def read(self) -> bytes:
+        self.ended = True
         return self._body
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield self._body
+    async def next_chunk(self) -> bytes:
+        if self.ended:
+            return b""
+        self.ended = True
+        return self._body
 
     async def close(self) -> None:
         return None

@@ -9,7 +9,7 @@ providers; everything else sees the `Upstream` Protocol.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, Sequence
 
 from gateway.errors import UpstreamReset, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import UpstreamSettings
@@ -83,13 +83,15 @@ class HttpResponse:
             raise _answer_failed(self._provider, exc, self._settings) from None
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        connection = self._connection
+    async def next_chunk(self) -> bytes:
         try:
-            while piece := await connection.next_chunk():
-                yield piece
+            return await self._connection.next_chunk()
         except _FAILURES as exc:
             raise _answer_failed(self._provider, exc, self._settings) from None
+
+    @property
+    def ended(self) -> bool:
+        return self._connection.drained
 
     async def close(self) -> None:
         """Reuse the connection when the answer was read to its end (and the upload, if any,

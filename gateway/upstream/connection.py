@@ -187,6 +187,11 @@ class Connection(asyncio.Protocol):
             self._waiter = self._loop.create_future()
             await self._waiter
 
+    @property
+    def drained(self) -> bool:
+        """The answer ended and every byte of its body was taken by `next_chunk`."""
+        return self.complete and not self._buffer
+
     def finish(self) -> bool:
         """End the request: timers off; True when the connection can carry another one."""
         self.busy = False

@@ -8,7 +8,7 @@ the same bytes back.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,21 @@ class MockResponse:
         self._pieces = pieces
         # An event stream has no declared length (it is relayed as it comes); JSON has one.
         self.length: int | None = None if headers is SSE else sum(map(len, pieces))
+        self._next = 0
+
+    @property
+    def ended(self) -> bool:
+        return self._next >= len(self._pieces)
 
     async def read(self) -> bytes:
+        self._next = len(self._pieces)
         return b"".join(self._pieces)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            yield piece
+    async def next_chunk(self) -> bytes:
+        if self._next >= len(self._pieces):
+            return b""
+        self._next += 1
+        return self._pieces[self._next - 1]
 
     async def close(self) -> None:
         return None

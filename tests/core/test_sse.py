@@ -225,3 +225,97 @@ def test_responses_status_maps_to_opentelemetry_finish_reasons(
 ) -> None:
     """A Responses status is a state; the span gets OpenTelemetry's finish reason for it."""
     assert responses_finish_reason(response) == reason
+
+
+def _plain(text: str) -> bytes:
+    return chunk(text, usage=False)
+
+
+def _two_choices(text: str) -> bytes:
+    doc = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "finish_reason": None},
+            {"index": 1, "delta": {"content": text}, "finish_reason": None},
+        ],
+    }
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+RUNS = {
+    "plain deltas": [_plain(f"w{i}") for i in range(8)],
+    "usage nulls requested": [chunk(f"w{i}") for i in range(8)],
+    "a finish in the middle": [_plain("a"), _plain("b"), chunk(finish="length", usage=False)]
+    + [_plain(f"w{i}") for i in range(5)],
+    # Whole string values equal to the markers: "content":"usage" holds "usage".
+    "text that names the markers": [
+        *(_plain(text) for text in ("a", "usage", "finish_reason", "response.completed")),
+        *(_plain(text) for text in ("data: {", "z")),
+    ],
+    "a usage chunk in the middle": [_plain("a"), _plain("b"), USAGE.replace(b"7", b"1")]
+    + [_plain(f"w{i}") for i in range(5)],
+    "two choices per event": [_two_choices(f"w{i}") for i in range(6)],
+    "a multi-line event": [_plain("a"), _plain("b"), b'data: {"choices":[],\ndata: "x":1}\n\n']
+    + [_plain(f"w{i}") for i in range(5)],
+    "a comment and an empty delta": [_plain("a"), b": keep-alive\n\n", _plain("b")]
+    + [chunk(None, usage=False)] * 3
+    + [_plain("c")],
+    "a responses event": [_plain("a"), _plain("b")]
+    + [b'data: {"type":"response.completed","response":{"id":"r9","status":"completed"}}\n\n']
+    + [_plain(f"w{i}") for i in range(5)],
+    # Text pieces are counted in data lines only: a comment or a second line that names one
+    # must be read one by one.
+    "a comment naming text, first in the run": [b': "content":"x"\n\n']
+    + [_plain(f"w{i}") for i in range(5)],
+    "a comment naming text, inside the run": [_plain("a"), _plain("b"), b': "content":"x"\n\n']
+    + [_plain(f"w{i}") for i in range(5)],
+    "a second line naming text": [_plain("a"), _plain("b")]
+    + [_plain("c")[:-2] + b'\n: "content":"x"\n\n']
+    + [_plain(f"w{i}") for i in range(5)],
+    "an early done": [_plain("a"), DONE] + [_plain(f"w{i}") for i in range(5)],
+}
+
+
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("name", list(RUNS))
+def test_a_run_of_events_in_one_chunk_reads_as_one_by_one(name: str, strip: bool) -> None:
+    """Many events in one read (a fast provider, a buffering proxy) are read as a block when
+    they are plain deltas: the forwarded bytes and everything learned match the same events fed
+    one per chunk (read one by one), with the first event, the tail and any event the block
+    test cannot vouch for read whole."""
+    stream = chunk("first") + b"".join(RUNS[name]) + chunk(finish="stop") + USAGE
+    events = [stream[i : j + 2] for i, j in _event_bounds(stream)]
+    together = SSETap(orjson.loads, strip_usage=strip)
+    alone = SSETap(orjson.loads, strip_usage=strip)
+    out_together = together.feed(stream) + together.finish()
+    out_alone = b"".join(alone.feed(e) for e in events) + alone.finish()
+    assert out_together == out_alone
+    assert together.outcome == alone.outcome
+    assert together.events == alone.events == len(events)
+    assert together.outcome.usage == Usage(7, 2)
+
+
+def test_the_block_test_reads_a_plain_run_without_parsing_it() -> None:
+    """The block path is taken for plain deltas (else the test above compares the one-by-one
+    path with itself): of 12 deltas between the first event and the tail, none is parsed."""
+    parsed: list[bytes] = []
+
+    def loads(data: bytes) -> object:
+        parsed.append(data)
+        return orjson.loads(data)
+
+    tap = SSETap(loads, strip_usage=True)
+    stream = chunk("first") + b"".join(_plain(f"w{i}") for i in range(12)) + chunk(finish="stop")
+    tap.feed(stream + USAGE + DONE)
+    assert len(parsed) == 3  # the first event, the finish, the usage
+    assert tap.outcome.content_chunks == 13 and tap.events == 16
+
+
+def _event_bounds(stream: bytes) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    while (end := stream.find(b"\n\n", start)) >= 0:
+        bounds.append((start, end))
+        start = end + 2
+    return bounds

@@ -320,7 +320,7 @@ async def test_a_slow_reader_leaves_the_rest_with_the_provider(
         response = await slow.send(server.provider, "GET", "/big", [], None)
         assert response.length is None
         largest = total = 0
-        async for chunk in response.chunks():
+        while chunk := await response.next_chunk():
             largest, total = max(largest, len(chunk)), total + len(chunk)
             if total < 300_000:
                 await asyncio.sleep(0.3)  # longer than the read timeout, with bytes waiting
@@ -344,10 +344,9 @@ async def test_a_provider_silent_past_the_read_timeout_is_a_504(scripted: Start)
     client = HttpUpstream(UpstreamSettings(read_timeout=0.2))
     try:
         response = await client.send(server.provider, "GET", "/stream", [], None)
-        chunks = response.chunks()
-        assert await anext(chunks) == b"hello"
+        assert await response.next_chunk() == b"hello"
         with pytest.raises(UpstreamTimeout, match=r"read_timeout \(0.2 s\)"):
-            await anext(chunks)
+            await response.next_chunk()
         await response.close()
     finally:
         await client.close()

@@ -150,8 +150,9 @@ async def test_chat_stream_carries_usage_only_when_asked() -> None:
         body = orjson.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": include}})
         response = await MockUpstream().send(MOCK, "POST", "/chat/completions", [], body)
         tap = SSETap(orjson.loads)
-        async for piece in response.chunks():
+        while piece := await response.next_chunk():
             tap.feed(piece)
+        assert response.ended
         assert (tap.outcome.usage is not None) is include
         assert tap.outcome.finish_reasons == ["stop"]
 
