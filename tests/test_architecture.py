@@ -31,6 +31,7 @@ FORBIDDEN_IN_CORE = (
     "asyncio",
     "httpx",
     "aiohttp",
+    "httptools",
     "redis",
     "litestar",
     "opentelemetry",
@@ -107,7 +108,7 @@ httpx client of the admin API (STYLE.md: cli/ has a local and a remote backend).
 
 @pytest.mark.parametrize(
     ("library", "home"),
-    [("aiohttp", "upstream"), ("httpx", "upstream"), ("litestar", "api"), ("uvicorn", "api")],
+    [("httpx", "upstream"), ("litestar", "api"), ("uvicorn", "api")],
 )
 def test_libraries_stay_in_their_module(library: str, home: str) -> None:
     """HTTP clients live only in upstream/ (and httpx in the CLI's client of /admin), the web
@@ -118,6 +119,16 @@ def test_libraries_stay_in_their_module(library: str, home: str) -> None:
         assert not any(n.split(".")[0] == library for n in imports(path)), (
             f"{path.relative_to(ROOT)} imports {library}"
         )
+
+
+TEST_ONLY = ("aiohttp", "openai", "pytest", "hypothesis", "statsmodels", "playwright")
+"""The `test` extra's libraries: a plain `pip install` of the gateway does not have them."""
+
+
+def test_the_package_needs_no_test_library() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        used = {n.split(".")[0] for n in imports(path)} & set(TEST_ONLY)
+        assert not used, f"{path.relative_to(ROOT)} imports {used}"
 
 
 def test_request_path_never_touches_a_store() -> None:

@@ -51,8 +51,11 @@ class Pool:
                 self._waiters.append(waiter)
                 try:
                     await waiter
-                finally:
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():
+                        self._wake()  # woken and cancelled at once: the turn passes on
                     waiter.cancel()
+                    raise
                 idle = None if fresh else self._idle.get(origin)
                 if idle:
                     connection = self._reuse(idle)
