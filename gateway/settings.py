@@ -84,7 +84,9 @@ class UpstreamSettings:
     """Seconds a whole provider call may take, answer and stream included, before 504 (a
     provider that trickles bytes forever holds a connection and a client otherwise)."""
     pool_size: int = 512
-    """Open connections kept per worker, over all providers."""
+    """Open connections per worker, over all providers. Past it a call waits for a free one (an
+    idle one to another provider is closed to make room), until its `total_timeout` (then 504
+    naming this key)."""
 
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"

@@ -326,7 +326,9 @@ class ProxyApp:
         finally:
             call.upstream_wait += time.perf_counter() - waited
         headers = _response_headers(call, upstream.headers)
-        headers.append((b"content-length", str(len(body)).encode()))
+        # A HEAD's answer has no body but says the length a GET's would have.
+        length = upstream.length if call.method == "HEAD" and upstream.length else len(body)
+        headers.append((b"content-length", str(length).encode()))
         hang_up.disarm()
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

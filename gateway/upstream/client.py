@@ -22,13 +22,19 @@ from gateway.upstream.base import (
 )
 from gateway.upstream.connection import Broken, Connection, ReadTimeout, TotalTimeout
 from gateway.upstream.mock import MockUpstream
-from gateway.upstream.pool import Pool
+from gateway.upstream.pool import Exhausted, Pool
 from gateway.upstream.routing import Provider
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _EMPTY_MEANS_ZERO = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose empty body is announced as `content-length: 0` (RFC 9110 §8.6)."""
 _FAILURES = (Broken, ReadTimeout, TotalTimeout)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods a client may repeat with the same effect (RFC 9110 §9.2.2)."""
+_IDEMPOTENCY_KEYS = frozenset({"idempotency-key", "x-idempotency-key"})
+RACE_WINDOW_MAX = 0.25
+"""Seconds after a request went out within which a close with no answer is taken for the
+provider's closing of an idle connection crossing the request (below)."""
 
 
 class HttpResponse:
@@ -134,11 +140,14 @@ class HttpUpstream:
                 f"content-length: {size}\r\n\r\n" if size or method in _EMPTY_MEANS_ZERO else "\r\n"
             )
             head = request_head(method, provider, path, headers, framing)
-            return await self._send_whole(provider, method, head + body if body else head, deadline)
+            message = head + body if body else head
+            return await self._send_whole(provider, method, headers, message, deadline)
         declared = any(name == "content-length" for name, _ in headers)
         framing = "\r\n" if declared else "transfer-encoding: chunked\r\n\r\n"
         head = request_head(method, provider, path, headers, framing)
-        connection, _ = await self._connect(provider)
+        # A new connection: a pooled one the provider closes as the upload starts could not be
+        # told from a failure, and the body cannot be sent twice.
+        connection, _ = await self._connect(provider, deadline, fresh=True)
         connection.start(deadline, settings.read_timeout)
         failed: list[BaseException] = []
         upload = asyncio.create_task(_upload(connection, head, body, not declared, failed))
@@ -157,29 +166,51 @@ class HttpUpstream:
         return HttpResponse(connection, self._pool, provider, settings, upload)
 
     async def _send_whole(
-        self, provider: Provider, method: str, message: bytes, deadline: float
+        self,
+        provider: Provider,
+        method: str,
+        headers: Sequence[tuple[str, str]],
+        message: bytes,
+        deadline: float,
     ) -> HttpResponse:
-        """Send a request held whole in memory; its answer once the headers arrived."""
-        connection, reused = await self._connect(provider)
+        """Send a request held whole in memory; its answer once the headers arrived.
+
+        A pooled connection can be closed by the provider (its idle timeout) just as a request
+        goes out on it; the request then meets a closed socket, is never read, and not a byte
+        comes back. That request is sent once more on a new connection, as HTTP clients do for
+        requests that may be repeated (RFC 9112 §9.3.1: idempotent methods, or an
+        `Idempotency-Key`), and for others only when the close came within about two handshakes
+        of the request (`_crossed`): a provider that read the request, worked on it and then
+        dropped the connection is answered 502, never asked twice.
+        """
+        connection, reused = await self._connect(provider, deadline)
         try:
             return await self._exchange(connection, provider, method, message, deadline)
         except Broken as exc:
-            if not reused or connection.heard:
+            if not (reused and not connection.heard and _repeatable(method, headers, connection)):
                 raise _send_failed(provider, exc, self._settings) from None
         except _FAILURES as exc:
             raise _send_failed(provider, exc, self._settings) from None
-        # A reused connection the provider closed as the request went out never saw it (not a
-        # byte came back): sent once more, on a new connection.
-        connection, _ = await self._connect(provider, fresh=True)
+        connection, _ = await self._connect(provider, deadline, fresh=True)
         try:
             return await self._exchange(connection, provider, method, message, deadline)
         except _FAILURES as exc:
             raise _send_failed(provider, exc, self._settings) from None
 
-    async def _connect(self, provider: Provider, fresh: bool = False) -> tuple[Connection, bool]:
+    async def _connect(
+        self, provider: Provider, deadline: float, fresh: bool = False
+    ) -> tuple[Connection, bool]:
         settings = self._settings
         try:
-            return await self._pool.acquire(provider, settings.connect_timeout, fresh=fresh)
+            return await self._pool.acquire(
+                provider, settings.connect_timeout, deadline, fresh=fresh
+            )
+        except Exhausted:
+            raise UpstreamTimeout(
+                f"Provider {provider.name!r} ({provider.address}): all {settings.pool_size} "
+                "connections of upstream.pool_size stayed busy for upstream.total_timeout "
+                f"({settings.total_timeout:g} s); raise upstream.pool_size if calls queue."
+            ) from None
         except TimeoutError:
             reason = (
                 f"no connection within upstream.connect_timeout ({settings.connect_timeout:g} s)"
@@ -203,6 +234,7 @@ class HttpUpstream:
             transport = connection.transport
             assert transport is not None
             transport.write(message)
+            connection.sent()
             await connection.head()
         except BaseException:
             connection.finish()
@@ -249,6 +281,7 @@ async def _upload(
                 await connection.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
         if chunked:
             await connection.write(b"0\r\n\r\n")
+        connection.sent()
     except _FAILURES:
         return  # the connection failed: whoever reads the answer hears why
     except Exception as exc:
@@ -256,10 +289,20 @@ async def _upload(
         connection.abort(Broken("the upload broke off", answered=connection.answered))
 
 
+def _repeatable(method: str, headers: Sequence[tuple[str, str]], connection: Connection) -> bool:
+    """Whether a request that met a closed pooled connection may be sent again (`_send_whole`)."""
+    if method in _IDEMPOTENT or any(name in _IDEMPOTENCY_KEYS for name, _ in headers):
+        return True
+    window = min(RACE_WINDOW_MAX, max(0.01, 2 * connection.opened_in))
+    lost, sent = connection.lost_at, connection.sent_at
+    return bool(lost) and sent <= lost <= sent + window
+
+
 def _send_failed(provider: Provider, exc: BaseException, settings: UpstreamSettings) -> Exception:
+    """What the client is told when the provider failed before its answer's headers."""
     if isinstance(exc, Broken):
-        return UpstreamUnreachable(
-            f"Provider {provider.name!r} ({provider.address}) is unreachable: {exc}."
+        return UpstreamReset(
+            f"Provider {provider.name!r} ({provider.address}) did not answer: {exc}."
         )
     return _answer_failed(provider, exc, settings)
 

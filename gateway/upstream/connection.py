@@ -30,8 +30,8 @@ Origin = tuple[str, int, bool]
 """host, port, TLS: connections to one origin are interchangeable."""
 
 MAX_HEAD: Final = 1 << 16
-"""Largest response head accepted, names and values together (bytes): past it the answer is
-refused as broken rather than held."""
+"""Largest response head accepted (bytes: its lines' names and values together, and the bytes read
+while it is unfinished): past it the answer is refused as broken rather than held."""
 
 
 class ReadTimeout(Exception):
@@ -51,6 +51,10 @@ class Broken(Exception):
         self.answered = answered
 
 
+class _Surplus(Exception):
+    """Raised from the parser when a second answer begins after the one awaited."""
+
+
 class Connection(asyncio.Protocol):
     """A provider connection, its parser and the answer in flight (at most one)."""
 
@@ -60,12 +64,14 @@ class Connection(asyncio.Protocol):
         "_deadline",
         "_draining",
         "_head",
+        "_head_fed",
         "_head_size",
         "_last_read",
         "_loop",
         "_parser",
         "_paused",
         "_read_timeout",
+        "_sending",
         "_timer",
         "_waiter",
         "answered",
@@ -79,8 +85,11 @@ class Connection(asyncio.Protocol):
         "idle_since",
         "key",
         "length",
+        "lost_at",
         "on_lost",
+        "opened_in",
         "reusable",
+        "sent_at",
         "status",
         "transport",
     )
@@ -96,6 +105,9 @@ class Connection(asyncio.Protocol):
         self.on_lost: Callable[[Connection], None] | None = None
         """Called with this connection when it closes while idle in the pool."""
         self.busy = False
+        self.opened_in = 0.0
+        """Seconds the connection took to open (TCP and TLS handshakes): about a round trip or
+        two to the provider, set by the pool."""
         self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._head: asyncio.Future[None] | None = None
@@ -117,22 +129,34 @@ class Connection(asyncio.Protocol):
         self.complete = False
         self.reusable = True
         self.error: BaseException | None = None
+        self.sent_at = 0.0
+        """Loop time the request was sent whole (0 while it is being sent)."""
+        self.lost_at = 0.0
+        """Loop time the connection was lost (0 while it is open)."""
+        self._sending = True
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._paused = False
         self._head_size = 0
+        self._head_fed = 0
         self._last_read = 0.0
 
     # ---- the request side ----------------------------------------------------------------------
 
     def start(self, deadline: float, read_timeout: float) -> None:
-        """Begin a request: a fresh answer, the deadline (loop time) and the read timeout armed."""
+        """Begin a request: a fresh answer, the deadline (loop time) armed. The read timeout
+        counts from `sent` (a slow upload is not the provider's silence), as aiohttp's did."""
         self._reset()
         self.busy = True
         self._deadline = deadline
         self._read_timeout = read_timeout
         self._last_read = now = self._loop.time()
         self._timer = self._loop.call_at(min(deadline, now + read_timeout), self._check_time)
+
+    def sent(self) -> None:
+        """The request has been handed to the socket whole: the provider's turn."""
+        self._sending = False
+        self.sent_at = self._last_read = self._loop.time()
 
     async def write(self, data: bytes) -> None:
         """Write part of a streamed body, waiting while the socket's send buffer is full.
@@ -234,14 +258,25 @@ class Connection(asyncio.Protocol):
             self._fail(Broken("it switched protocols", answered=self.answered))
         except httptools.HttpParserError as exc:
             cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _Surplus):
+                self.reusable = False  # a second answer after the first: ignored, not reused
+                return
             reason = str(cause) if isinstance(cause, Broken) else f"an invalid answer: {exc}"
             self._fail(Broken(reason, answered=self.answered))
+            return
+        if not self.answered:
+            # A head still unfinished is counted by the bytes fed (the parser re-reads a partial
+            # line on every read, so an endless one would cost time quadratic in its length).
+            self._head_fed += len(data)
+            if self._head_fed > MAX_HEAD:
+                self._fail(Broken(f"its headers passed {MAX_HEAD} bytes", answered=False))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: HTTP/1.1 has no half-closed connections
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.lost_at = self._loop.time()
         if self.busy and self.error is None and not self.complete:
             if self.answered and self.length is None and not self.chunked:
                 self._complete()  # a body without length or chunks ends with the connection
@@ -255,6 +290,8 @@ class Connection(asyncio.Protocol):
     # ---- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Surplus  # bytes past the end of the answer are not another answer to it
         self.headers = []
         self.length = None
         self.chunked = False
@@ -339,7 +376,7 @@ class Connection(asyncio.Protocol):
         if now >= self._deadline:
             self._fail(TotalTimeout())
             return
-        waiting = not self.answered or self._waiter is not None
+        waiting = (not self.answered and not self._sending) or self._waiter is not None
         due = self._last_read + self._read_timeout
         if waiting and now >= due:
             self._fail(ReadTimeout())

@@ -2,8 +2,8 @@
 
 A request takes the most recently used idle connection to its provider's origin, else opens one;
 past the limit it closes an idle connection to another origin, else waits for one to be released
-(that wait counts against `upstream.connect_timeout`). Idle connections are closed after
-`KEEPALIVE` seconds, and forgotten as soon as the provider closes them.
+(until the call's own deadline: `Exhausted` then). Idle connections are closed after `KEEPALIVE`
+seconds, and forgotten as soon as the provider closes them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ KEEPALIVE: Final = 30.0
 """Seconds an idle connection is kept (aiohttp's default, which the gateway used before)."""
 
 
+class Exhausted(Exception):
+    """Every connection the pool may open stayed busy until the call's deadline."""
+
+
 class Pool:
     """Connections by origin; `acquire` a connection for a request, `release` it after."""
 
@@ -33,11 +37,11 @@ class Pool:
         self._closed = False
 
     async def acquire(
-        self, provider: Provider, connect_timeout: float, *, fresh: bool = False
+        self, provider: Provider, connect_timeout: float, deadline: float, *, fresh: bool = False
     ) -> tuple[Connection, bool]:
         """A connection to the provider and whether it was reused (never, when `fresh`). Raises
-        OSError when none can be opened and TimeoutError past `connect_timeout` (waiting for a
-        free slot included)."""
+        OSError when none can be opened, TimeoutError when opening one takes longer than
+        `connect_timeout`, and Exhausted when no slot comes free before `deadline` (loop time)."""
         origin = (provider.address, provider.port or 0, provider.tls)
         idle = None if fresh else self._idle.get(origin)
         if idle:
@@ -45,25 +49,29 @@ class Pool:
             if connection is not None:
                 return connection, True
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(connect_timeout):
-            while self._open >= self._limit and not self._close_one_idle():
-                waiter = loop.create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                except BaseException:
-                    if waiter.done() and not waiter.cancelled():
-                        self._wake()  # woken and cancelled at once: the turn passes on
-                    waiter.cancel()
-                    raise
-                idle = None if fresh else self._idle.get(origin)
-                if idle:
-                    connection = self._reuse(idle)
-                    if connection is not None:
-                        return connection, True
-            self._open += 1
+        while self._open >= self._limit and not self._close_one_idle():
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
             try:
-                tls = self._context() if provider.tls else None
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken and stopped at once: the turn passes on
+                waiter.cancel()
+                if isinstance(exc, TimeoutError):
+                    raise Exhausted from None
+                raise
+            idle = None if fresh else self._idle.get(origin)
+            if idle:
+                connection = self._reuse(idle)
+                if connection is not None:
+                    return connection, True
+        self._open += 1
+        opening = loop.time()
+        try:
+            tls = self._context() if provider.tls else None
+            async with asyncio.timeout(connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: Connection(loop, origin),
                     origin[0],
@@ -71,10 +79,11 @@ class Pool:
                     ssl=tls,
                     server_hostname=provider.address if tls else None,
                 )
-            except BaseException:
-                self._open -= 1
-                self._wake()
-                raise
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+        connection.opened_in = loop.time() - opening
         return connection, False
 
     def release(self, connection: Connection, reuse: bool) -> None:
@@ -86,7 +95,7 @@ class Pool:
             connection.on_lost = self._lost
             self._idle.setdefault(connection.key, []).append(connection)
             if self._sweep is None:
-                self._sweep = loop.call_later(KEEPALIVE, self._close_expired)
+                self._sweep = loop.call_at(connection.idle_since + KEEPALIVE, self._close_expired)
         else:
             connection.close()
             self._open -= 1
@@ -139,15 +148,18 @@ class Pool:
         return True
 
     def _close_expired(self) -> None:
+        """Close the connections idle for KEEPALIVE seconds; come back when the next one is."""
         self._sweep = None
-        expired = asyncio.get_running_loop().time() - KEEPALIVE
-        left = False
+        loop = asyncio.get_running_loop()
+        expired = loop.time() - KEEPALIVE
+        oldest = None
         for idle in self._idle.values():
-            while idle and idle[0].idle_since < expired:
+            while idle and idle[0].idle_since <= expired:
                 self._drop(idle.pop(0))
-            left = left or bool(idle)
-        if left:
-            self._sweep = asyncio.get_running_loop().call_later(KEEPALIVE, self._close_expired)
+            if idle and (oldest is None or idle[0].idle_since < oldest):
+                oldest = idle[0].idle_since
+        if oldest is not None:
+            self._sweep = loop.call_at(oldest + KEEPALIVE, self._close_expired)
         self._wake()
 
     def _wake(self) -> None:

@@ -607,6 +607,18 @@ def test_an_abandoned_body_is_never_forwarded_as_complete(
     assert len(scripted.requests) == complete  # the provider never read a whole body
 
 
+def test_a_head_answer_keeps_the_providers_length(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """HEAD is answered with the headers a GET would get: the provider's content-length, no
+    body."""
+    got = httpx.get(relay.url + "/v1/models/m-1")
+    head = httpx.head(relay.url + "/v1/models/m-1")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] != "0"
+    assert scripted.last().method == "HEAD"
+
+
 # ---- 5. Hang-ups and outcomes ------------------------------------------------------------------
 
 

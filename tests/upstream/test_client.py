@@ -14,6 +14,7 @@ import pytest
 
 from gateway.errors import UpstreamReset, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import UpstreamSettings
+from gateway.upstream import pool
 from gateway.upstream.client import HttpUpstream, request_head
 from gateway.upstream.connection import HIGH_WATER, MAX_HEAD
 from gateway.upstream.routing import Provider
@@ -199,9 +200,38 @@ async def test_a_new_connection_closed_unanswered_is_a_502(
         await s.read_request(number, reader)
 
     server = await scripted(script)
-    with pytest.raises(UpstreamUnreachable, match="connection closed"):
+    with pytest.raises(UpstreamReset, match="did not answer: the connection closed"):
         await call(client, server.provider)
     assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(("method", "sent"), [("POST", 1), ("GET", 2)])
+async def test_a_provider_that_drops_a_request_it_worked_on_is_not_asked_twice(
+    scripted: Start, client: HttpUpstream, method: str, sent: int
+) -> None:
+    """A reused connection closed well after the request went out (the provider read it and
+    failed) is a 502 for a POST, which is never sent twice; a GET may be repeated."""
+
+    async def script(
+        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await s.read_request(number, reader)
+        writer.write(OK)
+        await writer.drain()
+        if number == 1:
+            await s.read_request(number, reader)
+            await asyncio.sleep(0.3)  # works on it, then drops the connection
+            return
+        await reader.read()
+
+    server = await scripted(script)
+    await call(client, server.provider, method)
+    if sent == 1:
+        with pytest.raises(UpstreamReset, match="did not answer"):
+            await call(client, server.provider, method)
+    else:
+        assert await call(client, server.provider, method) == b'{"ok":true}'
+    assert len(server.seen) == 1 + sent
 
 
 async def test_an_answer_without_length_ends_with_the_connection(
@@ -255,8 +285,44 @@ async def test_an_answer_that_is_not_http_is_a_502(
     scripted: Start, client: HttpUpstream, answer: bytes, reason: str
 ) -> None:
     server = await scripted(answering(answer))
-    with pytest.raises(UpstreamUnreachable, match=reason):
+    with pytest.raises(UpstreamReset, match=reason):
         await call(client, server.provider)
+
+
+async def test_an_endless_head_is_cut_at_its_limit(scripted: Start, client: HttpUpstream) -> None:
+    """A header line that never ends is refused once MAX_HEAD bytes of it arrived, not held
+    (and re-read) until a timeout."""
+
+    async def script(
+        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await s.read_request(number, reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        for _ in range(1_000):
+            writer.write(b"a" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0.001)
+
+    server = await scripted(script)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamReset, match=f"headers passed {MAX_HEAD} bytes"):
+        await call(client, server.provider)
+    assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_a_second_answer_after_the_first_changes_nothing(
+    scripted: Start, client: HttpUpstream
+) -> None:
+    """Bytes after a complete answer (here a whole second answer in the same write) are not
+    read into it, and the connection is not used again."""
+    second = b"HTTP/1.1 201 Created\r\nx-evil: 1\r\ncontent-length: 4\r\n\r\nevil"
+    server = await scripted(answering(OK + second))
+    response = await client.send(server.provider, "POST", "/chat/completions", JSON, b"{}")
+    assert response.status == 200 and (b"x-evil", b"1") not in response.headers
+    assert await response.read() == b'{"ok":true}'
+    await response.close()
+    await call(client, server.provider)
+    assert server.connections == 2
 
 
 async def test_a_body_cut_short_is_a_reset(scripted: Start, client: HttpUpstream) -> None:
@@ -275,21 +341,24 @@ async def test_a_body_cut_short_is_a_reset(scripted: Start, client: HttpUpstream
 async def test_past_the_pool_size_a_call_waits_for_a_free_connection(
     scripted: Start,
 ) -> None:
-    """pool_size bounds open connections: a call past it waits for one to be released, no
-    longer than the connect timeout, and then takes the released connection."""
+    """pool_size bounds open connections: a call past it waits for one to be released (longer
+    than the connect timeout, which is for opening one) and takes it; one still waiting at its
+    own deadline (upstream.total_timeout) is a 504 that names pool_size."""
     server = await scripted(answering(OK))
-    client = HttpUpstream(UpstreamSettings(connect_timeout=0.3, pool_size=1))
+    client = HttpUpstream(UpstreamSettings(connect_timeout=0.1, total_timeout=1, pool_size=1))
     try:
         held = await client.send(server.provider, "POST", "/chat/completions", JSON, b"{}")
-        with pytest.raises(UpstreamUnreachable, match=r"connect_timeout \(0.3 s\)"):
-            await call(client, server.provider)
         waiting = asyncio.create_task(call(client, server.provider))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
         assert not waiting.done()
         await held.read()
         await held.close()
         assert await waiting == b'{"ok":true}'
         assert server.connections == 1
+        held = await client.send(server.provider, "POST", "/chat/completions", JSON, b"{}")
+        with pytest.raises(UpstreamTimeout, match=r"upstream.pool_size stayed busy"):
+            await call(client, server.provider)
+        await held.close()
     finally:
         await client.close()
 
@@ -352,6 +421,28 @@ async def test_a_provider_silent_past_the_read_timeout_is_a_504(scripted: Start)
         await client.close()
 
 
+async def test_idle_connections_close_after_the_keepalive(
+    scripted: Start, client: HttpUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = asyncio.Event()
+
+    async def script(
+        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await s.read_request(number, reader)
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()  # until the client closes it
+        closed.set()
+
+    monkeypatch.setattr(pool, "KEEPALIVE", 0.2)
+    server = await scripted(script)
+    await call(client, server.provider)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(closed.wait(), 2)
+    assert 0.15 < asyncio.get_running_loop().time() - started < 0.6
+
+
 async def test_idle_connections_the_provider_closes_are_forgotten(
     scripted: Start, client: HttpUpstream
 ) -> None:
@@ -389,6 +480,43 @@ async def test_uploads_stream_chunked_or_at_their_declared_length(
     assert [e.body for e in server.seen] == [b"abcdefg", b"abcdefg"]
     assert b"transfer-encoding: chunked\r\n" in server.seen[0].head
     assert b"transfer-encoding" not in server.seen[1].head
+
+
+async def test_an_upload_slower_than_the_read_timeout_is_not_cut(scripted: Start) -> None:
+    """The read timeout counts from the end of the request: an upload that takes longer than
+    it (a slow client) is the gateway's sending, not the provider's silence."""
+    server = await scripted(answering(OK))
+    client = HttpUpstream(UpstreamSettings(read_timeout=0.2))
+
+    async def slow() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            yield b"part"
+
+    try:
+        response = await client.send(server.provider, "POST", "/files", [], slow())
+        assert await response.read() == b'{"ok":true}'
+        await response.close()
+    finally:
+        await client.close()
+    assert server.seen[0].body == b"part" * 5
+
+
+async def test_an_upload_goes_out_on_a_new_connection(
+    scripted: Start, client: HttpUpstream
+) -> None:
+    """A pooled connection could be closed by the provider as an upload starts on it, and a
+    streamed body cannot be sent again: uploads take a new connection."""
+    server = await scripted(answering(OK))
+    await call(client, server.provider)
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    response = await client.send(server.provider, "POST", "/files", [], parts())
+    await response.read()
+    await response.close()
+    assert [e.connection for e in server.seen] == [1, 2]
 
 
 async def test_an_upload_that_breaks_off_never_looks_complete(
