@@ -178,10 +178,6 @@ SETTLE_DELAY = 0.01
 """Seconds a finished call waits, at most, for its record, span and observers (`settle`)."""
 SETTLE_BATCH = 256
 """Finished calls that are settled at once, without waiting for SETTLE_DELAY."""
-SETTLE_SLICE = 8
-"""Finished calls settled in one turn of the event loop before it serves sockets again (about
-40 µs each with tracing on): a request that arrives meanwhile waits for a slice, not for every
-call of the last SETTLE_DELAY."""
 
 _Finished = tuple[Call, int, Outcome | None, GatewayError | None, float]
 """A finished call waiting for `settle`: the call, its status, outcome, error, and the moment."""
@@ -625,10 +621,10 @@ class GatewayService:
             except RuntimeError:  # no event loop (a script, a test): settle at once
                 self.settle()
                 return
-            self._settle_at = loop.call_later(SETTLE_DELAY, self._settle_slice)
+            self._settle_at = loop.call_later(SETTLE_DELAY, self.settle)
         elif len(self._finished) == SETTLE_BATCH:  # once: settle soon, not in SETTLE_DELAY
             self._settle_at.cancel()
-            self._settle_at = asyncio.get_running_loop().call_soon(self._settle_slice)
+            self._settle_at = asyncio.get_running_loop().call_soon(self.settle)
 
     def settle(self) -> None:
         """Build the records of the calls finished since the last time, end their spans and hand
@@ -638,22 +634,6 @@ class GatewayService:
             self._settle_at.cancel()
             self._settle_at = None
         finished, self._finished = self._finished, []
-        self._settle(finished)
-
-    def _settle_slice(self) -> None:
-        """The timer's settle: SETTLE_SLICE calls, the rest on the event loop's next turn (after
-        it has served the sockets that are ready)."""
-        self._settle_at = None
-        finished = self._finished
-        if len(finished) <= SETTLE_SLICE:
-            self._finished = []
-            self._settle(finished)
-            return
-        self._finished = finished[SETTLE_SLICE:]
-        self._settle_at = asyncio.get_running_loop().call_soon(self._settle_slice)
-        self._settle(finished[:SETTLE_SLICE])
-
-    def _settle(self, finished: list[_Finished]) -> None:
         observers = self._observers
         for call, status, outcome, error, now in finished:
             try:
