@@ -33,8 +33,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods a client may repeat with the same effect (RFC 9110 §9.2.2)."""
 _IDEMPOTENCY_KEYS = frozenset({"idempotency-key", "x-idempotency-key"})
 RACE_WINDOW_MAX = 0.25
-"""Seconds after a request went out within which a close with no answer is taken for the
-provider's closing of an idle connection crossing the request (below)."""
+"""Seconds after a request went out within which a close with no answer may be taken for the
+provider's closing of an idle connection crossing the request (`_repeatable`)."""
 
 
 class HttpResponse:
@@ -180,7 +180,7 @@ class HttpUpstream:
         comes back. That request is sent once more on a new connection, as HTTP clients do for
         requests that may be repeated (RFC 9112 §9.3.1: idempotent methods, or an
         `Idempotency-Key`), and for others only when the close came within about two handshakes
-        of the request (`_crossed`): a provider that read the request, worked on it and then
+        of the request (`_repeatable`): a provider that read the request, worked on it and then
         dropped the connection is answered 502, never asked twice.
         """
         connection, reused = await self._connect(provider, deadline)
@@ -237,7 +237,6 @@ class HttpUpstream:
             connection.sent()
             await connection.head()
         except BaseException:
-            connection.finish()
             self._pool.release(connection, False)
             raise
         if method == "HEAD":
@@ -286,7 +285,7 @@ async def _upload(
         return  # the connection failed: whoever reads the answer hears why
     except Exception as exc:
         failed.append(exc)
-        connection.abort(Broken("the upload broke off", answered=connection.answered))
+        connection.abort(Broken("the upload broke off"))
 
 
 def _repeatable(method: str, headers: Sequence[tuple[str, str]], connection: Connection) -> bool:

@@ -4,8 +4,9 @@ The gateway's own client (see benchmarks/README.md, "The choices": aiohttp's req
 86 µs of CPU per call against 10 µs for this shape on the same loopback load). A connection
 carries one request at a time (HTTP/1.1 without pipelining):
 
-    connection.start(deadline, read_timeout)   arm the timers, reset the answer's state
+    connection.start(deadline, read_timeout)   arm the deadline, reset the answer's state
     connection.transport.write(head + body)    or `await connection.write(piece)` for uploads
+    connection.sent()                          the request is out: the read timeout runs
     await connection.head()                    status and headers have arrived
     await connection.next_chunk()              body bytes as they come; b"" at the end
 
@@ -44,11 +45,7 @@ class TotalTimeout(Exception):
 
 class Broken(Exception):
     """The connection closed, or the provider sent something that is not HTTP/1.1, before the
-    answer ended. `answered` says whether the status line and headers had arrived."""
-
-    def __init__(self, reason: str, *, answered: bool) -> None:
-        super().__init__(reason)
-        self.answered = answered
+    answer ended; the message says which."""
 
 
 class _Surplus(Exception):
@@ -105,6 +102,8 @@ class Connection(asyncio.Protocol):
         self.on_lost: Callable[[Connection], None] | None = None
         """Called with this connection when it closes while idle in the pool."""
         self.busy = False
+        self.lost_at = 0.0
+        """Loop time the connection was lost (0 while it is open)."""
         self.opened_in = 0.0
         """Seconds the connection took to open (TCP and TLS handshakes): about a round trip or
         two to the provider, set by the pool."""
@@ -124,15 +123,13 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.answered = False
         self.heard = False
-        """Any byte arrived since the request began (a reused connection that closes before
-        that never saw the request, so it can be sent again)."""
+        """Any byte arrived since the request began (a reused connection that closes before that
+        may not have read the request: see `client._repeatable`)."""
         self.complete = False
         self.reusable = True
         self.error: BaseException | None = None
         self.sent_at = 0.0
         """Loop time the request was sent whole (0 while it is being sent)."""
-        self.lost_at = 0.0
-        """Loop time the connection was lost (0 while it is open)."""
         self._sending = True
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -255,21 +252,21 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(Broken("it switched protocols", answered=self.answered))
+            self._fail(Broken("it switched protocols"))
         except httptools.HttpParserError as exc:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, _Surplus):
                 self.reusable = False  # a second answer after the first: ignored, not reused
                 return
             reason = str(cause) if isinstance(cause, Broken) else f"an invalid answer: {exc}"
-            self._fail(Broken(reason, answered=self.answered))
+            self._fail(Broken(reason))
             return
         if not self.answered:
             # A head still unfinished is counted by the bytes fed (the parser re-reads a partial
             # line on every read, so an endless one would cost time quadratic in its length).
             self._head_fed += len(data)
             if self._head_fed > MAX_HEAD:
-                self._fail(Broken(f"its headers passed {MAX_HEAD} bytes", answered=False))
+                self._fail(Broken(f"its headers passed {MAX_HEAD} bytes"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: HTTP/1.1 has no half-closed connections
@@ -282,7 +279,7 @@ class Connection(asyncio.Protocol):
                 self._complete()  # a body without length or chunks ends with the connection
             else:
                 reason = f"the connection closed ({exc})" if exc else "the connection closed"
-                self._fail(Broken(reason, answered=self.answered))
+                self._fail(Broken(reason))
         self.resume_writing()
         if self.on_lost is not None:
             self.on_lost(self)
@@ -299,7 +296,7 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD:
-            raise Broken(f"its headers passed {MAX_HEAD} bytes", answered=False)
+            raise Broken(f"its headers passed {MAX_HEAD} bytes")
         name = name.lower()
         if name == b"content-length":
             self.length = int(value) if value.isdigit() else None
