@@ -123,6 +123,19 @@ def answering(*answers: bytes) -> Script:
     return script
 
 
+def answering_once(answer: bytes) -> Script:
+    """A script that reads one request, answers `answer` and closes the connection."""
+
+    async def script(
+        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await s.read_request(number, reader)
+        writer.write(answer)
+        await writer.drain()
+
+    return script
+
+
 async def call(client: HttpUpstream, provider: Provider, method: str = "POST") -> bytes:
     response = await client.send(provider, method, "/chat/completions", JSON, b'{"a":1}')
     try:
@@ -237,14 +250,8 @@ async def test_a_provider_that_drops_a_request_it_worked_on_is_not_asked_twice(
 async def test_an_answer_without_length_ends_with_the_connection(
     scripted: Start, client: HttpUpstream
 ) -> None:
-    async def close_after(
-        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await s.read_request(number, reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nno length")
-        await writer.drain()
-
-    server = await scripted(close_after)
+    ended_by_close = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nno length"
+    server = await scripted(answering_once(ended_by_close))
     response = await client.send(server.provider, "GET", "/models", [], None)
     assert response.length is None and (b"connection", b"close") not in response.headers
     assert await response.read() == b"no length"
@@ -326,14 +333,7 @@ async def test_a_second_answer_after_the_first_changes_nothing(
 
 
 async def test_a_body_cut_short_is_a_reset(scripted: Start, client: HttpUpstream) -> None:
-    async def script(
-        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await s.read_request(number, reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
-        await writer.drain()
-
-    server = await scripted(script)
+    server = await scripted(answering_once(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf."))
     with pytest.raises(UpstreamReset, match="broke off its answer"):
         await call(client, server.provider)
 
@@ -446,14 +446,7 @@ async def test_idle_connections_close_after_the_keepalive(
 async def test_idle_connections_the_provider_closes_are_forgotten(
     scripted: Start, client: HttpUpstream
 ) -> None:
-    async def script(
-        s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await s.read_request(number, reader)
-        writer.write(OK)
-        await writer.drain()  # then closed, idle
-
-    server = await scripted(script)
+    server = await scripted(answering_once(OK))
     await call(client, server.provider)
     await asyncio.sleep(0.1)
     assert client._pool._open == 0 and not any(client._pool._idle.values())
