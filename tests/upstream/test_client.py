@@ -363,6 +363,25 @@ async def test_past_the_pool_size_a_call_waits_for_a_free_connection(
         await client.close()
 
 
+async def test_calls_past_the_pool_size_are_served_in_order(scripted: Start) -> None:
+    """A call that arrives just as a connection comes free waits behind the call that was
+    already queued for it, rather than taking it first."""
+    server = await scripted(answering(OK))
+    client = HttpUpstream(UpstreamSettings(pool_size=1))
+    try:
+        held = await client.send(server.provider, "POST", "/chat/completions", JSON, b"{}")
+        first = asyncio.create_task(call(client, server.provider))
+        await asyncio.sleep(0.05)  # queued
+        await held.read()
+        await held.close()
+        assert await call(client, server.provider) == b'{"ok":true}'  # the newcomer, at once
+        assert first.done(), "the newcomer was served before the call queued first"
+        assert first.result() == b'{"ok":true}'
+        assert server.connections == 1
+    finally:
+        await client.close()
+
+
 async def test_a_slow_reader_leaves_the_rest_with_the_provider(
     scripted: Start, client: HttpUpstream
 ) -> None:
