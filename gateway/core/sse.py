@@ -235,7 +235,7 @@ class SSETap:
             if self._observe(event):
                 # Chunks carry "usage": null only because usage was requested: hide that too.
                 strip = self._strip and b'"usage"' in event
-                kept.append(_USAGE_NULL_FIELD.sub(b"", event) if strip else event)
+                kept.append(_without_usage_null(event) if strip else event)
         if start:
             del buffer[:start]
         self._scanned = max(0, len(buffer) - _LONGEST_END)
@@ -270,14 +270,7 @@ class SSETap:
                 else b"".join([part + b"\n\n" for part in kept])
             )
             if b'"usage"' in out:  # chunks carry "usage": null only because it was requested
-                out = b"".join(
-                    [
-                        _USAGE_NULL_FIELD.sub(b"", part) + b"\n\n"
-                        if b'"usage"' in part
-                        else part + b"\n\n"
-                        for part in kept
-                    ]
-                )
+                out = b"".join([_without_usage_null(part) + b"\n\n" for part in kept])
         if rest:
             self._buffer += rest
             self._scanned = max(0, len(rest) - _LONGEST_END)
@@ -298,7 +291,8 @@ class SSETap:
         It passes when what reading its events one by one would record is only their number
         and their text pieces: every event is one `data: {` line (no LF inside: JSON text holds
         none unescaped, so every LF LF is an event end, and no `[DONE]` or comment is among
-        them); no `"usage"`; every `"finish_reason"` followed by `:null` (inside a JSON string a
+        them); every `"usage"` part of `,"usage":null` (what OpenAI adds to every chunk when
+        usage was asked) and every `"finish_reason"` followed by `:null` (inside a JSON string a
         quote is escaped, so such a marker is a key or a whole string value, and a value only
         makes the test fail: the events are then read one by one); no Responses API event name.
         """
@@ -318,7 +312,7 @@ class SSETap:
             not block.startswith(b"data: {")
             or block.count(b"\n") != 2 * (count - 1)
             or block.count(b"\n\ndata: {") != count - 1
-            or b'"usage"' in block
+            or (b'"usage"' in block and block.count(b'"usage"') != block.count(b',"usage":null'))
             or block.count(b'"finish_reason"') != block.count(b'"finish_reason":null')
             or (b"response." in block and any(kind in block for kind in _RESPONSE_EVENTS))
         ):
@@ -488,16 +482,25 @@ class SSETap:
 
 def _plain_delta(event: bytes) -> bool:
     """A plain chat delta: one `data:` line of a JSON object with choices, `"finish_reason":null`
-    and no `"usage"` (the bulk of a chat stream; an event without its LF LF, from a chunk that
-    holds no CR)."""
+    and no usage but a `,"usage":null` (the bulk of a chat stream; an event without its LF LF,
+    from a chunk that holds no CR)."""
     return (
         event.startswith(b"data: {")
         and len(event) <= _WHOLE_PROBE
         and b'"finish_reason":null' in event
         and b'"choices"' in event
-        and b'"usage"' not in event
+        and (b'"usage"' not in event or event.count(b'"usage"') == event.count(b',"usage":null'))
         and b"\n" not in event
     )
+
+
+def _without_usage_null(event: bytes) -> bytes:
+    """The event without the `"usage": null` fields a chunk carries only because usage was asked
+    for (the compact form by `replace`, any other spacing by the regex)."""
+    if b'"usage"' not in event:
+        return event
+    event = event.replace(b',"usage":null', b"")
+    return _USAGE_NULL_FIELD.sub(b"", event) if b'"usage"' in event else event
 
 
 def event_end(buffer: bytes | bytearray, pos: int) -> int:

@@ -256,6 +256,8 @@ RUNS = {
     ],
     "a usage chunk in the middle": [_plain("a"), _plain("b"), USAGE.replace(b"7", b"1")]
     + [_plain(f"w{i}") for i in range(5)],
+    "usage nulls with spaces": [_plain("a"), _plain("b")]
+    + [_plain(f"w{i}")[:-3] + b', "usage": null}\n\n' for i in range(5)],
     "two choices per event": [_two_choices(f"w{i}") for i in range(6)],
     "a multi-line event": [_plain("a"), _plain("b"), b'data: {"choices":[],\ndata: "x":1}\n\n']
     + [_plain(f"w{i}") for i in range(5)],
@@ -319,3 +321,20 @@ def _event_bounds(stream: bytes) -> list[tuple[int, int]]:
         bounds.append((start, end))
         start = end + 2
     return bounds
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_usage_carried_by_the_deltas_themselves_is_read(together: bool) -> None:
+    """Some backends report usage on every delta (vLLM's continuous usage stats), with no usage
+    chunk at the end: those deltas are not plain, and the last report is the call's usage."""
+
+    def delta(i: int) -> bytes:
+        usage = {"prompt_tokens": 3, "completion_tokens": i, "total_tokens": 3 + i}
+        return b"data: " + orjson.dumps({**orjson.loads(_plain(f"w{i}")[6:]), "usage": usage})
+
+    events = [delta(i) + b"\n\n" for i in range(1, 9)] + [DONE]
+    tap = SSETap(orjson.loads, strip_usage=True)
+    for piece in [b"".join(events)] if together else events:
+        tap.feed(piece)
+    tap.finish()
+    assert tap.outcome.usage == Usage(3, 8)
