@@ -249,7 +249,11 @@ class SSETap:
         by one), with no copy of the chunk into the buffer."""
         parts = chunk.split(b"\n\n")
         rest = parts.pop()
-        run = None if self._keep_text else self._plain_run(parts, chunk, len(chunk) - len(rest))
+        run = (
+            self._plain_run(parts, chunk, len(chunk) - len(rest))
+            if len(parts) >= _RUN_MIN and not self._keep_text
+            else None
+        )
         if run is None:
             kept = self._observe_all(parts)
             whole = len(kept) == len(parts)
