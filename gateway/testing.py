@@ -168,8 +168,7 @@ class TestRunner:
             message = (doc.get("error") or {}).get("message") if isinstance(doc, dict) else None
             if response.status in _NOT_THE_PROMPTS_FAULT or response.status >= 500:
                 raise _aborted(
-                    f"Provider {provider.name!r} ({provider.address}) answered "
-                    f"{response.status}: {message or 'no message'}"
+                    f"{provider.label} answered {response.status}: {message or 'no message'}"
                 )
             raise GatewayError(f"provider {provider.name} answered {response.status}: {message}")
         try:

@@ -259,22 +259,19 @@ class SSETap:
             whole = len(kept) == len(parts)
         else:
             low, high, block, content = run
-            before = self._observe_all(parts[:low])
+            # Neither the first event nor those after the run are plain deltas to count.
+            before = [part for part in parts[:low] if self._observe(part)]
             self.events += high - low
             self.outcome.content_chunks += content
-            after = self._observe_all(parts[high:])
+            after = [part for part in parts[high:] if self._observe(part)]
             whole = len(before) + len(after) == len(parts) - (high - low)
             kept = [*before, block, *after]
         if not self._strip:
             out = chunk
-        else:
-            out = (
-                chunk[: len(chunk) - len(rest)]
-                if whole
-                else b"".join([part + b"\n\n" for part in kept])
-            )
-            if b'"usage"' in out:  # chunks carry "usage": null only because it was requested
-                out = b"".join([_without_usage_null(part) + b"\n\n" for part in kept])
+        elif whole and chunk.find(b'"usage"', 0, len(chunk) - len(rest)) < 0:
+            out = chunk[: len(chunk) - len(rest)]
+        else:  # an event left out, or "usage": null fields there only because usage was asked
+            out = b"".join([_without_usage_null(part) + b"\n\n" for part in kept])
         if rest:
             self._buffer += rest
             self._scanned = max(0, len(rest) - _LONGEST_END)
@@ -321,7 +318,7 @@ class SSETap:
             or (b"response." in block and any(kind in block for kind in _RESPONSE_EVENTS))
         ):
             return None
-        return low, high, block, block.count(b'"content":"') + block.count(b'"delta":"')
+        return low, high, block, _text_pieces(block)
 
     def _observe_all(self, parts: list[bytes]) -> list[bytes]:
         """`_observe` every event (each without its LF LF: never copied); the ones to keep.
@@ -338,7 +335,7 @@ class SSETap:
         for part in parts:
             if plain and events and _plain_delta(part):
                 events += 1
-                content += part.count(b'"content":"') + part.count(b'"delta":"')
+                content += _text_pieces(part)
                 kept.append(part)
                 continue
             self.events = events
@@ -374,7 +371,7 @@ class SSETap:
         # What an event is shows at its ends: the type or choices first, finish_reason and usage
         # last. A huge event (an image's base64 partial) is classified by its ends alone.
         probe = data if len(data) <= _WHOLE_PROBE else data[:_END_PROBE] + data[-_END_PROBE:]
-        self.outcome.content_chunks += probe.count(b'"content":"') + probe.count(b'"delta":"')
+        self.outcome.content_chunks += _text_pieces(probe)
         if b'"choices"' in probe:
             interesting = (
                 first
@@ -496,6 +493,12 @@ def _plain_delta(event: bytes) -> bool:
         and (b'"usage"' not in event or event.count(b'"usage"') == event.count(b',"usage":null'))
         and b"\n" not in event
     )
+
+
+def _text_pieces(data: bytes) -> int:
+    """Pieces of streamed text in `data`: its `"content":"` (chat) and `"delta":"` (Responses)
+    keys (`Outcome.content_chunks`)."""
+    return data.count(b'"content":"') + data.count(b'"delta":"')
 
 
 def _without_usage_null(event: bytes) -> bytes:

@@ -1,7 +1,8 @@
 """The HTTP client for providers: HTTP/1.1 over pooled connections, answers read by httptools.
 
 The gateway's own client rather than aiohttp's, chosen by measurement (benchmarks/README.md, "The
-choices"): the same loopback load cost aiohttp 86 µs of CPU per request and this shape 10 µs.
+choices"; `benchmarks/bench_upstream.py`): the same loopback load costs aiohttp 111-115 µs of CPU
+per request and this client 26-28 µs.
 This module and its two neighbours (`connection`, `pool`) are the only ones that speak HTTP to
 providers; everything else sees the `Upstream` Protocol.
 """
@@ -207,7 +208,7 @@ class HttpUpstream:
             )
         except Exhausted:
             raise UpstreamTimeout(
-                f"Provider {provider.name!r} ({provider.address}): all {settings.pool_size} "
+                f"{provider.label}: all {settings.pool_size} "
                 "connections of upstream.pool_size stayed busy for upstream.total_timeout "
                 f"({settings.total_timeout:g} s); raise upstream.pool_size if calls queue."
             ) from None
@@ -217,9 +218,7 @@ class HttpUpstream:
             )
         except OSError as exc:
             reason = f"cannot connect ({exc.strerror or exc})"
-        raise UpstreamUnreachable(
-            f"Provider {provider.name!r} ({provider.address}) is unreachable: {reason}."
-        )
+        raise UpstreamUnreachable(f"{provider.label} is unreachable: {reason}.")
 
     async def _exchange(
         self,
@@ -300,9 +299,7 @@ def _repeatable(method: str, headers: Sequence[tuple[str, str]], connection: Con
 def _send_failed(provider: Provider, exc: BaseException, settings: UpstreamSettings) -> Exception:
     """What the client is told when the provider failed before its answer's headers."""
     if isinstance(exc, Broken):
-        return UpstreamReset(
-            f"Provider {provider.name!r} ({provider.address}) did not answer: {exc}."
-        )
+        return UpstreamReset(f"{provider.label} did not answer: {exc}.")
     return _answer_failed(provider, exc, settings)
 
 
@@ -315,9 +312,5 @@ def _answer_failed(provider: Provider, exc: BaseException, settings: UpstreamSet
         waited = f"did not finish within upstream.total_timeout ({settings.total_timeout:g} s)"
         key = "upstream.total_timeout"
     else:
-        return UpstreamReset(
-            f"Provider {provider.name!r} ({provider.address}) broke off its answer ({exc})."
-        )
-    return UpstreamTimeout(
-        f"Provider {provider.name!r} ({provider.address}) {waited}; raise {key} if it needs longer."
-    )
+        return UpstreamReset(f"{provider.label} broke off its answer ({exc}).")
+    return UpstreamTimeout(f"{provider.label} {waited}; raise {key} if it needs longer.")

@@ -1,7 +1,7 @@
 """One HTTP/1.1 connection to a provider: an asyncio protocol that reads answers with httptools.
 
-The gateway's own client (see benchmarks/README.md, "The choices": aiohttp's request path was
-86 µs of CPU per call against 10 µs for this shape on the same loopback load). A connection
+The gateway's own client (benchmarks/README.md, "The choices": 26-28 µs of CPU per request on a
+loopback load where aiohttp's takes 111-115, `benchmarks/bench_upstream.py`). A connection
 carries one request at a time (HTTP/1.1 without pipelining):
 
     connection.start(deadline, read_timeout)   arm the deadline, reset the answer's state
@@ -24,11 +24,10 @@ from typing import Final, cast
 import httptools
 
 from gateway.upstream.base import Headers
+from gateway.upstream.routing import Origin
 
 HIGH_WATER: Final = 1 << 16
 """Body bytes kept unread before the socket is paused (aiohttp's default limit is the same)."""
-Origin = tuple[str, int, bool]
-"""host, port, TLS: connections to one origin are interchangeable."""
 
 MAX_HEAD: Final = 1 << 16
 """Largest response head accepted (bytes: its lines' names and values together, and the bytes read
@@ -95,7 +94,7 @@ class Connection(asyncio.Protocol):
         self._loop = loop
         self._parser = httptools.HttpResponseParser(self)
         self.key = key
-        """The pool's key for the provider's origin (scheme, host, port)."""
+        """The pool's key: the provider's origin (host, port, TLS)."""
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0

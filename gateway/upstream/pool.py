@@ -13,8 +13,8 @@ import ssl
 from collections import deque
 from typing import Final, NamedTuple
 
-from gateway.upstream.connection import Connection, Origin
-from gateway.upstream.routing import Provider
+from gateway.upstream.connection import Connection
+from gateway.upstream.routing import Origin, Provider
 
 KEEPALIVE: Final = 30.0
 """Seconds an idle connection is kept (aiohttp's default, which the gateway used before)."""
@@ -58,7 +58,7 @@ class Pool:
         """A connection to the provider and whether it was reused (never, when `fresh`). Raises
         OSError when none can be opened, TimeoutError when opening one takes longer than
         `connect_timeout`, and Exhausted when no slot comes free before `deadline` (loop time)."""
-        origin = (provider.address, provider.port or 0, provider.tls)
+        origin = provider.origin
         waiters = self._waiters
         while waiters and waiters[0].future.done():  # calls that stopped waiting
             waiters.popleft()

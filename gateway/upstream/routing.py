@@ -12,6 +12,9 @@ from gateway.errors import ModelNotRouted
 
 MOCK = "mock"
 
+Origin = tuple[str, int, bool]
+"""host, port, TLS: connections to one origin are interchangeable."""
+
 
 @dataclass(frozen=True, slots=True)
 class Provider:
@@ -39,6 +42,10 @@ class Provider:
     """`host[:port]` as the base URL writes it: the Host header sent to the provider."""
     path: str = field(init=False, repr=False, compare=False)
     """The base URL's path (`/v1`), which every request's path is appended to, byte for byte."""
+    origin: Origin = field(init=False, repr=False, compare=False)
+    """Providers of one origin share pooled connections."""
+    label: str = field(init=False, repr=False, compare=False)
+    """`Provider 'name' (host)`, how errors name it (never the key)."""
 
     def __post_init__(self) -> None:
         # Derived once: spans and logs read them on every call.
@@ -52,6 +59,8 @@ class Provider:
         object.__setattr__(self, "authority", parts.netloc)
         prefix = len(parts.scheme) + len("://") + len(parts.netloc)
         object.__setattr__(self, "path", "" if mock else self.base_url[prefix:])
+        object.__setattr__(self, "origin", (self.address, port or 0, self.tls))
+        object.__setattr__(self, "label", f"Provider {self.name!r} ({self.address})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,15 @@ class ScriptedServer:
         finally:
             writer.close()
 
+    async def answer(
+        self, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+    ) -> Exchange:
+        """Read the next request on a connection and write `data` back."""
+        exchange = await self.read_request(number, reader)
+        writer.write(data)
+        await writer.drain()
+        return exchange
+
     async def read_request(self, number: int, reader: asyncio.StreamReader) -> Exchange:
         """The next request on a connection, its body read by its length or its chunks."""
         head = await reader.readuntil(b"\r\n\r\n")
@@ -116,9 +125,7 @@ def answering(*answers: bytes) -> Script:
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         for turn in range(1_000):
-            await s.read_request(number, reader)
-            writer.write(answers[min(turn, len(answers) - 1)])
-            await writer.drain()
+            await s.answer(number, reader, writer, answers[min(turn, len(answers) - 1)])
 
     return script
 
@@ -129,9 +136,7 @@ def answering_once(answer: bytes) -> Script:
     async def script(
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await s.read_request(number, reader)
-        writer.write(answer)
-        await writer.drain()
+        await s.answer(number, reader, writer, answer)
 
     return script
 
@@ -185,14 +190,10 @@ async def test_a_reused_connection_the_provider_closed_is_sent_again(
     async def script(
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await s.read_request(number, reader)
+        await s.answer(number, reader, writer, OK)
         if number == 1:
-            writer.write(OK)
-            await writer.drain()
             await reader.readuntil(b"\r\n\r\n")  # the second request: closed without an answer
             return
-        writer.write(OK)
-        await writer.drain()
         await reader.read()
 
     server = await scripted(script)
@@ -228,9 +229,7 @@ async def test_a_provider_that_drops_a_request_it_worked_on_is_not_asked_twice(
     async def script(
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await s.read_request(number, reader)
-        writer.write(OK)
-        await writer.drain()
+        await s.answer(number, reader, writer, OK)
         if number == 1:
             await s.read_request(number, reader)
             await asyncio.sleep(0.3)  # works on it, then drops the connection
@@ -423,9 +422,12 @@ async def test_a_provider_silent_past_the_read_timeout_is_a_504(scripted: Start)
     async def script(
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await s.read_request(number, reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
+        await s.answer(
+            number,
+            reader,
+            writer,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
         await reader.read()
 
     server = await scripted(script)
@@ -443,23 +445,35 @@ async def test_a_provider_silent_past_the_read_timeout_is_a_504(scripted: Start)
 async def test_idle_connections_close_after_the_keepalive(
     scripted: Start, client: HttpUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    closed = asyncio.Event()
+    """Each idle connection is closed KEEPALIVE seconds after it went idle: the second of two,
+    released half a KEEPALIVE after the first, is not left for another whole period."""
+    loop = asyncio.get_running_loop()
+    closed: dict[int, float] = {}
+    both = asyncio.Event()
 
     async def script(
         s: ScriptedServer, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await s.read_request(number, reader)
-        writer.write(OK)
-        await writer.drain()
+        await s.answer(number, reader, writer, OK)
         await reader.read()  # until the client closes it
-        closed.set()
+        closed[number] = loop.time()
+        if len(closed) == 2:
+            both.set()
 
-    monkeypatch.setattr(pool, "KEEPALIVE", 0.2)
+    monkeypatch.setattr(pool, "KEEPALIVE", 1.0)
     server = await scripted(script)
-    await call(client, server.provider)
-    started = asyncio.get_running_loop().time()
-    await asyncio.wait_for(closed.wait(), 2)
-    assert 0.15 < asyncio.get_running_loop().time() - started < 0.6
+    first, second = [
+        await client.send(server.provider, "POST", "/chat/completions", JSON, b"{}")
+        for _ in range(2)
+    ]
+    for response in (first, second):
+        await response.read()
+    await first.close()
+    await asyncio.sleep(0.5)
+    await second.close()
+    idle = loop.time()
+    await asyncio.wait_for(both.wait(), 3)
+    assert 0.9 < closed[2] - idle < 1.3
 
 
 async def test_idle_connections_the_provider_closes_are_forgotten(
