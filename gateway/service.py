@@ -47,7 +47,7 @@ from gateway.core.rendering import (
     render_request,
 )
 from gateway.core.resolution import Resolved, resolve
-from gateway.core.sse import Outcome
+from gateway.core.sse import DeferredTap, Outcome
 from gateway.errors import (
     GatewayError,
     InvalidBody,
@@ -153,6 +153,8 @@ class Call:
     """The call's record was made; a call is recorded once."""
     outcome: Outcome | None = None
     """What a relayed answer said so far (for a call the client or the provider cut short)."""
+    tap: DeferredTap | None = None
+    """A streamed answer's tap, read in `settle` (or when the client leaves) into `outcome`."""
     status: int | None = None
     """The status sent to the client, once the answer started."""
     client_wait: float = 0.0
@@ -634,6 +636,12 @@ class GatewayService:
             self._settle_at.cancel()
             self._settle_at = None
         finished, self._finished = self._finished, []
+        for call, *_ in finished:  # every stream first: the tap's code runs warm (DeferredTap)
+            if call.tap is not None:
+                try:
+                    call.tap.read()
+                except Exception:  # a bug in reading one stream must not lose the records
+                    log.exception("reading the stream of call %s failed", call.request_id)
         observers = self._observers
         for call, status, outcome, error, now in finished:
             try:

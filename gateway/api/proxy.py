@@ -34,7 +34,7 @@ from gateway.api.uploads import MODEL_FORMS, Upload
 from gateway.core.chat import wants_usage
 from gateway.core.encoding import DecodeError, Recoder, codec_of
 from gateway.core.multipart import form_boundary
-from gateway.core.sse import Outcome, SSETap, read_body
+from gateway.core.sse import DeferredTap, Outcome, read_body
 from gateway.errors import (
     ClientClosedRequest,
     GatewayError,
@@ -300,6 +300,8 @@ class ProxyApp:
             self._service.finish(call, status=refusal.status, error=refusal)
             return
         outcome = call.outcome
+        if call.tap is not None:
+            call.tap.read()
         if outcome is not None and outcome.complete and call.status is not None:
             # The client had the whole answer and left before the provider closed the body
             # (the SDKs stop reading at [DONE]): that is a complete call, not a hang-up.
@@ -349,13 +351,14 @@ class ProxyApp:
             except ValueError:  # a coding the gateway cannot read: relayed untouched, unread
                 codec = None
             else:
-                tap = SSETap(
+                tap = DeferredTap(
                     orjson.loads,
                     strip_usage=call.strip_usage,
                     keep_text=self._keep_text or _estimates_usage(call),
                     keep_tool_calls=self._keep_text,
                 )
                 recoder = Recoder(codec) if codec else None
+        call.tap = tap
         call.outcome = tap.outcome if tap is not None else None
         call.status = upstream.status
         # A JSON answer without a length (chunked): relayed as it comes, a bounded copy kept to

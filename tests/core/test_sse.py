@@ -5,7 +5,16 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.core.sse import Outcome, SSETap, Usage, event_end, read_body, responses_finish_reason
+from gateway.core.sse import (
+    HELD_MAX,
+    DeferredTap,
+    Outcome,
+    SSETap,
+    Usage,
+    event_end,
+    read_body,
+    responses_finish_reason,
+)
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: bool = True) -> bytes:
@@ -338,3 +347,87 @@ def test_usage_carried_by_the_deltas_themselves_is_read(together: bool) -> None:
         tap.feed(piece)
     tap.finish()
     assert tap.outcome.usage == Usage(3, 8)
+
+
+def _vllm_delta(i: int) -> bytes:
+    """A delta that carries usage itself (vLLM's continuous usage stats)."""
+    usage = {"prompt_tokens": 3, "completion_tokens": i, "total_tokens": 3 + i}
+    return b"data: " + orjson.dumps({**orjson.loads(_plain(f"w{i}")[6:]), "usage": usage}) + b"\n\n"
+
+
+STREAMS = {
+    **{
+        f"run: {name}": chunk("first") + b"".join(run) + chunk(finish="stop") + USAGE + DONE
+        for name, run in RUNS.items()
+    },
+    "usage nulls and the usage chunk": chunk("a") + chunk(finish="stop") + USAGE + DONE,
+    "the usage chunk first": USAGE + chunk("a") + chunk(finish="stop") + DONE,
+    "usage in every delta": b"".join(_vllm_delta(i) for i in range(1, 6)) + DONE,
+    "crlf": (chunk("a") + USAGE + DONE).replace(b"\n\n", b"\r\n\r\n"),
+    "crlf after lf": chunk("a") + chunk("b") + (USAGE + DONE).replace(b"\n\n", b"\r\n\r\n"),
+    "three lfs before the usage chunk": chunk("a") + b"\n" + USAGE + b"\n\n\n" + DONE,
+    "a usage chunk with spaces": chunk("a") + USAGE.replace(b'"usage":', b'"usage": ') + DONE,
+    "a usage chunk that is not json": chunk("a") + b'data: {"choices":[],"usage":{x}\n\n' + DONE,
+    "a usage with choices": chunk("a") + USAGE.replace(b'"choices":[]', b'"choices":[{}]') + DONE,
+    "responses": (
+        b'event: response.created\ndata: {"type":"response.created","response":'
+        b'{"id":"r1","model":"m","status":"in_progress","usage":null}}\n\n'
+        b'event: response.completed\ndata: {"type":"response.completed","response":'
+        b'{"id":"r1","model":"m","status":"completed","usage":{"input_tokens":5,'
+        b'"output_tokens":1}}}\n\n'
+    ),
+    "cut short": chunk("a") + chunk("b") + USAGE[:30],
+    "long": chunk("first") + b"".join(_plain(f"w{i}" * 40) for i in range(400)) + USAGE + DONE,
+}
+
+
+@pytest.mark.parametrize("keep_text", [False, True])
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_deferred_tap_forwards_and_reads_what_the_tap_does(
+    name: str, size: int, strip: bool, keep_text: bool
+) -> None:
+    """DeferredTap forwards each chunk's bytes as SSETap would (usage chunk and usage nulls
+    left out when stripping, partial events held back), and once read, knows the same."""
+    stream = STREAMS[name]
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+    tap = SSETap(orjson.loads, strip_usage=strip, keep_text=keep_text)
+    deferred = DeferredTap(orjson.loads, strip_usage=strip, keep_text=keep_text)
+    for piece in pieces:
+        assert deferred.feed(piece) == tap.feed(piece)
+    assert deferred.finish() == tap.finish()
+    assert deferred.read() == tap.outcome
+
+
+def test_a_deferred_tap_reads_nothing_until_asked() -> None:
+    """Only a possible usage chunk is parsed as the stream passes (to leave it out); the rest
+    is read by `read`, where the usage chunk is read again."""
+    parsed: list[bytes] = []
+
+    def loads(data: bytes) -> object:
+        parsed.append(data)
+        return orjson.loads(data)
+
+    deferred = DeferredTap(loads, strip_usage=True)
+    out = deferred.feed(chunk("a") + chunk("b") + chunk(finish="stop"))
+    out += deferred.feed(USAGE + DONE) + deferred.finish()
+    stop = chunk(finish="stop", usage=False)
+    assert out == chunk("a", usage=False) + chunk("b", usage=False) + stop + DONE
+    assert len(parsed) == 1 and deferred.outcome.usage is None
+    assert deferred.read().usage == Usage(7, 2)
+    assert deferred.outcome.finish_reasons == ["stop"] and deferred.outcome.complete
+
+
+def test_a_deferred_tap_keeps_at_most_held_max_unread() -> None:
+    """A long stream is read in pieces as it passes: never more than HELD_MAX bytes kept."""
+    deferred = DeferredTap(orjson.loads)
+    event = _plain("w" * 1000)
+    fed = 0
+    for _ in range(3 * HELD_MAX // len(event)):
+        deferred.feed(event)
+        fed += len(event)
+        assert deferred._size <= HELD_MAX
+    assert deferred.outcome.content_chunks > 0  # read before `read`
+    deferred.read()
+    assert deferred.outcome.content_chunks == fed // len(event)
