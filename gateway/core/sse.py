@@ -532,20 +532,22 @@ class DeferredTap:
             return chunk
         data = self._rest + chunk if self._rest else chunk
         whole = data.rfind(b"\n\n") + 2
-        if whole < 2:
-            if b"\r" in chunk:
-                return self._read_now(chunk)
-            self._keep(chunk)
-            self._rest = data
-            return b""
         if b"\r" in chunk or (whole >= 3 and data[whole - 3] == _LF):
             return self._read_now(chunk)
-        out = self._stripped(data[:whole] if whole < len(data) else data)
-        if out is None:
-            return self._read_now(chunk)
+        if whole < 2:
+            out = b""
+        else:
+            at = data.find(b'"usage"', 0, whole)
+            if at < 0:
+                out = data if whole == len(data) else data[:whole]
+            else:
+                stripped = self._stripped(data, whole, at)
+                if stripped is None:
+                    return self._read_now(chunk)
+                out = stripped
+            self._started = True
+        self._rest = data[whole:] if whole > 1 else data
         self._keep(chunk)
-        self._rest = data[whole:]
-        self._started = True
         return out
 
     def finish(self) -> bytes:
@@ -598,51 +600,60 @@ class DeferredTap:
         self._started = self._tap.events > 0
         return out
 
-    def _stripped(self, block: bytes) -> bytes | None:
-        """Whole LF-ended events as SSETap(strip_usage=True) forwards them: without the usage
-        chunk and the `"usage": null` fields; None when an event to leave out does not follow an
-        LF LF alone (its start depends on reading from the front)."""
-        at = block.find(b'"usage"')
-        if at < 0:
-            return block
-        found = _USAGE_VALUE.search(block, at)
+    def _stripped(self, data: bytes, whole: int, at: int) -> bytes | None:
+        """`data[:whole]` (whole LF-ended events, the first `"usage"` at `at`) as
+        SSETap(strip_usage=True) forwards it: without the usage chunk and the `"usage": null`
+        fields; None when an event to leave out does not follow an LF LF alone (its start
+        depends on reading from the front)."""
+        found = _USAGE_VALUE.search(data, at, whole)
         if found is None:
-            return _without_usage_null(block)
+            return _without_usage_null(data[:whole])
         parts: list[bytes] = []
         done = 0
         nulls = at < found.start()  # usage nulls to remove (or maybe: searched again at the end)
         while found is not None:
-            sep = block.rfind(b"\n\n", 0, found.start())
+            sep = data.rfind(b"\n\n", 0, found.start())
             start = sep + 2 if sep >= 0 else 0
-            end = block.find(b"\n\n", found.end()) + 2
-            if self._usage_only(block[start : end - 2], first=start == 0 and not self._started):
-                if start >= 3 and block[start - 3] == _LF:
+            end = data.find(b"\n\n", found.end()) + 2
+            if self._usage_only(data[start : end - 2], first=start == 0 and not self._started):
+                if start >= 3 and data[start - 3] == _LF:
                     return None
-                parts.append(block[done:start])
+                parts.append(data[done:start])
                 done = end
             else:
                 nulls = True
-            found = _USAGE_VALUE.search(block, end)
-            until = found.start() if found is not None else len(block)
-            nulls = nulls or block.find(b'"usage"', end, until) >= 0
-        parts.append(block[done:])
+            found = _USAGE_VALUE.search(data, end, whole)
+            until = found.start() if found is not None else whole
+            nulls = nulls or data.find(b'"usage"', end, until) >= 0
+        parts.append(data[done:whole])
         out = b"".join(parts)
         return _without_usage_null(out) if nulls else out
 
     def _usage_only(self, event: bytes, *, first: bool) -> bool:
         """Whether SSETap(strip_usage=True) leaves `event` out, as its `_observe` decides: a
         chat chunk worth parsing, with a usage and no choices."""
-        if len(event) > _WHOLE_PROBE:  # classified by its ends: SSETap's code, on a tap of its own
+        if (
+            event.startswith(b"data: {")
+            and b"\n" not in event
+            and len(event) <= _WHOLE_PROBE
+            and b'"finish_reason"' not in event
+        ):  # one data line with no finish reason (the usage chunk): always worth parsing
+            data = event[6:]
+            if b'"choices"' not in data:
+                return False
+        elif len(event) > _WHOLE_PROBE:  # classified by its ends: SSETap's code, on its own tap
             tap = SSETap(self._loads, strip_usage=True, keep_text=self._keep_text)
             tap.events = 0 if first else 1
             return not tap._observe(event)
-        data = _data(event)
-        if (
-            data is None
-            or b'"choices"' not in data
-            or not _worth_parsing(data, first=first, keep_text=self._keep_text)
-        ):
-            return False
+        else:
+            found = _data(event)
+            if (
+                found is None
+                or b'"choices"' not in found
+                or not _worth_parsing(found, first=first, keep_text=self._keep_text)
+            ):
+                return False
+            data = found
         try:
             doc = self._loads(data)
         except ValueError:
