@@ -27,6 +27,8 @@ _LF, _CR = 10, 13
 _FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',\s*"usage":\s*null')
+_REASON_SET = re.compile(rb'_reason"(?!:null)')
+"""`_reason"` not followed by `:null`: a finish reason that is set (or spaced, or a value)."""
 _USAGE_VALUE = re.compile(rb'"usage"(?!:null)')
 """A usage that is not `null` in the compact form: the only kind an event can be dropped for."""
 HELD_MAX = 1 << 16
@@ -325,6 +327,58 @@ class SSETap:
             return None
         return low, high, block, _text_pieces(block)
 
+    def read_whole(self, body: bytes) -> bool:
+        """Read a whole stream at once, as feeding it and finishing would; False, with nothing
+        read, unless this tap read nothing yet and `body` is a plain chat stream: `data: {`
+        events, one line each, and perhaps `data: [DONE]` last, all LF-ended, at most 64 KiB,
+        no Responses event name, and a first event that names the id and the model.
+
+        Only the first event and the ones that may say more than their text pieces are parsed:
+        those with a finish reason that is not `"finish_reason":null` (`_reason"`), or a usage
+        that is not a compact null, each then read as `_observe` reads it. Any other event,
+        read one by one, would be parsed or not but add nothing: the id and the model are
+        known, and a finish reason or usage it could add would have been found. The rest is
+        counted: events, and text pieces over the whole body.
+        """
+        if (
+            self.events
+            or self._keep_text
+            or len(body) > _WHOLE_PROBE
+            or not body.startswith(b"data: {")
+            or not body.endswith(b"\n\n")
+            or b"\r" in body
+            or b"response." in body
+        ):
+            return False
+        done = body.endswith(b"\n\ndata: [DONE]\n\n")
+        events = body.count(b"\n\ndata: {") + 1 + done
+        if body.count(b"\n") != 2 * events:  # an LF that does not end an event, or starts one
+            return False
+        end = body.find(b"\n\n")
+        first = self._parse(body[6:end]) if b'"choices"' in body[:end] else None
+        if (
+            not isinstance(first, dict)
+            or not isinstance(first.get("id"), str)
+            or not isinstance(first.get("model"), str)
+        ):
+            return False
+        self.events = events
+        self.outcome.content_chunks += _text_pieces(body)
+        self._chat_chunk(first)
+        starts = {body.rfind(b"\n\n", 0, m.start()) + 2 for m in _REASON_SET.finditer(body, end)}
+        starts.update(
+            body.rfind(b"\n\n", 0, m.start()) + 2 for m in _USAGE_VALUE.finditer(body, end)
+        )
+        for start in sorted(starts):
+            data = body[start + 6 : body.find(b"\n\n", start)]
+            if b'"choices"' in data and _worth_parsing(data, first=False, keep_text=False):
+                doc = self._parse(data)
+                if isinstance(doc, dict):
+                    self._chat_chunk(doc)
+        if done:
+            self.outcome.complete = True
+        return True
+
     def _observe_all(self, parts: list[bytes]) -> list[bytes]:
         """`_observe` every event (each without its LF LF: never copied); the ones to keep.
 
@@ -559,6 +613,11 @@ class DeferredTap:
     def read(self) -> Outcome:
         """Read what was kept (and, once the stream ended, its last partial event); the
         outcome so far. Safe to call again: only what came since is read."""
+        if self._ended and self._reader is None and self._kept:  # the whole stream, at once
+            body = self._kept[0] if len(self._kept) == 1 else b"".join(self._kept)
+            if self._tap.read_whole(body):
+                self._kept, self._size = [], 0
+                return self.outcome
         self._read_kept()
         if self._ended:
             self._tap.finish()

@@ -377,6 +377,22 @@ STREAMS = {
         b'"output_tokens":1}}}\n\n'
     ),
     "cut short": chunk("a") + chunk("b") + USAGE[:30],
+    # Read one by one, a chunk with a null finish reason is not parsed: a second choice's
+    # spaced reason beside it goes unread, read whole too.
+    "a finish beside a null one": chunk("a")
+    + _two_choices("b").replace(b'"finish_reason":null}]', b'"finish_reason": "stop"}]')
+    + USAGE
+    + DONE,
+    # The id and the model come from the first event that names them and is parsed.
+    **{
+        f"a first event without {key}": b'data: {"' + key + b'":"x","choices":[{"index":0,'
+        b'"delta":{},"finish_reason":null}]}\n\n'
+        b'data: {"id":"x2","model":"m2","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        + USAGE.replace(b'"id":"c1"', b'"id":"c1","model":"m1"')
+        + DONE
+        for key in (b"model", b"id")
+    },
     "long": chunk("first") + b"".join(_plain(f"w{i}" * 40) for i in range(400)) + USAGE + DONE,
 }
 
@@ -431,3 +447,33 @@ def test_a_deferred_tap_keeps_at_most_held_max_unread() -> None:
     assert deferred.outcome.content_chunks > 0  # read before `read`
     deferred.read()
     assert deferred.outcome.content_chunks == fed // len(event)
+
+
+def test_a_whole_plain_stream_is_read_at_once() -> None:
+    """A stream that ended before it was read is read whole: of 12 deltas between the first
+    event and the finish, none is parsed; a stream cut short is read event by event."""
+    parsed: list[bytes] = []
+
+    def loads(data: bytes) -> object:
+        parsed.append(data)
+        return orjson.loads(data)
+
+    stream = chunk("first") + b"".join(_plain(f"w{i}") for i in range(12)) + chunk(finish="stop")
+    deferred = DeferredTap(loads)
+    for i in range(0, len(stream), 100):
+        deferred.feed(stream[i : i + 100])
+    deferred.feed(USAGE + DONE)
+    deferred.finish()
+    assert deferred.read() == _read_one_by_one(stream + USAGE + DONE)
+    assert len(parsed) == 3  # the first event, the finish, the usage
+    assert SSETap(orjson.loads).read_whole(stream + USAGE + DONE)
+    tap = SSETap(orjson.loads)
+    assert not tap.read_whole(stream + USAGE[:-1]) and tap.outcome == Outcome() and not tap.events
+
+
+def _read_one_by_one(stream: bytes) -> Outcome:
+    tap = SSETap(orjson.loads)
+    for start, end in _event_bounds(stream):
+        tap.feed(stream[start : end + 2])
+    tap.finish()
+    return tap.outcome
