@@ -555,6 +555,20 @@ class DeferredTap:
     keeps at most HELD_MAX bytes unread: a long stream is read in pieces of that size.
     """
 
+    __slots__ = (
+        "_ended",
+        "_keep_text",
+        "_keep_tools",
+        "_kept",
+        "_loads",
+        "_reader",
+        "_rest",
+        "_size",
+        "_started",
+        "_strip",
+        "outcome",
+    )
+
     def __init__(
         self,
         loads: Loads,
@@ -663,17 +677,21 @@ class DeferredTap:
         """`data[:whole]` (whole LF-ended events, the first `"usage"` at `at`) as
         SSETap(strip_usage=True) forwards it: without the usage chunk and the `"usage": null`
         fields; None when an event to leave out does not follow an LF LF alone (its start
-        depends on reading from the front)."""
-        found = _USAGE_VALUE.search(data, at, whole)
-        if found is None:
-            return _without_usage_null(data[:whole])
+        depends on reading from the front). A `"usage"` that is not a compact null may be the
+        usage chunk's: its event is decided by `_usage_only`."""
         parts: list[bytes] = []
         done = 0
-        nulls = at < found.start()  # usage nulls to remove (or maybe: searched again at the end)
-        while found is not None:
-            sep = data.rfind(b"\n\n", 0, found.start())
+        nulls = False  # usage nulls to remove
+        while at >= 0:
+            if data.startswith(b":null", at + 7):  # the next that is not, in one search
+                nulls = True
+                found = _USAGE_VALUE.search(data, at + 12, whole)
+                if found is None:
+                    break
+                at = found.start()
+            sep = data.rfind(b"\n\n", 0, at)
             start = sep + 2 if sep >= 0 else 0
-            end = data.find(b"\n\n", found.end()) + 2
+            end = data.find(b"\n\n", at) + 2
             if self._usage_only(data[start : end - 2], first=start == 0 and not self._started):
                 if start >= 3 and data[start - 3] == _LF:
                     return None
@@ -681,11 +699,12 @@ class DeferredTap:
                 done = end
             else:
                 nulls = True
-            found = _USAGE_VALUE.search(data, end, whole)
-            until = found.start() if found is not None else whole
-            nulls = nulls or data.find(b'"usage"', end, until) >= 0
-        parts.append(data[done:whole])
-        out = b"".join(parts)
+            at = data.find(b'"usage"', end, whole)
+        if not parts:
+            out = data[:whole] if whole < len(data) else data
+        else:
+            parts.append(data[done:whole])
+            out = b"".join(parts)
         return _without_usage_null(out) if nulls else out
 
     def _usage_only(self, event: bytes, *, first: bool) -> bool:
