@@ -76,7 +76,7 @@ class Outcome:
     content_chunks: int = 0
     """Pieces of streamed text (each `"content":"` or `"delta":"` key: one per event in chat
     streams, one per choice when an event carries several): about one token each, for
-    estimates."""
+    estimates when there is no usage. A finished stream that had a usage leaves it 0."""
     complete: bool = False
     """The stream's last event was seen (`[DONE]`, or a Responses `response.completed`,
     `.incomplete` or `.failed`): the client has the whole answer."""
@@ -222,6 +222,8 @@ class SSETap:
         """Bytes of the buffer already searched for an event end (less the longest end)."""
         self.outcome = Outcome() if outcome is None else outcome
         self.events = 0
+        """Events read (by `read_whole`: all of them when it counted text pieces, else the
+        ones it parsed)."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe `chunk`; return the bytes to forward now.
@@ -329,21 +331,23 @@ class SSETap:
 
     def read_whole(self, body: bytes) -> bool:
         """Read a whole stream at once, as feeding it and finishing would; False, with nothing
-        read, unless this tap read nothing yet and `body` is a plain chat stream: `data: {`
-        events, one line each, and perhaps `data: [DONE]` last, all LF-ended, at most 64 KiB,
-        no Responses event name, and a first event that names the id and the model.
+        read, unless this tap read nothing yet and `body` is a chat stream that starts with a
+        `data: {` event naming the id and the model, ends with an LF-ended event (`[DONE]`, if
+        anywhere, last), is at most 64 KiB, and holds no CR and no Responses event name.
 
         Only the first event and the ones that may say more than their text pieces are parsed:
         those with a finish reason that is not `"finish_reason":null` (`_reason"`), or a usage
-        that is not a compact null, each then read as `_observe` reads it. Any other event,
-        read one by one, would be parsed or not but add nothing: the id and the model are
-        known, and a finish reason or usage it could add would have been found. The rest is
-        counted: events, and text pieces over the whole body.
+        that is not a compact null, each then read as `_observe` reads it (each must be one
+        `data: {` line). Any other event, read one by one, would be parsed or not but add
+        nothing: the id and the model are known, and a finish reason or usage it could add
+        would have been found. Text pieces (and events) are counted, when the stream had no
+        usage, over the whole body once every event is known to be one `data:` line.
         """
+        size = len(body)
         if (
             self.events
             or self._keep_text
-            or len(body) > _WHOLE_PROBE
+            or size > _WHOLE_PROBE
             or not body.startswith(b"data: {")
             or not body.endswith(b"\n\n")
             or b"\r" in body
@@ -351,8 +355,7 @@ class SSETap:
         ):
             return False
         done = body.endswith(b"\n\ndata: [DONE]\n\n")
-        events = body.count(b"\n\ndata: {") + 1 + done
-        if body.count(b"\n") != 2 * events:  # an LF that does not end an event, or starts one
+        if body.find(b"[DONE]", 0, size - 8 if done else size) >= 0:
             return False
         end = body.find(b"\n\n")
         first = self._parse(body[6:end]) if b'"choices"' in body[:end] else None
@@ -362,19 +365,36 @@ class SSETap:
             or not isinstance(first.get("model"), str)
         ):
             return False
-        self.events = events
-        self.outcome.content_chunks += _text_pieces(body)
-        self._chat_chunk(first)
         starts = {body.rfind(b"\n\n", 0, m.start()) + 2 for m in _REASON_SET.finditer(body, end)}
-        starts.update(
-            body.rfind(b"\n\n", 0, m.start()) + 2 for m in _USAGE_VALUE.finditer(body, end)
-        )
+        at = body.find(b'"usage"', end)
+        while at >= 0:
+            if body.startswith(b":null", at + 7):  # the next that is not, in one search
+                found = _USAGE_VALUE.search(body, at + 12)
+                if found is None:
+                    break
+                at = found.start()
+            starts.add(body.rfind(b"\n\n", 0, at) + 2)
+            at = body.find(b'"usage"', body.find(b"\n\n", at) + 2)
+        docs = [first]
         for start in sorted(starts):
-            data = body[start + 6 : body.find(b"\n\n", start)]
+            stop = body.find(b"\n\n", start)
+            if not body.startswith(b"data: {", start) or body.find(b"\n", start, stop) >= 0:
+                return False
+            data = body[start + 6 : stop]
             if b'"choices"' in data and _worth_parsing(data, first=False, keep_text=False):
                 doc = self._parse(data)
                 if isinstance(doc, dict):
-                    self._chat_chunk(doc)
+                    docs.append(doc)
+        if not any(usage_from(doc) is not None for doc in docs):
+            events = body.count(b"\n\ndata: {") + 1 + done
+            if body.count(b"\n") != 2 * events:  # a line that is not a data: { line
+                return False
+            self.events = events
+            self.outcome.content_chunks += _text_pieces(body)
+        else:
+            self.events = len(docs) + done
+        for doc in docs:
+            self._chat_chunk(doc)
         if done:
             self.outcome.complete = True
         return True
@@ -417,6 +437,8 @@ class SSETap:
         self._scanned = 0
         if rest.strip():
             self._observe(rest)
+        if self.outcome.usage is not None:
+            self.outcome.content_chunks = 0  # not needed: see Outcome.content_chunks
         return rest if self._strip else b""
 
     def _observe(self, event: bytes) -> bool:

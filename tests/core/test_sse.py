@@ -81,7 +81,7 @@ def test_whole_events_in_one_chunk_read_as_when_split(strip: bool, size: int) ->
     assert whole.outcome == split.outcome
     assert whole.outcome.usage == Usage(7, 2)
     assert whole.outcome.output_text == ["Hel", "lo"]
-    assert whole.outcome.content_chunks == 2
+    assert whole.outcome.content_chunks == 0  # counted, then let go: the usage came
     assert whole.events == split.events
 
 
@@ -377,6 +377,16 @@ STREAMS = {
         b'"output_tokens":1}}}\n\n'
     ),
     "cut short": chunk("a") + chunk("b") + USAGE[:30],
+    "an early done, cut short": chunk("first") + DONE + chunk("a") + chunk(finish="stop") + USAGE,
+    "a finish over two lines": chunk("a")
+    + chunk(finish="stop").replace(b'"finish_reason":', b'"finish_reason":\ndata: ')
+    + USAGE
+    + DONE,
+    "no usage, a comment naming text": chunk("first")
+    + b': "content":"x"\n\n'
+    + chunk("a")
+    + chunk(finish="stop")
+    + DONE,
     # Read one by one, a chunk with a null finish reason is not parsed: a second choice's
     # spaced reason beside it goes unread, read whole too.
     "a finish beside a null one": chunk("a")
