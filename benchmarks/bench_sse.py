@@ -5,8 +5,10 @@ Streams of 20 text deltas, the finish event, the usage chunk and `[DONE]` (22 ev
 - `openai`: the same with `"usage":null` in every delta, as OpenAI sends when usage was asked.
 Each fed whole (one chunk: what a fast provider or a buffering proxy delivers) and one event per
 chunk (a provider trickling tokens), with the usage chunk stripped (the gateway asked for usage
-on the client's behalf) and not. Medians of 7 rounds; a tight loop, so a running gateway pays
-about twice these (benchmarks/README.md, issue 15).
+on the client's behalf) and not. Three ways: `SSETap` reading every chunk as it passes (`at
+once`); `DeferredTap` forwarding (`forward`: what the call pays while its answer goes out) and
+then reading what it kept (`read`: what `settle` pays later). Medians of 7 rounds; a tight loop,
+so a running gateway pays more (benchmarks/bench_stream_tap.py, benchmarks/README.md).
 
 Run: python benchmarks/bench_sse.py [--streams 5000]
 """
@@ -20,7 +22,7 @@ import time
 import orjson
 from bench_proxy import sse_body
 
-from gateway.core.sse import SSETap
+from gateway.core.sse import DeferredTap, SSETap
 
 
 def openai_body() -> bytes:
@@ -33,29 +35,46 @@ def openai_body() -> bytes:
     return b"\n\n".join(marked)
 
 
-def per_stream(chunks: list[bytes], strip: bool, streams: int) -> float:
-    """µs of CPU to feed the chunks of one stream to a new tap and finish it."""
+def per_stream(chunks: list[bytes], strip: bool, streams: int) -> tuple[float, float, float]:
+    """µs of CPU per stream: SSETap fed every chunk and finished; DeferredTap fed and finished
+    (forwarding); DeferredTap read."""
     started = time.process_time()
     for _ in range(streams):
         tap = SSETap(orjson.loads, strip_usage=strip)
         for chunk in chunks:
             tap.feed(chunk)
         tap.finish()
-    return (time.process_time() - started) / streams * 1e6
+    at_once = time.process_time() - started
+    deferred = []
+    started = time.process_time()
+    for _ in range(streams):
+        kept = DeferredTap(orjson.loads, strip_usage=strip)
+        for chunk in chunks:
+            kept.feed(chunk)
+        kept.finish()
+        deferred.append(kept)
+    forward = time.process_time() - started
+    started = time.process_time()
+    for kept in deferred:
+        kept.read()
+    read = time.process_time() - started
+    return at_once / streams * 1e6, forward / streams * 1e6, read / streams * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=5000, help="streams per round")
     args = parser.parse_args()
-    print(f"{'stream':>8} {'chunks':>12} {'strip':>6} {'µs per stream':>14}")
+    print(f"{'stream':>8} {'chunks':>10} {'strip':>6} {'at once':>8} {'forward':>8} {'read':>8}")
     for name, body in (("bench", sse_body().encode()), ("openai", openai_body())):
         events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
         for shape, chunks in (("one", [body]), ("per event", events)):
             for strip in (True, False):
                 per_stream(chunks, strip, args.streams // 5)  # warm up
                 rounds = [per_stream(chunks, strip, args.streams) for _ in range(7)]
-                print(f"{name:>8} {shape:>12} {strip!s:>6} {statistics.median(rounds):>14.1f}")
+                medians = [statistics.median(r[i] for r in rounds) for i in range(3)]
+                figures = " ".join(f"{m:>8.1f}" for m in medians)
+                print(f"{name:>8} {shape:>10} {strip!s:>6} {figures}  µs per stream", flush=True)
 
 
 if __name__ == "__main__":
