@@ -566,15 +566,17 @@ class DeferredTap:
     chunk; `read` reads what is kept (SSETap's own code) and fills `outcome`.
 
     The gateway reads the streams that finished together, after their answers went out
-    (`GatewayService.settle`): the same code run for many streams in a row costs less than half
-    of what it costs run once between everything else a call does (issue 15, benchmarks/README:
-    the tap 67 -> 31 µs of CPU per 20-event stream in the running gateway). Without stripping a
-    chunk is forwarded as it came. With `strip_usage` only complete events are forwarded (a
-    partial one waits for its end, as in SSETap), and an event that may be the usage chunk (a
-    usage that is not a compact `null`) is decided by SSETap's own `_observe`, at once; the
-    `"usage": null` fields go with `bytes.replace`. What cannot be edited this way (CR line
-    ends, three LFs in a row where an event is cut) is read at once, as SSETap reads it. A tap
-    keeps at most HELD_MAX bytes unread: a long stream is read in pieces of that size.
+    (`GatewayService.settle`), where the tap's code runs warm, one stream after another: CPU per
+    20-event stream in the running gateway 294.8 µs read at once, 271.0 read there, 218.1 with
+    no reading at all (benchmarks/bench_stream_tap.py). Without stripping a chunk is forwarded
+    as it came. With `strip_usage` only complete events are forwarded (a partial one waits for
+    its end, as in SSETap); an event that may be the usage chunk (a usage that is not a compact
+    `null`) is decided at once by SSETap's rule (`_worth_parsing`, then a parsed chunk with a
+    usage and no choices), and the `"usage": null` fields go as SSETap removes them. What
+    cannot be edited this way (CR line ends, three LFs in a row where an event is cut) is read
+    at once, by SSETap. A tap keeps at most HELD_MAX bytes unread: a long stream is read in
+    pieces of that size. A stream that ended before its first read is read whole when it can
+    be (`SSETap.read_whole`).
     """
 
     __slots__ = (
