@@ -300,8 +300,7 @@ class ProxyApp:
             self._service.finish(call, status=refusal.status, error=refusal)
             return
         outcome = call.outcome
-        if call.tap is not None:
-            call.tap.read()
+        self._service.read_stream(call)
         if outcome is not None and outcome.complete and call.status is not None:
             # The client had the whole answer and left before the provider closed the body
             # (the SDKs stop reading at [DONE]): that is a complete call, not a hang-up.

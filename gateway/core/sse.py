@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 Loads = Callable[[bytes], Any]
 
@@ -26,13 +26,16 @@ as quick)."""
 _LF, _CR = 10, 13
 _FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
-_USAGE_NULL_FIELD = re.compile(rb',\s*"usage":\s*null')
+_USAGE_NULL_FIELD = re.compile(rb',[ \t]*"usage":[ \t]*null')
+"""A `"usage": null` field, spaced within its line (never across an event's end)."""
 _REASON_SET = re.compile(rb'_reason"(?!:null)')
 """`_reason"` not followed by `:null`: a finish reason that is set (or spaced, or a value)."""
 _USAGE_VALUE = re.compile(rb'"usage"(?!:null)')
 """A usage that is not `null` in the compact form: the only kind an event can be dropped for."""
-HELD_MAX = 1 << 16
+HELD_MAX = 1 << 14
 """Bytes a DeferredTap keeps unread at most; past it, what it keeps is read at once."""
+HELD_CHUNKS = 64
+"""Chunks a DeferredTap keeps unread at most (a chunk of a few bytes costs an object)."""
 _RESPONSE_EVENTS = (
     b"response.created",
     b"response.completed",
@@ -83,25 +86,39 @@ class Outcome:
 
 
 def usage_from(doc: Mapping[str, Any]) -> Usage | None:
-    """Chat's prompt/completion_tokens or the Responses API's input/output_tokens."""
+    """Chat's prompt/completion_tokens or the Responses API's input/output_tokens; None when
+    there is none, or when a count is not a count (`"n/a"`, a list, a negative number: the
+    provider's usage is then unknown, and the gateway estimates it)."""
     usage = doc.get("usage")
     if not isinstance(usage, dict):
         return None
     if "prompt_tokens" in usage:
-        details = usage.get("prompt_tokens_details") or {}
-        return Usage(
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-            int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-        )
-    if "input_tokens" in usage:
-        details = usage.get("input_tokens_details") or {}
-        return Usage(
-            int(usage.get("input_tokens") or 0),
-            int(usage.get("output_tokens") or 0),
-            int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-        )
-    return None
+        keys = ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
+    elif "input_tokens" in usage:
+        keys = ("input_tokens", "output_tokens", "input_tokens_details")
+    else:
+        return None
+    details = usage.get(keys[2])
+    counts = (
+        _tokens(usage.get(keys[0])),
+        _tokens(usage.get(keys[1])),
+        _tokens(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+    )
+    if None in counts:
+        return None
+    return Usage(*cast(tuple[int, int, int], counts))
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count as sent (absent or null: 0; an int, or a float or digit string read as
+    one), or None when it is not one."""
+    if value is None:
+        return 0
+    try:
+        count = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return count if count >= 0 else None
 
 
 def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
@@ -358,7 +375,8 @@ class SSETap:
         if body.find(b"[DONE]", 0, size - 8 if done else size) >= 0:
             return False
         end = body.find(b"\n\n")
-        first = self._parse(body[6:end]) if b'"choices"' in body[:end] else None
+        one_line = body.find(b"\n", 0, end) < 0
+        first = self._parse(body[6:end]) if one_line and b'"choices"' in body[:end] else None
         if (
             not isinstance(first, dict)
             or not isinstance(first.get("id"), str)
@@ -426,9 +444,9 @@ class SSETap:
         return kept
 
     @property
-    def pending(self) -> bytes:
-        """The partial event held (fed, not yet returned)."""
-        return bytes(self._buffer)
+    def holds_partial(self) -> bool:
+        """Whether a partial event is held (fed, not yet read or returned)."""
+        return bool(self._buffer)
 
     def finish(self) -> bytes:
         """The stream ended: return whatever partial event is still held."""
@@ -588,6 +606,7 @@ class DeferredTap:
         "_reader",
         "_rest",
         "_size",
+        "_split",
         "_started",
         "_strip",
         "outcome",
@@ -612,7 +631,9 @@ class DeferredTap:
         self._kept: list[bytes] = []
         self._size = 0
         self._rest = b""
-        """With stripping: the partial event not forwarded yet."""
+        """With stripping: the partial event not forwarded yet, when held here."""
+        self._split = False
+        """With stripping: the tap (read at once) holds a partial event not forwarded yet."""
         self._started = False
         """With stripping: an event was forwarded (the next one is not the stream's first)."""
         self._ended = False
@@ -622,9 +643,13 @@ class DeferredTap:
         if not self._strip:
             self._keep(chunk)
             return chunk
-        data = self._rest + chunk if self._rest else chunk
+        if self._rest or self._split or b"\r" in chunk:
+            # An event split over chunks: the tap's own buffer joins them, each byte searched
+            # once (joined here, a large event would be copied and searched again per chunk).
+            return self._read_now(chunk)
+        data = chunk
         whole = data.rfind(b"\n\n") + 2
-        if b"\r" in chunk or (whole >= 3 and data[whole - 3] == _LF):
+        if whole >= 3 and data[whole - 3] == _LF:
             return self._read_now(chunk)
         if whole < 2:
             out = b""
@@ -645,6 +670,10 @@ class DeferredTap:
     def finish(self) -> bytes:
         """The stream ended: return whatever partial event is still held (as SSETap.finish)."""
         self._ended = True
+        if self._split:  # the tap holds it: it reads it as it returns it
+            self._split = False
+            self._read_kept()
+            return self._tap.finish()
         rest, self._rest = self._rest, b""
         return rest
 
@@ -664,7 +693,7 @@ class DeferredTap:
     def _keep(self, chunk: bytes) -> None:
         self._kept.append(chunk)
         self._size += len(chunk)
-        if self._size > HELD_MAX:
+        if self._size > HELD_MAX or len(self._kept) >= HELD_CHUNKS:
             self._read_kept()
 
     @property
@@ -692,9 +721,11 @@ class DeferredTap:
     def _read_now(self, chunk: bytes) -> bytes:
         """Read what was kept and `chunk` now, forwarding what SSETap forwards."""
         self._read_kept()
-        out = self._tap.feed(chunk)
-        self._rest = self._tap.pending
-        self._started = self._tap.events > 0
+        tap = self._tap
+        out = tap.feed(chunk)
+        self._rest = b""  # held by the tap from now on, if any
+        self._split = tap.holds_partial
+        self._started = tap.events > 0
         return out
 
     def _stripped(self, data: bytes, whole: int, at: int) -> bytes | None:
@@ -760,10 +791,7 @@ class DeferredTap:
             doc = self._loads(data)
         except ValueError:
             return False
-        if not isinstance(doc, dict) or doc.get("choices"):
-            return False
-        usage = doc.get("usage")  # what `usage_from` reads, without making the Usage
-        return isinstance(usage, dict) and ("prompt_tokens" in usage or "input_tokens" in usage)
+        return isinstance(doc, dict) and not doc.get("choices") and usage_from(doc) is not None
 
 
 def _worth_parsing(probe: bytes, *, first: bool, keep_text: bool) -> bool:

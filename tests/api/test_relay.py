@@ -713,6 +713,39 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(
     assert span.attributes["error.type"] == "client_closed_request"
 
 
+def test_a_client_that_leaves_after_a_usage_that_is_not_a_count_is_recorded(
+    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
+) -> None:
+    """A usage chunk whose counts are not counts ("n/a") is an unknown usage: the stream is
+    read when the client leaves, and the call is recorded (499) with what was read."""
+
+    async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse(chunk("Hel", model="notcount")))
+        usage = {"prompt_tokens": "n/a", "completion_tokens": [1], "total_tokens": None}
+        await response.write(sse({**chunk(None, model="notcount"), "choices": [], "usage": usage}))
+        with contextlib.suppress(ConnectionError):
+            for _ in range(400):
+                await asyncio.sleep(0.01)
+                await response.write(b": working\n\n")
+        return response
+
+    scripted.handlers["/v1/chat/completions"] = answer
+    with httpx.stream(
+        "POST",
+        relay.url + "/v1/chat/completions",
+        content=stream_body("notcount"),
+        headers={"content-type": "application/json", "x-request-id": "notcount-1"},
+    ) as response:
+        next(response.iter_raw())
+        time.sleep(0.2)  # the usage chunk is in
+    span = receiver.wait_for("notcount-1")
+    assert span.attributes["http.response.status_code"] == 499
+    assert span.attributes["gen_ai.response.model"] == "notcount"
+    assert "gen_ai.usage.input_tokens" not in span.attributes
+
+
 @pytest.mark.parametrize("fault", ["reset", "timeout"])
 def test_a_provider_that_fails_mid_stream_is_an_error(
     make_gateway: MakeGateway,

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from gateway.core.sse import (
+    HELD_CHUNKS,
     HELD_MAX,
     DeferredTap,
     Outcome,
@@ -14,6 +15,7 @@ from gateway.core.sse import (
     event_end,
     read_body,
     responses_finish_reason,
+    usage_from,
 )
 
 
@@ -377,6 +379,19 @@ STREAMS = {
         b'"output_tokens":1}}}\n\n'
     ),
     "cut short": chunk("a") + chunk("b") + USAGE[:30],
+    "a usage that is not a count": chunk("a")
+    + USAGE.replace(b'"prompt_tokens":7', b'"prompt_tokens":"n/a"')
+    + DONE,
+    # Not SSE: a usage null on a line of its own, after the event that ends before it.
+    "a usage null after an event's end": chunk("a", usage=False)[:-4]
+    + b'}], \n\n"usage": null}\n\n'
+    + USAGE
+    + DONE,
+    # Not SSE either: the first event's JSON goes on in a line that is not a data line.
+    "a first event over a line that is not data": b'data: {"id":"c1","model":"m","choices":[],'
+    + b'\n"usage":{"prompt_tokens":11,"completion_tokens":7}}\n\n'
+    + chunk("a")
+    + DONE,
     "an early done, cut short": chunk("first") + DONE + chunk("a") + chunk(finish="stop") + USAGE,
     "a finish over two lines": chunk("a")
     + chunk(finish="stop").replace(b'"finish_reason":', b'"finish_reason":\ndata: ')
@@ -487,3 +502,54 @@ def _read_one_by_one(stream: bytes) -> Outcome:
         tap.feed(stream[start : end + 2])
     tap.finish()
     return tap.outcome
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "n/a", "completion_tokens": 1},
+        {"prompt_tokens": 3, "completion_tokens": [1]},
+        {"prompt_tokens": -1, "completion_tokens": 1},
+        {
+            "prompt_tokens": 3,
+            "completion_tokens": 1,
+            "prompt_tokens_details": {"cached_tokens": {}},
+        },
+        {"input_tokens": float("inf"), "output_tokens": 1},
+    ],
+)
+def test_a_usage_whose_counts_are_not_counts_is_unknown(usage: dict[str, object]) -> None:
+    """The provider's usage is then unknown (the gateway estimates it), never an exception."""
+    assert usage_from({"usage": usage}) is None
+
+
+def test_usage_counts_as_providers_send_them() -> None:
+    """Absent or null counts are 0; an integral float or a digit string is read as a count."""
+    assert usage_from({"usage": {"prompt_tokens": 3.0, "completion_tokens": None}}) == Usage(3, 0)
+    assert usage_from({"usage": {"input_tokens": "5", "output_tokens": 2}}) == Usage(5, 2)
+
+
+def test_an_event_split_over_many_chunks_is_searched_once_when_stripping() -> None:
+    """A 4 MiB event in 64 KiB pieces is held by the tap's own buffer (each byte searched once),
+    never joined again per piece: what is forwarded matches SSETap's."""
+    deferred = DeferredTap(orjson.loads, strip_usage=True)
+    tap = SSETap(orjson.loads, strip_usage=True)
+    event = b'data: {"choices":[{"delta":{"content":"' + b"A" * (4 << 20) + b'"}}]}\n\n'
+    fed = 0
+    for i in range(0, len(event), 65536):
+        piece = event[i : i + 65536]
+        assert deferred.feed(piece) == tap.feed(piece)
+        fed += len(piece)
+        if len(piece) < fed < len(event):  # the first piece alone is held as it came
+            assert deferred._rest == b"" and deferred._tap._scanned >= fed - 4
+    assert deferred.finish() == tap.finish()
+    assert deferred.read() == tap.outcome
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_a_deferred_tap_keeps_few_chunks(strip: bool) -> None:
+    """Fed a byte at a time, a tap keeps fewer than HELD_CHUNKS chunks (each an object)."""
+    deferred = DeferredTap(orjson.loads, strip_usage=strip)
+    for byte in STREAMS["long"][:20_000]:
+        deferred.feed(bytes([byte]))
+        assert len(deferred._kept) < HELD_CHUNKS and deferred._size <= HELD_MAX
