@@ -592,9 +592,10 @@ class DeferredTap:
     `null`) is decided at once by SSETap's rule (`_worth_parsing`, then a parsed chunk with a
     usage and no choices), and the `"usage": null` fields go as SSETap removes them. What
     cannot be edited this way (CR line ends, three LFs in a row where an event is cut) is read
-    at once, by SSETap. A tap keeps at most HELD_MAX bytes unread: a long stream is read in
-    pieces of that size. A stream that ended before its first read is read whole when it can
-    be (`SSETap.read_whole`).
+    at once, by SSETap, as is a chunk that continues an event. A tap keeps at most HELD_MAX
+    bytes and HELD_CHUNKS chunks unread: a long stream is read in pieces of that size. A
+    stream that ended before its first read is read whole when it can be
+    (`SSETap.read_whole`).
     """
 
     __slots__ = (
