@@ -176,6 +176,17 @@ class Call:
         return (end - self.started - self.upstream_wait - self.client_wait) * 1000
 
 
+def read_stream(call: Call) -> None:
+    """Read a streamed answer's tap into the call's outcome (`DeferredTap.read`). A bug in
+    reading is logged, never raised: the call is recorded with what was read."""
+    if call.tap is None:
+        return
+    try:
+        call.tap.read()
+    except Exception:
+        log.exception("reading the stream of call %s failed", call.request_id)
+
+
 SETTLE_DELAY = 0.01
 """Seconds a finished call waits, at most, for its record, span and observers (`settle`)."""
 SETTLE_BATCH = 256
@@ -628,16 +639,6 @@ class GatewayService:
             self._settle_at.cancel()
             self._settle_at = asyncio.get_running_loop().call_soon(self.settle)
 
-    def read_stream(self, call: Call) -> None:
-        """Read a streamed answer's tap into the call's outcome (`DeferredTap.read`). A bug in
-        reading is logged, never raised: the call is recorded with what was read."""
-        if call.tap is None:
-            return
-        try:
-            call.tap.read()
-        except Exception:
-            log.exception("reading the stream of call %s failed", call.request_id)
-
     def settle(self) -> None:
         """Build the records of the calls finished since the last time, end their spans and hand
         them to every observer, in the order they finished. Whoever reads what observers keep
@@ -647,7 +648,7 @@ class GatewayService:
             self._settle_at = None
         finished, self._finished = self._finished, []
         for call, *_ in finished:  # every stream first: the tap's code runs warm (DeferredTap)
-            self.read_stream(call)
+            read_stream(call)
         observers = self._observers
         for call, status, outcome, error, now in finished:
             try:

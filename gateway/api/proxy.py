@@ -42,7 +42,7 @@ from gateway.errors import (
     ServerBusy,
     UpstreamReset,
 )
-from gateway.service import Call, GatewayService, new_request_id
+from gateway.service import Call, GatewayService, new_request_id, read_stream
 from gateway.upstream.base import Headers, UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
@@ -300,7 +300,7 @@ class ProxyApp:
             self._service.finish(call, status=refusal.status, error=refusal)
             return
         outcome = call.outcome
-        self._service.read_stream(call)
+        read_stream(call)
         if outcome is not None and outcome.complete and call.status is not None:
             # The client had the whole answer and left before the provider closed the body
             # (the SDKs stop reading at [DONE]): that is a complete call, not a hang-up.

@@ -17,7 +17,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import brotli
 import httpx
@@ -27,6 +28,7 @@ import pytest
 import zstandard
 from aiohttp import web
 
+from gateway.service import Call, read_stream
 from tests.api.conftest import MakeGateway
 from tests.servers import OtlpReceiver, ScriptedProvider, ServedGateway
 
@@ -686,12 +688,55 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(
     relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
 ) -> None:
     """A hang-up after the first streamed bytes is a 499 too, with what was read so far."""
+    closed = _leave_mid_stream(relay, scripted, "midway", [sse(chunk("Hel", model="midway"))])
+    assert closed.wait(3)
+    span = receiver.wait_for("midway-1")
+    assert span.attributes["error.type"] == "client_closed_request"
+
+
+def test_a_client_that_leaves_after_a_usage_that_is_not_a_count_is_recorded(
+    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
+) -> None:
+    """A usage chunk whose counts are not counts ("n/a") is an unknown usage: the stream is
+    read when the client leaves, and the call is recorded (499) with what was read."""
+    usage = {"prompt_tokens": "n/a", "completion_tokens": [1], "total_tokens": None}
+    events = [
+        sse(chunk("Hel", model="notcount")),
+        sse({**chunk(None, model="notcount"), "choices": [], "usage": usage}),
+    ]
+    assert _leave_mid_stream(relay, scripted, "notcount", events).wait(3)
+    span = receiver.wait_for("notcount-1")
+    assert span.attributes["http.response.status_code"] == 499
+    assert span.attributes["gen_ai.response.model"] == "notcount"
+    assert "gen_ai.usage.input_tokens" not in span.attributes
+
+
+def test_a_bug_in_reading_a_stream_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """`read_stream` (settle, a client that leaves) must not lose the call's record to a bug
+    in reading its stream: the exception is logged with the call's request id."""
+
+    class Broken:
+        def read(self) -> None:
+            raise RuntimeError("a bug")
+
+    call = cast(Call, SimpleNamespace(tap=Broken(), request_id="broken-1"))
+    read_stream(call)
+    assert "reading the stream of call broken-1 failed" in caplog.text
+
+
+def _leave_mid_stream(
+    relay: ServedGateway, scripted: ScriptedProvider, name: str, events: list[bytes]
+) -> threading.Event:
+    """A provider that sends `events`, then keeps the stream open with comments; a client
+    (request id `{name}-1`) that reads past the events, then leaves. Set when the provider
+    saw the connection close."""
     closed = threading.Event()
+    sent = sum(len(event) for event in events)
 
     async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(sse(chunk("Hel", model="midway")))
+        await response.write(b"".join(events))
         try:
             for _ in range(400):
                 await asyncio.sleep(0.01)
@@ -704,46 +749,15 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(
     with httpx.stream(
         "POST",
         relay.url + "/v1/chat/completions",
-        content=stream_body("midway"),
-        headers={"content-type": "application/json", "x-request-id": "midway-1"},
+        content=stream_body(name),
+        headers={"content-type": "application/json", "x-request-id": f"{name}-1"},
     ) as response:
-        next(response.iter_raw())
-    assert closed.wait(3)
-    span = receiver.wait_for("midway-1")
-    assert span.attributes["error.type"] == "client_closed_request"
-
-
-def test_a_client_that_leaves_after_a_usage_that_is_not_a_count_is_recorded(
-    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
-) -> None:
-    """A usage chunk whose counts are not counts ("n/a") is an unknown usage: the stream is
-    read when the client leaves, and the call is recorded (499) with what was read."""
-
-    async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(sse(chunk("Hel", model="notcount")))
-        usage = {"prompt_tokens": "n/a", "completion_tokens": [1], "total_tokens": None}
-        await response.write(sse({**chunk(None, model="notcount"), "choices": [], "usage": usage}))
-        with contextlib.suppress(ConnectionError):
-            for _ in range(400):
-                await asyncio.sleep(0.01)
-                await response.write(b": working\n\n")
-        return response
-
-    scripted.handlers["/v1/chat/completions"] = answer
-    with httpx.stream(
-        "POST",
-        relay.url + "/v1/chat/completions",
-        content=stream_body("notcount"),
-        headers={"content-type": "application/json", "x-request-id": "notcount-1"},
-    ) as response:
-        next(response.iter_raw())
-        time.sleep(0.2)  # the usage chunk is in
-    span = receiver.wait_for("notcount-1")
-    assert span.attributes["http.response.status_code"] == 499
-    assert span.attributes["gen_ai.response.model"] == "notcount"
-    assert "gen_ai.usage.input_tokens" not in span.attributes
+        read = 0
+        for piece in response.iter_raw():
+            read += len(piece)
+            if read >= sent:
+                break
+    return closed
 
 
 @pytest.mark.parametrize("fault", ["reset", "timeout"])
