@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import TypeVar
 
 import orjson
 from bench_proxy import sse_body
 
 from gateway.core.sse import DeferredTap, SSETap
+
+Tap = TypeVar("Tap", SSETap, DeferredTap)
 
 
 def openai_body() -> bytes:
@@ -40,25 +43,24 @@ def per_stream(chunks: list[bytes], strip: bool, streams: int) -> tuple[float, f
     (forwarding); DeferredTap read."""
     started = time.process_time()
     for _ in range(streams):
-        tap = SSETap(orjson.loads, strip_usage=strip)
-        for chunk in chunks:
-            tap.feed(chunk)
-        tap.finish()
+        _fed(SSETap(orjson.loads, strip_usage=strip), chunks)
     at_once = time.process_time() - started
-    deferred = []
     started = time.process_time()
-    for _ in range(streams):
-        kept = DeferredTap(orjson.loads, strip_usage=strip)
-        for chunk in chunks:
-            kept.feed(chunk)
-        kept.finish()
-        deferred.append(kept)
+    deferred = [_fed(DeferredTap(orjson.loads, strip_usage=strip), chunks) for _ in range(streams)]
     forward = time.process_time() - started
     started = time.process_time()
     for kept in deferred:
         kept.read()
     read = time.process_time() - started
     return at_once / streams * 1e6, forward / streams * 1e6, read / streams * 1e6
+
+
+def _fed(tap: Tap, chunks: list[bytes]) -> Tap:
+    """`tap` fed every chunk, then finished."""
+    for chunk in chunks:
+        tap.feed(chunk)
+    tap.finish()
+    return tap
 
 
 def main() -> None:

@@ -384,15 +384,10 @@ class SSETap:
         ):
             return False
         starts = {body.rfind(b"\n\n", 0, m.start()) + 2 for m in _REASON_SET.finditer(body, end)}
-        at = body.find(b'"usage"', end)
+        at, _ = _usage_value(body, body.find(b'"usage"', end), size)
         while at >= 0:
-            if body.startswith(b":null", at + 7):  # the next that is not, in one search
-                found = _USAGE_VALUE.search(body, at + 12)
-                if found is None:
-                    break
-                at = found.start()
             starts.add(body.rfind(b"\n\n", 0, at) + 2)
-            at = body.find(b'"usage"', body.find(b"\n\n", at) + 2)
+            at, _ = _usage_value(body, body.find(b'"usage"', body.find(b"\n\n", at) + 2), size)
         docs = [first]
         for start in sorted(starts):
             stop = body.find(b"\n\n", start)
@@ -737,14 +732,8 @@ class DeferredTap:
         usage chunk's: its event is decided by `_usage_only`."""
         parts: list[bytes] = []
         done = 0
-        nulls = False  # usage nulls to remove
+        at, nulls = _usage_value(data, at, whole)  # nulls: usage nulls to remove
         while at >= 0:
-            if data.startswith(b":null", at + 7):  # the next that is not, in one search
-                nulls = True
-                found = _USAGE_VALUE.search(data, at + 12, whole)
-                if found is None:
-                    break
-                at = found.start()
             sep = data.rfind(b"\n\n", 0, at)
             start = sep + 2 if sep >= 0 else 0
             end = data.find(b"\n\n", at) + 2
@@ -755,7 +744,8 @@ class DeferredTap:
                 done = end
             else:
                 nulls = True
-            at = data.find(b'"usage"', end, whole)
+            at, skipped = _usage_value(data, data.find(b'"usage"', end, whole), whole)
+            nulls |= skipped
         if not parts:
             out = data[:whole] if whole < len(data) else data
         else:
@@ -793,6 +783,16 @@ class DeferredTap:
         except ValueError:
             return False
         return isinstance(doc, dict) and not doc.get("choices") and usage_from(doc) is not None
+
+
+def _usage_value(data: bytes, at: int, end: int) -> tuple[int, bool]:
+    """From a `"usage"` at `at` (or -1, none): where the first one at or after it that is not a
+    compact null starts, before `end` (-1: none), and whether a compact null came first (the
+    nulls after it are passed in one search)."""
+    if at < 0 or not data.startswith(b":null", at + 7):
+        return at, False
+    found = _USAGE_VALUE.search(data, at + 12, end)
+    return (-1 if found is None else found.start()), True
 
 
 def _worth_parsing(probe: bytes, *, first: bool, keep_text: bool) -> bool:
