@@ -1,11 +1,13 @@
 """Load benchmark of the proxy: the gateway on one core against the provider hit directly.
 
-Needs `nginx` and `wrk` (Debian packages of those names) and a 2-core machine. It starts, on
-loopback only: nginx as the provider (a static chat completion, and a static 20-chunk SSE stream),
+Needs `nginx`, its echo module and `wrk` (Debian: `apt-get install -y nginx
+libnginx-mod-http-echo wrk`) and a 2-core machine. It starts, on loopback only: nginx as the
+provider (a static chat completion, and a 20-chunk SSE stream whose events it writes and flushes
+one by one, as a provider streams; `--whole-stream`: the same bytes in one write),
 the gateway under `taskset -c 0` with a managed prompt injected on every request, and wrk under
 `taskset -c 1`. Every run is bounded in time; everything it started is stopped at the end.
 
-Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10]
+Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10] [--whole-stream]
      python benchmarks/bench_proxy.py --direct [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --experiment [--redis] [--processes 3] [--rounds 8]
@@ -124,11 +126,19 @@ APP_BODY = {
 """An app's unmanaged call with its system prompt in code (`--capture`)."""
 
 
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+"""nginx's echo module (Debian's libnginx-mod-http-echo): writes and flushes each SSE event."""
+INSTALL = "apt-get install -y nginx libnginx-mod-http-echo wrk"
+
+
 def require_tools() -> None:
-    """Exit with the command that installs them when nginx, wrk or taskset are missing."""
+    """Exit with the command that installs them when nginx, its echo module, wrk or taskset are
+    missing."""
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: apt-get install -y nginx wrk")
+            sys.exit(f"{tool} is needed: {INSTALL}")
+    if not ECHO_MODULE.exists():
+        sys.exit(f"nginx's echo module is needed: {INSTALL}")
 
 
 def free_port() -> int:
@@ -147,12 +157,33 @@ def wait_port(port: int, seconds: float = 15) -> None:
     raise TimeoutError(f"nothing on port {port}")
 
 
-def start_nginx(work: Path, port: int, sink_port: int = 9) -> subprocess.Popen[bytes]:
-    def literal(text: str) -> str:
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def _literal(text: str) -> str:
+    """`text` as a quoted string of nginx's configuration."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
+
+def sse_location(whole: bool) -> str:
+    """The body of nginx's SSE location: each event written and flushed on its own (a chunk of
+    the chunked answer, as a provider streams its tokens), or with `whole` the stream in one
+    write with a length."""
+    body = sse_body()
+    if whole:
+        return f"return 200 {_literal(body)};"
+    events = [event + "\n\n" for event in body.split("\n\n") if event]
+    return "echo_read_request_body;\n" + "\n".join(
+        f"      echo -n {_literal(event)}; echo_flush;" for event in events
+    )
+
+
+def start_nginx(
+    work: Path, port: int, sink_port: int = 9, *, whole_stream: bool = False
+) -> subprocess.Popen[bytes]:
+    """nginx as the provider on core 1 (`sse_location`: how its stream is written)."""
+    if not ECHO_MODULE.exists():
+        sys.exit(f"nginx's echo module is needed: {INSTALL}")
     conf = work / "nginx.conf"
     conf.write_text(f"""
+load_module {ECHO_MODULE};
 worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
@@ -166,7 +197,7 @@ http {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location = /v1/chat/completions {{
       default_type application/json;
-      return 200 {literal(COMPLETION)};
+      return 200 {_literal(COMPLETION)};
     }}
     location = /v1/traces {{  # a full export batch is over nginx's default 1 MB body limit
       client_max_body_size 0;
@@ -175,7 +206,7 @@ http {{
     }}
     location = /sse/v1/chat/completions {{
       default_type text/event-stream;
-      return 200 {literal(sse_body())};
+      {sse_location(whole_stream)}
     }}
     location = /v1/files {{  # to an upload sink that reads every byte (bench_bodies.py)
       client_max_body_size 0;
@@ -427,6 +458,11 @@ def main() -> None:
         help="keep the registry (and experiment outcomes) in a redis-server of the run's own",
     )
     parser.add_argument(
+        "--whole-stream",
+        action="store_true",
+        help="nginx writes each stream in one write (default: event by event, flushed)",
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -436,7 +472,7 @@ def main() -> None:
     require_tools()
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     upstream_port = free_port()
-    nginx = start_nginx(work, upstream_port)
+    nginx = start_nginx(work, upstream_port, whole_stream=args.whole_stream)
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     redis = None
     if args.redis:  # each gateway gets a database of its own

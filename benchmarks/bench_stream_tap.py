@@ -1,8 +1,9 @@
 """What reading streams costs the running gateway: CPU per stream with the tap as built, read at
 once, and not at all.
 
-Three gateways (tracing on, the managed stream prompt, nginx's 20-event stream, the usage chunk
-stripped) on core 0, each loaded in turn by wrk at 8 connections, interleaved rounds:
+Three gateways (tracing on, the managed stream prompt, nginx's 20-event stream written event by
+event, or with `--whole-stream` in one write; the usage chunk stripped) on core 0, each loaded in
+turn by wrk at 8 connections, interleaved rounds:
 
 - `deferred`: as built (DeferredTap: forwarded as it comes, read in `settle`);
 - `at once`: every chunk read as it passes (SSETap in DeferredTap's place, as before);
@@ -12,7 +13,7 @@ The variants are made by a `sitecustomize` on the gateways' PYTHONPATH (in a tem
 CPU per stream moves between runs by about 10 µs (the machine, not the build): compare within a
 run.
 
-Run: python benchmarks/bench_stream_tap.py [--rounds 6] [--seconds 5]
+Run: python benchmarks/bench_stream_tap.py [--rounds 6] [--seconds 5] [--whole-stream]
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--whole-stream", action="store_true", help="one write per stream")
     args = parser.parse_args()
     require_tools()
     work = Path(tempfile.mkdtemp(prefix="gateway-tap-"))
     (work / "site").mkdir()
     (work / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     upstream = free_port()
-    nginx = start_nginx(work, upstream)
+    nginx = start_nginx(work, upstream, whole_stream=args.whole_stream)
     gateways = {}
     try:
         for name, variant in VARIANTS.items():
