@@ -24,7 +24,8 @@ _RUN_MIN = 4
 """Plain deltas in one chunk from which they are tested as one block (below it, one by one is
 as quick)."""
 _LF, _CR = 10, 13
-_FINISH_NULL = re.compile(rb'"finish_reason":\s*null')
+_FINISH_SET = re.compile(rb'"finish_reason"\s*:\s*(?!null)')
+"""A finish reason that is not null (spaced or not): one choice's end, even beside null ones."""
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',[ \t]*"usage":[ \t]*null')
 """A `"usage": null` field, spaced within its line (never across an event's end)."""
@@ -498,9 +499,10 @@ class SSETap:
 
     def _chat_chunk(self, doc: Mapping[str, Any]) -> bool:
         outcome = self.outcome
-        if outcome.response_id is None and isinstance(doc.get("id"), str):
+        # Empty until one says: Azure's first chunk (its prompt filter results) has "" for both.
+        if not outcome.response_id and isinstance(doc.get("id"), str):
             outcome.response_id = doc["id"]
-        if outcome.response_model is None and isinstance(doc.get("model"), str):
+        if not outcome.response_model and isinstance(doc.get("model"), str):
             outcome.response_model = doc["model"]
         choices = doc.get("choices") or []
         for choice in choices:
@@ -797,23 +799,25 @@ def _usage_value(data: bytes, at: int, end: int) -> tuple[int, bool]:
 
 def _worth_parsing(probe: bytes, *, first: bool, keep_text: bool) -> bool:
     """Whether a chat chunk's data (or its ends, `probe`) may say more than its text pieces:
-    the stream's first, text to keep, a finish reason that is not null, a usage that is."""
+    the stream's first, text to keep, no finish reason or one that is not null (a choice's,
+    beside others' nulls), a usage that is not null."""
     return (
         first
         or keep_text
-        or (b'"finish_reason":null' not in probe and not _FINISH_NULL.search(probe))
+        or b'"finish_reason"' not in probe
+        or _FINISH_SET.search(probe) is not None
         or (b'"usage"' in probe and not _USAGE_NULL.search(probe))
     )
 
 
 def _plain_delta(event: bytes) -> bool:
-    """A plain chat delta: one `data:` line of a JSON object with choices, `"finish_reason":null`
-    and no usage but a `,"usage":null` (the bulk of a chat stream; an event without its LF LF,
-    from a chunk that holds no CR)."""
+    """A plain chat delta: one `data:` line of a JSON object with choices, every finish reason
+    `"finish_reason":null`, and no usage but a `,"usage":null` (the bulk of a chat stream; an
+    event without its LF LF, from a chunk that holds no CR)."""
     return (
         event.startswith(b"data: {")
         and len(event) <= _WHOLE_PROBE
-        and b'"finish_reason":null' in event
+        and 0 < event.count(b'"finish_reason":null') == event.count(b'"finish_reason"')
         and b'"choices"' in event
         and (b'"usage"' not in event or event.count(b'"usage"') == event.count(b',"usage":null'))
         and b"\n" not in event

@@ -402,9 +402,7 @@ STREAMS = {
     + chunk("a")
     + chunk(finish="stop")
     + DONE,
-    # Read one by one, a chunk with a null finish reason is not parsed: a second choice's
-    # spaced reason beside it goes unread, read whole too.
-    "a finish beside a null one": chunk("a")
+    "a spaced finish beside a null one": chunk("a")
     + _two_choices("b").replace(b'"finish_reason":null}]', b'"finish_reason": "stop"}]')
     + USAGE
     + DONE,
@@ -553,3 +551,99 @@ def test_a_deferred_tap_keeps_few_chunks(strip: bool) -> None:
     for byte in STREAMS["long"][:20_000]:
         deferred.feed(bytes([byte]))
         assert len(deferred._kept) < HELD_CHUNKS and deferred._size <= HELD_MAX
+
+
+def _doc_event(doc: dict[str, object]) -> bytes:
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+def _choices(*finishes: str | None, text: str = "t") -> bytes:
+    """A chunk of several choices (n > 1, as vLLM and others batch them), one finish each."""
+    choices = [
+        {"index": i, "delta": {"content": text}, "finish_reason": finish}
+        for i, finish in enumerate(finishes)
+    ]
+    return _doc_event({"id": "c1", "model": "m", "choices": choices})
+
+
+AZURE_FILTER = _doc_event(
+    {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+    }
+)
+"""Azure OpenAI's first chunk: its prompt filter results, with an empty id and model."""
+
+PROVIDER_STREAMS = {
+    "n=2, one choice ends beside the other's null": _choices(None, None)
+    + _choices("length", None)
+    + _choices(None, None)
+    + _choices(None, "stop")
+    + USAGE
+    + DONE,
+    "n=2, a choice ends inside a run": _choices(None, None)
+    + b"".join(_choices(None, None, text=f"w{i}") for i in range(5))
+    + _choices("length", None)
+    + b"".join(_choices(None, None, text=f"v{i}") for i in range(5))
+    + _choices(None, "stop")
+    + DONE,
+    "azure: the first chunk's id and model are empty": AZURE_FILTER
+    + b"".join(chunk(f"w{i}").replace(b'"id":"c1"', b'"id":"az1"') for i in range(6))
+    + chunk(finish="stop").replace(b'"id":"c1"', b'"id":"az1"')
+    + USAGE.replace(b'"id":"c1"', b'"id":"az1","model":"gpt-4o-mini"')
+    + DONE,
+    "openai: usage asked for": b"".join(chunk(f"w{i}") for i in range(8))
+    + chunk(finish="stop")
+    + USAGE
+    + DONE,
+}
+
+
+def _read_the_slow_way(stream: bytes) -> tuple[object, ...]:
+    """What a stream says, with every event's data parsed: each choice's finish reason in order,
+    the first id and model that are not empty, the last usage, whether [DONE] came."""
+    reasons: list[str] = []
+    ids: list[str] = []
+    models: list[str] = []
+    usage = None
+    done = False
+    for event in stream.split(b"\n\n"):
+        data = b"\n".join(line[6:] for line in event.split(b"\n") if line.startswith(b"data: "))
+        if data == b"[DONE]":
+            done = True
+        elif data:
+            doc = orjson.loads(data)
+            ids += [doc["id"]] if doc.get("id") else []
+            models += [doc["model"]] if doc.get("model") else []
+            reasons += [c["finish_reason"] for c in doc["choices"] if c["finish_reason"]]
+            usage = usage_from(doc) or usage
+    return reasons, ids[:1], models[:1], usage, done
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("size", [1, 150, 1 << 20])
+@pytest.mark.parametrize("name", list(PROVIDER_STREAMS))
+def test_a_tap_learns_what_every_event_says(
+    name: str, size: int, strip: bool, deferred: bool
+) -> None:
+    """Fed in any pieces, read at once or later, a tap records every choice's finish reason,
+    the first id and model that are not empty, and the usage, as parsing every event would."""
+    stream = PROVIDER_STREAMS[name]
+    tap = (DeferredTap if deferred else SSETap)(orjson.loads, strip_usage=strip)
+    for i in range(0, len(stream), size):
+        tap.feed(stream[i : i + size])
+    tap.finish()
+    outcome = tap.read() if isinstance(tap, DeferredTap) else tap.outcome
+    got = (
+        outcome.finish_reasons,
+        [outcome.response_id],
+        [outcome.response_model],
+        outcome.usage,
+        outcome.complete,
+    )
+    assert got == _read_the_slow_way(stream)
