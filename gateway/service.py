@@ -49,6 +49,7 @@ from gateway.core.rendering import (
 from gateway.core.resolution import Resolved, resolve
 from gateway.core.sse import DeferredTap, Outcome
 from gateway.errors import (
+    ClientClosedRequest,
     GatewayError,
     InvalidBody,
     InvalidPromptVariables,
@@ -692,7 +693,11 @@ class GatewayService:
         if outcome is not None and outcome.usage is not None:
             input_tokens, output_tokens = outcome.usage.input_tokens, outcome.usage.output_tokens
             cached = outcome.usage.cached_input_tokens
-        elif outcome is not None and status < 400 and operation is not None:
+        elif (
+            outcome is not None
+            and operation is not None
+            and (status < 400 or status == ClientClosedRequest.status)
+        ):  # a provider that gave no usage, or a stream cut short by its client (still billed)
             estimated = True
             input_tokens = self._tokens.count(model, _request_texts(call.request))
             output_tokens = (
