@@ -24,8 +24,9 @@ _RUN_MIN = 4
 """Plain deltas in one chunk from which they are tested as one block (below it, one by one is
 as quick)."""
 _LF, _CR = 10, 13
-_FINISH_SET = re.compile(rb'"finish_reason"\s*:\s*(?!null)')
-"""A finish reason that is not null (spaced or not): one choice's end, even beside null ones."""
+_FINISH_SET = re.compile(rb'"finish_reason"\s*+:\s*+(?!null)')
+"""A finish reason that is not null, spaced or not (possessive: a space is never taken for the
+value): one choice's end, even beside null ones."""
 _USAGE_NULL = re.compile(rb'"usage":\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',[ \t]*"usage":[ \t]*null')
 """A `"usage": null` field, spaced within its line (never across an event's end)."""

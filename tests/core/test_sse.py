@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from gateway.core.sse import (
+    _FINISH_SET,
     HELD_CHUNKS,
     HELD_MAX,
     DeferredTap,
@@ -647,3 +648,19 @@ def test_a_tap_learns_what_every_event_says(
         outcome.complete,
     )
     assert got == _read_the_slow_way(stream)
+
+
+@pytest.mark.parametrize(
+    ("text", "set_"),
+    [
+        (b'"finish_reason":null', False),
+        (b'"finish_reason": null', False),
+        (b'"finish_reason" :\t null', False),
+        (b'"finish_reason":"stop"', True),
+        (b'"finish_reason": "length"', True),
+        (b'"finish_reason":null},{"finish_reason": "stop"', True),
+    ],
+)
+def test_a_finish_reason_is_set_when_its_value_is_not_null(text: bytes, set_: bool) -> None:
+    """However it is spaced, a null is never taken for a value."""
+    assert (_FINISH_SET.search(text) is not None) == set_
