@@ -165,7 +165,8 @@ class TestRunner:
         except orjson.JSONDecodeError:
             doc = {}
         if response.status >= 400:
-            message = (doc.get("error") or {}).get("message") if isinstance(doc, dict) else None
+            error = doc.get("error") if isinstance(doc, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
             if response.status in _NOT_THE_PROMPTS_FAULT or response.status >= 500:
                 raise _aborted(
                     f"{provider.label} answered {response.status}: {message or 'no message'}"

@@ -81,7 +81,8 @@ class ThreadedServer:
 class FakeProvider(ThreadedServer):
     """An OpenAI-compatible upstream. The request's model picks the behaviour:
 
-    `error-429` (rate limited, retry-after 7), `error-500`, `slow` (answers after 2 s),
+    `error-429` (rate limited, retry-after 7), `error-500`, `error-400-text` (a 400 whose
+    `error` is a string), `slow` (answers after 2 s),
     `hang-stream` (one chunk, then waits for the gateway to hang up), `tool-call` (asks for
     get_weather {"city":"Paris"}, streamed or not, chat or Responses), anything else echoes.
     """
@@ -170,6 +171,8 @@ class FakeProvider(ThreadedServer):
             )
         if model == "error-500":
             return _error(500, "The server had an error while processing your request.", None)
+        if model == "error-400-text":  # an error that is a string, not OpenAI's object
+            return web.json_response({"error": "unsupported parameter: temperature"}, status=400)
         if model == "slow":
             await asyncio.sleep(2)
         if model == "no-usage":

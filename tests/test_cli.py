@@ -751,3 +751,25 @@ def test_demo_serves_a_managed_call_in_an_experiment(project: Path) -> None:
         demo.send_signal(signal.SIGINT)
         printed, _ = demo.communicate(timeout=20)
     assert b"gateway experiments results demo-ab" in shown + printed
+
+
+@pytest.mark.local_only  # the provider is the command's own (from its environment)
+def test_a_refusal_whose_error_is_not_an_object_fails_the_test(
+    gateway: Gateway, project: Path
+) -> None:
+    """A provider's 400 is the version's fault (a parameter its model refuses), whatever shape
+    its error has: the test fails naming the answer, no traceback."""
+    (project / "config/prompts/error-400-text.yaml").write_text(
+        "name: error-400-text\nversion: 1.0.0\nmodel: error-400-text\ncontent: Hi.\n"
+        "tests:\n  - id: one\n    expect: {contains: [Hi]}\n"
+    )
+    gateway("prompts", "push")
+    fake = FakeProvider()
+    try:
+        env = {"GATEWAY_UPSTREAM_URL": fake.url}
+        failed = gateway("prompts", "test", "error-400-text", "--json", ok=False, env=env)
+    finally:
+        fake.stop()
+    assert "Traceback" not in failed.stderr
+    run = orjson.loads(failed.stdout)
+    assert "answered 400" in str(run)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 Loads = Callable[[bytes], Any]
 
@@ -111,16 +111,33 @@ def usage_from(doc: Mapping[str, Any]) -> Usage | None:
     return Usage(*cast(tuple[int, int, int], counts))
 
 
+MAX_TOKENS = (1 << 32) - 1
+"""More tokens than any model reads or writes in one call: a larger count is not a count (it
+would wrap OTLP's int64 and make a cost of trillions of dollars)."""
+
+
 def _tokens(value: Any) -> int | None:
     """A token count as sent (absent or null: 0; an int, or a float or digit string read as
-    one), or None when it is not one."""
+    one), or None when it is not one (negative, over MAX_TOKENS)."""
     if value is None:
         return 0
     try:
         count = int(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return count if count >= 0 else None
+    return count if 0 <= count <= MAX_TOKENS else None
+
+
+def _list(value: object) -> list[Any]:
+    """A provider's list (`choices`, `output`, `content`) or, when it sent something else (a
+    number, a string, an object), none: never iterated as what it is not."""
+    return value if isinstance(value, list) else []
+
+
+def _is_reason(value: object) -> TypeGuard[str]:
+    """A finish reason as OpenTelemetry records one: a non-empty string (a number or an
+    object in its place is not recorded, never turned into its Python text)."""
+    return isinstance(value, str) and value != ""
 
 
 def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
@@ -130,10 +147,10 @@ def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
     outcome.response_id = doc.get("id") if isinstance(doc.get("id"), str) else None
     outcome.response_model = doc.get("model") if isinstance(doc.get("model"), str) else None
     outcome.usage = usage_from(doc)
-    for choice in doc.get("choices") or ():
+    for choice in _list(doc.get("choices")):
         if isinstance(choice, dict):
-            if choice.get("finish_reason"):
-                outcome.finish_reasons.append(str(choice["finish_reason"]))
+            if _is_reason(reason := choice.get("finish_reason")):
+                outcome.finish_reasons.append(reason)
             message = choice.get("message")
             if keep_text and isinstance(message, dict):
                 if isinstance(message.get("content"), str):
@@ -171,7 +188,7 @@ def _chat_tool_calls(calls: object) -> list[ToolCall]:
 def _response_tool_calls(response: Mapping[str, Any]) -> list[ToolCall]:
     """A Responses object's `function_call` (and `custom_tool_call`) output items."""
     found = []
-    for item in response.get("output") or ():
+    for item in _list(response.get("output")):
         if isinstance(item, dict) and item.get("type") in _TOOL_CALLS:
             arguments = item.get("arguments", item.get("input"))
             found.append(
@@ -198,7 +215,7 @@ def responses_finish_reason(response: Mapping[str, Any]) -> str | None:
     """
     status = response.get("status")
     if status == "completed":
-        for item in response.get("output") or ():
+        for item in _list(response.get("output")):
             if isinstance(item, dict) and item.get("type") in _TOOL_CALLS:
                 return "tool_call"
         return "stop"
@@ -505,12 +522,12 @@ class SSETap:
             outcome.response_id = doc["id"]
         if not outcome.response_model and isinstance(doc.get("model"), str):
             outcome.response_model = doc["model"]
-        choices = doc.get("choices") or []
+        choices = _list(doc.get("choices"))
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
-            if choice.get("finish_reason"):
-                outcome.finish_reasons.append(str(choice["finish_reason"]))
+            if _is_reason(reason := choice.get("finish_reason")):
+                outcome.finish_reasons.append(reason)
             delta = choice.get("delta")
             if self._keep_text and isinstance(delta, dict):
                 if isinstance(delta.get("content"), str):
@@ -785,7 +802,9 @@ class DeferredTap:
             doc = self._loads(data)
         except ValueError:
             return False
-        return isinstance(doc, dict) and not doc.get("choices") and usage_from(doc) is not None
+        return (
+            isinstance(doc, dict) and not _list(doc.get("choices")) and usage_from(doc) is not None
+        )
 
 
 def _usage_value(data: bytes, at: int, end: int) -> tuple[int, bool]:
@@ -881,9 +900,9 @@ def _data(event: bytes) -> bytes | None:
 
 def _response_text(doc: Mapping[str, Any]) -> list[str]:
     texts = []
-    for item in doc.get("output") or ():
+    for item in _list(doc.get("output")):
         if isinstance(item, dict):
-            for part in item.get("content") or ():
+            for part in _list(item.get("content")):
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     texts.append(part["text"])
     return texts

@@ -337,6 +337,40 @@ def test_any_sse_line_end_is_read(
     assert metric(relay, "gateway_tokens_total", direction="output", model=model) == 2
 
 
+def test_a_chunk_whose_choices_are_not_a_list_is_relayed_and_read_around(
+    relay: ServedGateway, scripted: ScriptedProvider
+) -> None:
+    """`"choices": 1` in a CRLF stream split everywhere (read at once, by SSETap) cut the
+    client's stream with a 500 record: now it passes as sent, and the usage is still read."""
+    model = "choices-number"
+    odd = b'data: {"id":"chatcmpl-r","model":"' + model.encode() + b'","choices":1}\r\n\r\n'
+    events = chat_events(model, usage=True, end=b"\r\n\r\n")
+    events.insert(1, odd)
+
+    async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            for i in range(0, len(event), 7):
+                await response.write(event[i : i + 7])
+        await response.write_eof()
+        return response
+
+    scripted.handlers["/v1/chat/completions"] = answer
+    received = b""
+    with httpx.stream(
+        "POST",
+        relay.url + "/v1/chat/completions",
+        content=stream_body(model),
+        headers={"content-type": "application/json"},
+    ) as response:
+        assert response.status_code == 200
+        for piece in response.iter_raw():
+            received += piece
+    assert received == b"".join(events[:4] + events[5:])  # all but the usage chunk
+    assert metric(relay, "gateway_tokens_total", direction="output", model=model) == 2
+
+
 def test_a_16_mib_event_passes_whole(relay: ServedGateway, scripted: ScriptedProvider) -> None:
     """One 16 MiB event (an image's partial) reaches the client intact."""
     event = (

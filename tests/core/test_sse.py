@@ -515,6 +515,8 @@ def _read_one_by_one(stream: bytes) -> Outcome:
             "prompt_tokens_details": {"cached_tokens": {}},
         },
         {"input_tokens": float("inf"), "output_tokens": 1},
+        {"prompt_tokens": 18446744073709551615, "completion_tokens": 1},  # would wrap int64
+        {"prompt_tokens": 3, "completion_tokens": 2**32},
     ],
 )
 def test_a_usage_whose_counts_are_not_counts_is_unknown(usage: dict[str, object]) -> None:
@@ -601,7 +603,23 @@ PROVIDER_STREAMS = {
     + chunk(finish="stop")
     + USAGE
     + DONE,
+    "choices that are not a list": chunk("a")
+    + b'data: {"id":"c1","model":"m","choices":1}\n\n'
+    + b'data: {"id":"c1","model":"m","choices":true,"usage":null}\n\n'
+    + b'data: {"id":"c1","model":"m","choices":"x"}\n\n'
+    + chunk(finish="stop")
+    + USAGE
+    + DONE,
+    "finish reasons that are not text": chunk("a")
+    + _choices("length").replace(b'"length"', b"7")
+    + _choices("length").replace(b'"length"', b'{"type":"stop"}')
+    + _choices("length").replace(b'"length"', b'["stop"]')
+    + chunk(finish="stop")
+    + DONE,
 }
+PROVIDER_STREAMS["crlf: choices that are not a list"] = PROVIDER_STREAMS[
+    "choices that are not a list"
+].replace(b"\n\n", b"\r\n\r\n")
 
 
 def _read_the_slow_way(stream: bytes) -> tuple[object, ...]:
@@ -612,7 +630,7 @@ def _read_the_slow_way(stream: bytes) -> tuple[object, ...]:
     models: list[str] = []
     usage = None
     done = False
-    for event in stream.split(b"\n\n"):
+    for event in stream.replace(b"\r\n", b"\n").split(b"\n\n"):
         data = b"\n".join(line[6:] for line in event.split(b"\n") if line.startswith(b"data: "))
         if data == b"[DONE]":
             done = True
@@ -620,7 +638,8 @@ def _read_the_slow_way(stream: bytes) -> tuple[object, ...]:
             doc = orjson.loads(data)
             ids += [doc["id"]] if doc.get("id") else []
             models += [doc["model"]] if doc.get("model") else []
-            reasons += [c["finish_reason"] for c in doc["choices"] if c["finish_reason"]]
+            choices = doc["choices"] if isinstance(doc.get("choices"), list) else []
+            reasons += [c["finish_reason"] for c in choices if isinstance(c["finish_reason"], str)]
             usage = usage_from(doc) or usage
     return reasons, ids[:1], models[:1], usage, done
 
@@ -664,3 +683,17 @@ def test_a_tap_learns_what_every_event_says(
 def test_a_finish_reason_is_set_when_its_value_is_not_null(text: bytes, set_: bool) -> None:
     """However it is spaced, a null is never taken for a value."""
     assert (_FINISH_SET.search(text) is not None) == set_
+
+
+def test_a_body_whose_lists_are_not_lists_says_what_it_can() -> None:
+    """`choices`, `output` or a reason of another type is skipped, never iterated or turned
+    into its Python text; the id, model and usage are still read."""
+    chat = Outcome()
+    read_body({"id": "c1", "model": "m", "choices": 1, "usage": {"prompt_tokens": 2}}, chat)
+    assert (chat.response_id, chat.response_model, chat.usage) == ("c1", "m", Usage(2, 0))
+    response = Outcome()
+    read_body({"object": "response", "status": "completed", "output": 5}, response, keep_text=True)
+    assert response.finish_reasons == ["stop"] and response.output_text == []
+    reasons = Outcome()
+    read_body({"choices": [{"finish_reason": {"type": "stop"}}, {"finish_reason": 1}]}, reasons)
+    assert reasons.finish_reasons == []
