@@ -257,6 +257,9 @@ class SSETap:
         self._scanned = 0
         """Bytes of the buffer already searched for an event end (less the longest end)."""
         self.outcome = Outcome() if outcome is None else outcome
+        self._named = bool(self.outcome.response_id and self.outcome.response_model)
+        """Whether the stream named its id and model (Azure's first chunk names them empty; a
+        stream may begin with a comment): until then every chat event is parsed."""
         self.events = 0
         """Events read (by `read_whole`: all of them when it counted text pieces, else the
         ones it parsed)."""
@@ -294,18 +297,27 @@ class SSETap:
         by one), with no copy of the chunk into the buffer."""
         parts = chunk.split(b"\n\n")
         rest = parts.pop()
+        # The events that name the id and the model are read first, one by one (most streams:
+        # the first event alone); none after them is needed for those.
+        low = 0
+        before: list[bytes] = []
+        while not self._named and low < len(parts):
+            if self._observe(parts[low]):
+                before.append(parts[low])
+            low += 1
         run = (
-            self._plain_run(parts, chunk, len(chunk) - len(rest))
-            if len(parts) >= _RUN_MIN and not self._keep_text
+            self._plain_run(parts, chunk, len(chunk) - len(rest), low)
+            if len(parts) - low >= _RUN_MIN and not self._keep_text
             else None
         )
         if run is None:
-            kept = self._observe_all(parts)
+            kept = self._observe_all(parts[low:] if low else parts)
+            if before:
+                kept[:0] = before
             whole = len(kept) == len(parts)
         else:
-            low, high, block, content = run
-            # Neither the first event nor those after the run are plain deltas to count.
-            before = [part for part in parts[:low] if self._observe(part)]
+            high, block, content = run
+            # Those after the run are not plain deltas to count.
             self.events += high - low
             self.outcome.content_chunks += content
             after = [part for part in parts[high:] if self._observe(part)]
@@ -323,17 +335,18 @@ class SSETap:
         return out
 
     def _plain_run(
-        self, parts: list[bytes], chunk: bytes, whole: int
-    ) -> tuple[int, int, bytes, int] | None:
-        """The longest run of plain chat deltas among a chunk's events, checked as one block:
-        (first index, end index, the run's bytes without its last LF LF, its text pieces), or
-        None when there is no run of `_RUN_MIN` events or the block test cannot vouch for it.
+        self, parts: list[bytes], chunk: bytes, whole: int, low: int
+    ) -> tuple[int, bytes, int] | None:
+        """The longest run of plain chat deltas from `parts[low]` on (the events before it were
+        read), checked as one block: (end index, the run's bytes without its last LF LF, its
+        text pieces), or None when there is no run of `_RUN_MIN` events or the block test
+        cannot vouch for it.
 
         A provider that sends faster than the gateway reads (or a buffering proxy in between)
         delivers many events per read; testing each for being a plain delta is a Python step
         per event, while the block is tested with a few scans of its bytes (memchr speed). The
-        run is what is left between the stream's first event (read whole, for the id and the
-        model) and the trailing events that are not plain deltas (finish, usage, `[DONE]`).
+        run is what is left between the events that named the id and the model (read whole)
+        and the trailing events that are not plain deltas (finish, usage, `[DONE]`).
         It passes when what reading its events one by one would record is only their number
         and their text pieces: every event is one `data: {` line (no LF inside: JSON text holds
         none unescaped, so every LF LF is an event end, and no `[DONE]` or comment is among
@@ -342,14 +355,13 @@ class SSETap:
         quote is escaped, so such a marker is a key or a whole string value, and a value only
         makes the test fail: the events are then read one by one); no Responses API event name.
         """
-        low = 0 if self.events else 1
         high = len(parts)
         while high > low and not _plain_delta(parts[high - 1]):
             high -= 1
         count = high - low
         if count < _RUN_MIN:
             return None
-        start = len(parts[0]) + 2 if low else 0
+        start = sum(len(part) + 2 for part in parts[:low])
         end = whole - 2
         for part in parts[high:]:
             end -= len(part) + 2
@@ -363,7 +375,7 @@ class SSETap:
             or (b"response." in block and any(kind in block for kind in _RESPONSE_EVENTS))
         ):
             return None
-        return low, high, block, _text_pieces(block)
+        return high, block, _text_pieces(block)
 
     def read_whole(self, body: bytes) -> bool:
         """Read a whole stream at once, as feeding it and finishing would; False, with nothing
@@ -400,6 +412,8 @@ class SSETap:
             not isinstance(first, dict)
             or not isinstance(first.get("id"), str)
             or not isinstance(first.get("model"), str)
+            or not first["id"]
+            or not first["model"]
         ):
             return False
         starts = {body.rfind(b"\n\n", 0, m.start()) + 2 for m in _REASON_SET.finditer(body, end)}
@@ -434,17 +448,18 @@ class SSETap:
     def _observe_all(self, parts: list[bytes]) -> list[bytes]:
         """`_observe` every event (each without its LF LF: never copied); the ones to keep.
 
-        A plain chat delta (`_plain_delta`), the bulk of a stream, is only counted here after
-        the stream's first event, when text is not kept: what `_observe` would conclude about
-        it, in a third of its steps.
+        A plain chat delta (`_plain_delta`), the bulk of a stream, is only counted here once
+        the id and the model are known, when text is not kept: what `_observe` would conclude
+        about it, in a third of its steps.
         """
         kept: list[bytes] = []
         observe = self._observe
         plain = not self._keep_text
         events = self.events
         content = 0
+        named = self._named
         for part in parts:
-            if plain and events and _plain_delta(part):
+            if plain and named and _plain_delta(part):
                 events += 1
                 content += _text_pieces(part)
                 kept.append(part)
@@ -453,6 +468,7 @@ class SSETap:
             if observe(part):
                 kept.append(part)
             events = self.events
+            named = self._named
         self.events = events
         self.outcome.content_chunks += content
         return kept
@@ -485,7 +501,7 @@ class SSETap:
         if data == b"[DONE]":
             self.outcome.complete = True
             return True
-        first = self.events == 1
+        first = not self._named
         # What an event is shows at its ends: the type or choices first, finish_reason and usage
         # last. A huge event (an image's base64 partial) is classified by its ends alone.
         probe = data if len(data) <= _WHOLE_PROBE else data[:_END_PROBE] + data[-_END_PROBE:]
@@ -522,6 +538,7 @@ class SSETap:
             outcome.response_id = doc["id"]
         if not outcome.response_model and isinstance(doc.get("model"), str):
             outcome.response_model = doc["model"]
+        self._named = bool(outcome.response_id and outcome.response_model)
         choices = _list(doc.get("choices"))
         for choice in choices:
             if not isinstance(choice, dict):
@@ -575,6 +592,7 @@ class SSETap:
             outcome.response_id = response["id"]
         if isinstance(response.get("model"), str):
             outcome.response_model = response["model"]
+        self._named = bool(outcome.response_id and outcome.response_model)
         if kind != "response.created":
             if kind != "response.in_progress":
                 outcome.complete = True

@@ -732,6 +732,19 @@ def test_a_client_that_leaves_mid_stream_is_recorded_as_499(
     assert span.attributes["gen_ai.usage.input_tokens"] > 0
 
 
+def test_a_client_that_leaves_an_azure_stream_records_its_id_and_model(
+    relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
+) -> None:
+    """Azure's first chunk (its prompt filter results) names the id and the model empty; a
+    hang-up before any finish or usage chunk still records the ones its deltas name."""
+    filters = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
+    events = [sse({**filters, "prompt_filter_results": []}), sse(chunk("Hel", model="azure-4o"))]
+    assert _leave_mid_stream(relay, scripted, "azure", events).wait(3)
+    span = receiver.wait_for("azure-1")
+    assert span.attributes["gen_ai.response.id"] == "chatcmpl-r"
+    assert span.attributes["gen_ai.response.model"] == "azure-4o"
+
+
 def test_a_client_that_leaves_after_a_usage_that_is_not_a_count_is_recorded(
     relay: ServedGateway, scripted: ScriptedProvider, receiver: OtlpReceiver
 ) -> None:

@@ -599,6 +599,12 @@ PROVIDER_STREAMS = {
     + chunk(finish="stop").replace(b'"id":"c1"', b'"id":"az1"')
     + USAGE.replace(b'"id":"c1"', b'"id":"az1","model":"gpt-4o-mini"')
     + DONE,
+    # A client that hangs up leaves a stream with neither finish nor usage chunk: the id and
+    # the model must come from the deltas.
+    "azure, cut short": AZURE_FILTER
+    + b"".join(chunk(f"w{i}").replace(b'"id":"c1"', b'"id":"az1"') for i in range(6)),
+    "openrouter: a comment first, cut short": b": OPENROUTER PROCESSING\n\n"
+    + b"".join(_plain(f"w{i}") for i in range(6)),
     "openai: usage asked for": b"".join(chunk(f"w{i}") for i in range(8))
     + chunk(finish="stop")
     + USAGE
