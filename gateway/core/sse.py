@@ -79,9 +79,10 @@ class Outcome:
     """The answer's function calls, kept with the text (only for content capture when
     streamed)."""
     content_chunks: int = 0
-    """Pieces of streamed text (each `"content":"` or `"delta":"` key: one per event in chat
-    streams, one per choice when an event carries several): about one token each, for
-    estimates when there is no usage. A finished stream that had a usage leaves it 0."""
+    """Pieces of streamed output (each `content":"` key, reasoning's too, `"arguments":"` of a
+    tool call, `"delta":"`: one per event in chat streams, one per choice when an event carries
+    several): about one token each, for estimates when there is no usage. A finished stream
+    that had a usage leaves it 0."""
     complete: bool = False
     """The stream's last event was seen (`[DONE]`, or a Responses `response.completed`,
     `.incomplete` or `.failed`): the client has the whole answer."""
@@ -863,9 +864,10 @@ def _plain_delta(event: bytes) -> bool:
 
 
 def _text_pieces(data: bytes) -> int:
-    """Pieces of streamed text in `data`: its `"content":"` (chat) and `"delta":"` (Responses)
-    keys (`Outcome.content_chunks`)."""
-    return data.count(b'"content":"') + data.count(b'"delta":"')
+    """Pieces of streamed output in `data` (`Outcome.content_chunks`): its chat `content":"`
+    keys (`reasoning_content` too), tool call `"arguments":"` and Responses `"delta":"` (text
+    and arguments alike)."""
+    return data.count(b'content":"') + data.count(b'"arguments":"') + data.count(b'"delta":"')
 
 
 def _without_usage_null(event: bytes) -> bytes:

@@ -703,3 +703,25 @@ def test_a_body_whose_lists_are_not_lists_says_what_it_can() -> None:
     reasons = Outcome()
     read_body({"choices": [{"finish_reason": {"type": "stop"}}, {"finish_reason": 1}]}, reasons)
     assert reasons.finish_reasons == []
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_every_piece_of_output_counts_toward_the_estimate(deferred: bool) -> None:
+    """Without a usage (a client that left, a provider that sends none), each streamed piece
+    of text, reasoning or tool call arguments is about one token: none is left uncounted."""
+    pieces = [
+        {"reasoning_content": "Think"},
+        {"reasoning_content": "ing"},
+        {"content": "Let me look."},
+        {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+    ]
+    stream = b"".join(
+        _doc_event({"id": "c1", "model": "m", "choices": [{"delta": d, "finish_reason": None}]})
+        for d in pieces * 3
+    )
+    tap = (DeferredTap if deferred else SSETap)(orjson.loads)
+    tap.feed(stream)
+    outcome = tap.read() if isinstance(tap, DeferredTap) else tap.outcome
+    assert outcome.content_chunks == 18
