@@ -555,9 +555,8 @@ class SSETap:
         usage = usage_from(doc)
         if usage is not None:
             outcome.usage = usage
-            if not choices and self._strip:
-                return False
-        return True
+        # The usage chunk the gateway asked for goes, even when its counts are not counts.
+        return not (self._strip and not choices and doc.get("usage") is not None)
 
     def _tool_call_deltas(self, deltas: object) -> None:
         """Chat tool call deltas: the first of an index brings its id and name, each one a piece
@@ -822,7 +821,7 @@ class DeferredTap:
         except ValueError:
             return False
         return (
-            isinstance(doc, dict) and not _list(doc.get("choices")) and usage_from(doc) is not None
+            isinstance(doc, dict) and not _list(doc.get("choices")) and doc.get("usage") is not None
         )
 
 

@@ -725,3 +725,15 @@ def test_every_piece_of_output_counts_toward_the_estimate(deferred: bool) -> Non
     tap.feed(stream)
     outcome = tap.read() if isinstance(tap, DeferredTap) else tap.outcome
     assert outcome.content_chunks == 18
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize("usage", [b'{"prompt_tokens":"n/a","completion_tokens":"n/a"}', b'"n/a"'])
+def test_the_usage_chunk_asked_for_goes_whatever_its_counts(deferred: bool, usage: bytes) -> None:
+    """A client that did not ask for usage never gets the usage chunk the gateway asked for
+    (`choices: []`, which SDK code reading `chunk.choices[0]` breaks on), counts or not."""
+    usage_chunk = b'data: {"id":"c1","model":"m","choices":[],"usage":' + usage + b"}\n\n"
+    stream = _plain("a") + chunk(finish="stop", usage=False) + usage_chunk + DONE
+    tap = (DeferredTap if deferred else SSETap)(orjson.loads, strip_usage=True)
+    out = tap.feed(stream) + tap.finish()
+    assert out == _plain("a") + chunk(finish="stop", usage=False) + DONE
