@@ -381,8 +381,9 @@ class SSETap:
     def read_whole(self, body: bytes) -> bool:
         """Read a whole stream at once, as feeding it and finishing would; False, with nothing
         read, unless this tap read nothing yet and `body` is a chat stream that starts with a
-        `data: {` event naming the id and the model, ends with an LF-ended event (`[DONE]`, if
-        anywhere, last), is at most 64 KiB, and holds no CR and no Responses event name.
+        `data: {` event naming the id and the model (not empty), ends with an LF-ended event
+        (`[DONE]`, if anywhere, last), is at most 64 KiB, and holds no CR and no Responses
+        event name.
 
         Only the first event and the ones that may say more than their text pieces are parsed:
         those with a finish reason that is not `"finish_reason":null` (`_reason"`), or a usage
@@ -793,7 +794,10 @@ class DeferredTap:
 
     def _usage_only(self, event: bytes, *, first: bool) -> bool:
         """Whether SSETap(strip_usage=True) leaves `event` out, as its `_observe` decides: a
-        chat chunk worth parsing, with a usage and no choices."""
+        chat chunk worth parsing, with a usage and no choices. `first`: the stream's first
+        event (SSETap parses every event until the stream named its id and model, which this
+        tap, reading later, cannot know; it only matters for a chunk whose usage has a value
+        and that also says `"usage": null` and a null finish reason, which none sends)."""
         if (
             event.startswith(b"data: {")
             and b"\n" not in event
