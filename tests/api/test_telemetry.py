@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import logging
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -320,6 +323,31 @@ def test_metrics_count_each_call_the_moment_it_returns(
     for n in range(1, 4):
         managed(gateway, {"id": "support-agent", "version": "1.0.0", "variables": VARIABLES})
         assert requests_counted(gateway, "1.0.0") == n
+
+
+def test_finished_calls_are_settled_a_slice_per_turn_of_the_loop() -> None:
+    """Settled by its timer, the backlog goes SETTLE_SLICE calls (or a quarter, when more) per
+    turn of the event loop, in the order the calls finished, and the loop runs what else is
+    ready between two slices (a request that arrived meanwhile waits for one slice only)."""
+    slices: list[list[int]] = []
+    between: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stub = SimpleNamespace(_finished=list(range(40)), _settle_at=None)
+        stub._settle = lambda finished: slices.append(list(finished))
+        stub._settle_slice = functools.partial(service.GatewayService._settle_slice, stub)
+        stub._settle_slice()
+        for _ in range(6):  # something else ready each turn: it runs between the slices
+            loop.call_soon(lambda: between.append(len(slices)))
+            await asyncio.sleep(0)
+        assert stub._finished == [] and stub._settle_at is None
+
+    asyncio.run(main())
+    assert [len(part) for part in slices] == [10, 8, 8, 8, 6]
+    assert [n for part in slices for n in part] == list(range(40))
+    # One slice per turn (the second was scheduled before the first callback was).
+    assert between[:4] == [2, 3, 4, 5]
 
 
 def requests_counted(gateway: ServedGateway, version: str) -> float:
