@@ -31,7 +31,9 @@ _USAGE_NULL = re.compile(rb'"usage":\s*null')
 _USAGE_NULL_FIELD = re.compile(rb',[ \t]*"usage":[ \t]*null')
 """A `"usage": null` field, spaced within its line (never across an event's end)."""
 _REASON_SET = re.compile(rb'_reason"(?!:null)')
-"""`_reason"` not followed by `:null`: a finish reason that is set (or spaced, or a value)."""
+"""`_reason"` not followed by `:null`: where `read_whole` looks for events to parse, each then
+judged by `_worth_parsing` (`_FINISH_SET`); as a search of a whole stream 1.5 µs quicker per
+22-event stream than `_FINISH_SET` itself (bench_sse.py's `read`)."""
 _USAGE_VALUE = re.compile(rb'"usage"(?!:null)')
 """A usage that is not `null` in the compact form: the only kind an event can be dropped for."""
 HELD_MAX = 1 << 14
@@ -260,7 +262,9 @@ class SSETap:
         self.outcome = Outcome() if outcome is None else outcome
         self._named = bool(self.outcome.response_id and self.outcome.response_model)
         """Whether the stream named its id and model (Azure's first chunk names them empty; a
-        stream may begin with a comment): until then every chat event is parsed."""
+        stream may begin with a comment): until then every chat event is parsed. Kept as it
+        changes, not derived from `outcome` per event (a property cost about 10 µs more per
+        22-event stream fed event by event, bench_sse.py)."""
         self.events = 0
         """Events read (by `read_whole`: all of them when it counted text pieces, else the
         ones it parsed)."""
@@ -386,7 +390,7 @@ class SSETap:
         event name.
 
         Only the first event and the ones that may say more than their text pieces are parsed:
-        those with a finish reason that is not `"finish_reason":null` (`_reason"`), or a usage
+        those with a finish reason that is not `"finish_reason":null` (`_REASON_SET`), or a usage
         that is not a compact null, each then read as `_observe` reads it (each must be one
         `data: {` line). Any other event, read one by one, would be parsed or not but add
         nothing: the id and the model are known, and a finish reason or usage it could add
@@ -619,16 +623,16 @@ class DeferredTap:
 
     The gateway reads the streams that finished together, after their answers went out
     (`GatewayService.settle`), where the tap's code runs warm, one stream after another: CPU per
-    20-event stream in the running gateway 294.8 µs read at once, 271.0 read there, 218.1 with
-    no reading at all (benchmarks/bench_stream_tap.py). Without stripping a chunk is forwarded
-    as it came. With `strip_usage` only complete events are forwarded (a partial one waits for
-    its end, as in SSETap); an event that may be the usage chunk (a usage that is not a compact
-    `null`) is decided at once by SSETap's rule (`_worth_parsing`, then a parsed chunk with a
-    usage and no choices), and the `"usage": null` fields go as SSETap removes them. What
-    cannot be edited this way (CR line ends, three LFs in a row where an event is cut) is read
-    at once, by SSETap, as is a chunk that continues an event. A tap keeps at most HELD_MAX
-    bytes and HELD_CHUNKS chunks unread: a long stream is read in pieces of that size. A
-    stream that ended before its first read is read whole when it can be
+    20-event stream (sent in one write) in the running gateway 294.8 µs read at once, 271.0 read
+    there, 218.1 with no reading at all (benchmarks/bench_stream_tap.py). Without stripping a
+    chunk is forwarded as it came. With `strip_usage` only complete events are forwarded (a
+    partial one waits for its end, as in SSETap); an event that may be the usage chunk (a usage
+    that is not a compact `null`) is decided at once by SSETap's rule (`_worth_parsing`, then a
+    parsed chunk with a usage and no choices), and the `"usage": null` fields go as SSETap
+    removes them. What cannot be edited this way (CR line ends, three LFs in a row where an
+    event is cut) is read at once, by SSETap, as is a chunk that continues an event. A tap keeps
+    at most HELD_MAX bytes and HELD_CHUNKS chunks unread: a long stream is read in pieces of
+    that size. A stream that ended before its first read is read whole when it can be
     (`SSETap.read_whole`).
     """
 
@@ -809,7 +813,7 @@ class DeferredTap:
                 return False
         elif len(event) > _WHOLE_PROBE:  # classified by its ends: SSETap's code, on its own tap
             tap = SSETap(self._loads, strip_usage=True, keep_text=self._keep_text)
-            tap.events = 0 if first else 1
+            tap._named = not first
             return not tap._observe(event)
         else:
             found = _data(event)
