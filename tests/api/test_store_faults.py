@@ -449,8 +449,12 @@ def test_a_managed_call_before_the_registry_is_loaded_is_503_not_404(
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     gateway = make_gateway(url)
-    started = capsys.readouterr().err  # the gateway's log handler writes to stderr
-    assert f"gateway started, registry not loaded yet: store {url} prefix " in started
+    # The gateway's log handler writes to stderr from Litestar's queue listener thread, so the
+    # line may come after the gateway has started (one CI run read stderr before it came).
+    err: list[str] = []
+    line = f"gateway started, registry not loaded yet: store {url} prefix "
+    wait_until(lambda: err.append(capsys.readouterr().err) or line in "".join(err), 5, "start log")
+    started = "".join(err)
     assert "gateway ready" not in started
     assert ready(gateway)[0] == 503
 
