@@ -69,12 +69,20 @@ class Console:
     log: Path
     screenshots: list[Path] = field(default_factory=list)
 
-    def logged(self, until: str = "", seconds: float = 5) -> str:
-        """What the server logged so far; with `until`, once that text is in it (the server's
-        log lines reach the file from a logging thread, a moment after the answer)."""
+    def mark(self) -> int:
+        """Where the log ends now: `logged(since=...)` waits only for what comes after it."""
+        return self.log.stat().st_size
+
+    def logged(self, until: str = "", seconds: float = 5, since: int = 0) -> str:
+        """What the server logged so far; with `until`, once that text is in what was logged
+        after `since` (a `mark()`): the server's log lines reach the file from a logging
+        thread, a moment after the answer, and a module's tests share one server, so a line an
+        earlier test caused must not end the wait."""
         deadline = time.monotonic() + seconds
         text = self.log.read_text(errors="replace")
-        while until not in text and time.monotonic() < deadline:
+        while until not in text.encode()[since:].decode(errors="replace"):
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
             text = self.log.read_text(errors="replace")
         return text
@@ -521,6 +529,7 @@ def test_a_post_without_the_csrf_token_is_refused(console: Console) -> None:
 
 def test_a_wrong_token_does_not_sign_in_and_no_token_is_logged(console: Console) -> None:
     """A wrong token gets the sign-in page again with 401; no token appears in the log."""
+    start = console.mark()
     with httpx.Client(base_url=console.url) as client:
         form = client.get("/ui/sign-in")
         csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
@@ -532,7 +541,7 @@ def test_a_wrong_token_does_not_sign_in_and_no_token_is_logged(console: Console)
         assert "not-a-token" not in wrong.text
         assert "gateway_console=" not in wrong.headers.get("set-cookie", "")
         assert http_sign_in(client, "admin").status_code == 303
-    logged = console.logged(until="console sign-in by admin-person (admin)")
+    logged = console.logged(until="console sign-in by admin-person (admin)", since=start)
     assert "console sign-in by admin-person (admin)" in logged
     for token in (*TOKENS.values(), "not-a-token-0123456789"):
         assert token not in logged

@@ -91,6 +91,7 @@ def test_a_copied_cookie_is_refused_once_its_session_signed_out(served: Console)
     """The cookie value of a session that signed out no longer opens a page (sign-in) nor
     passes an action (401), even with the session's own CSRF token; signing in again makes a
     new session and does not revive the old one."""
+    start = served.mark()
     with httpx.Client(base_url=served.url) as browser_a, httpx.Client(base_url=served.url) as copy:
         csrf = signed_in(browser_a, "admin")
         stolen = browser_a.cookies["gateway_console"]
@@ -114,10 +115,12 @@ def test_a_copied_cookie_is_refused_once_its_session_signed_out(served: Console)
         assert copy.get("/ui/prompts").status_code == 302  # the old one stays revoked
         # A sign-in form opened with the revoked cookie shows the form, not the pages.
         assert copy.get("/ui/sign-in").status_code == 200
-    assert "console sign-out by admin-person" in served.logged(until="console sign-out")
+    assert "console sign-out by admin-person" in served.logged(
+        until="console sign-out", since=start
+    )
     assert (
         "console POST /ui/prompts/support-agent/rollback from 127.0.0.1: refused (no session, 401)"
-        in served.logged(until="refused (no session, 401)")
+        in served.logged(until="refused (no session, 401)", since=start)
     )
 
 
@@ -241,6 +244,7 @@ def test_actions_log_their_outcome_and_sign_ins_their_client(served: Console) ->
     forged action as refused; failed sign-ins name the client address and no part of the
     token."""
     wrong = "wrong-token-abcdefghijklmnop"
+    start = served.mark()
     with httpx.Client(base_url=served.url) as client:
         form = client.get("/ui/sign-in")
         nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
@@ -256,7 +260,10 @@ def test_actions_log_their_outcome_and_sign_ins_their_client(served: Console) ->
     with httpx.Client(base_url=served.url) as viewer:
         csrf = signed_in(viewer, "viewer")
         viewer.post("/ui/prompts/support-agent/rollback", data={"csrf": csrf})
-    logged = served.logged(until="refused (insufficient_role, 403)")
+    # The viewer's refusal is the last line these actions log (one logging thread, in order).
+    logged = served.logged(
+        until="rollback by viewer-person: refused (insufficient_role", since=start
+    )
     lines = [line for line in logged.splitlines() if "console " in line]
     text = "\n".join(lines)
     refusal = "promote support-agent@1.1.0 by admin-person: refused (promotion_refused, 409)"
