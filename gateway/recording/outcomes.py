@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import islice
 
 from gateway.core.outcomes import Exposure, Feedback
 from gateway.errors import StoreUnavailable
@@ -43,17 +44,15 @@ class OutcomeRecorder(BatchWriter):
         self._store = store
         self._queue: deque[Pending | Feedback] = deque()
         self._queue_size = queue_size
-        self._unwritten: dict[str, Pending] = {}
-        """The exposures queued or being written, by request id: feedback posted right after a
-        call, before its batch reaches the store, is checked here. An exposure leaves when the
-        store has it (or it is lost), so the index is bounded by the queue and holds no object
-        longer than a write takes."""
-        self._written: dict[str, Pending] = {}
-        """The last RECENT exposures written, as queued: a tuple of strings and numbers is
-        untracked by the garbage collector after its first pass (an `Exposure`, a tuple
-        subclass, is not), so the index costs its full passes nothing. Kept as Exposures it
-        cost about 3 µs per call."""
-        self._written_order: deque[str] = deque()
+        self._recent: dict[str, Pending] = {}
+        """The exposures queued, being written, and the last RECENT written, by request id, in
+        the order they were queued: feedback posted right after a call, before its batch
+        reaches the store, or while the store is down, is checked here. One index for both
+        (the unwritten are its newest entries), so a call costs one insertion and, once written,
+        one removal from its front. Held as queued: a tuple of strings and numbers is untracked
+        by the garbage collector after its first pass (an `Exposure`, a tuple subclass, is not),
+        so the index costs its full passes nothing; kept as Exposures it cost about 3 µs per
+        call."""
         self._wake = asyncio.Event()
         self._pending: list[Pending | Feedback] = []
         self.dropped_exposures = 0
@@ -95,7 +94,7 @@ class OutcomeRecorder(BatchWriter):
         if not self._put(pending):
             self.dropped_exposures += 1
             return
-        self._unwritten[request_id] = pending
+        self._recent.setdefault(request_id, pending)  # the stores keep a request id's first too
 
     def feedback(self, feedback: Feedback) -> bool:
         """Queue a feedback value; False when the queue is full (the caller answers 503)."""
@@ -104,7 +103,7 @@ class OutcomeRecorder(BatchWriter):
     def recent(self, request_id: str) -> Exposure | None:
         """An exposure this process queued lately (one of the last RECENT written, or one not
         written yet); None: ask the store."""
-        pending = self._unwritten.get(request_id) or self._written.get(request_id)
+        pending = self._recent.get(request_id)
         return None if pending is None else exposure_of(pending)
 
     def _put(self, item: Pending | Feedback) -> bool:
@@ -129,9 +128,10 @@ class OutcomeRecorder(BatchWriter):
                 lost = _exposures_in(self._pending) + _exposures_in(self._queue)
                 self.dropped_exposures += lost
                 log.error("stopping with %d exposures unwritten: %s", lost, exc.message)
+                self._forget(self._pending)
+                self._forget(self._queue)
                 self._pending.clear()
                 self._queue.clear()
-                self._unwritten.clear()
 
     async def flush(self) -> None:
         """Write everything queued now (tests and shutdown); raises StoreUnavailable."""
@@ -173,23 +173,22 @@ class OutcomeRecorder(BatchWriter):
         feedback = [i for i in batch if type(i) is Feedback]
         recorded = await self._store.record_outcomes(exposures, feedback)
         self.orphans += recorded.orphans
-        self._forget(batch)
         self._pending = []
-        written, order = self._written, self._written_order
-        for pending in queued:
-            request_id = pending[0]
-            if request_id not in written:  # the store keeps a request id's first too
-                order.append(request_id)
-                written[request_id] = pending
-        while len(order) > RECENT:
-            written.pop(order.popleft(), None)
+        # The written leave the index from its front (the oldest first), down to the last
+        # RECENT written and everything still queued.
+        recent = self._recent
+        excess = len(recent) - RECENT - len(self._queue)
+        if excess > 0:
+            for request_id in list(islice(recent, excess)):
+                del recent[request_id]
 
-    def _forget(self, items: list[Pending | Feedback]) -> None:
-        """Take written (or lost) exposures out of the unwritten index."""
-        unwritten = self._unwritten
+    def _forget(self, items: Iterable[Pending | Feedback]) -> None:
+        """Take lost exposures out of the index (feedback for them is then checked against the
+        store, which does not have them)."""
+        recent = self._recent
         for item in items:
             if type(item) is tuple:
-                unwritten.pop(item[0], None)
+                recent.pop(item[0], None)
 
 
 def _exposures_in(items: Iterable[Pending | Feedback]) -> int:

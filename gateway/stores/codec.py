@@ -320,40 +320,22 @@ def utc_iso(at: datetime) -> str:
     return orjson.dumps(at, option=orjson.OPT_NAIVE_UTC)[1:-1].decode()
 
 
-def dump_exposure(exposure: Exposure, at: str | None = None) -> bytes:
-    """Stored form of an exposure, without its request id (the key it is stored under); `at`:
-    its time as `utc_iso` formats it, when the caller has it already.
-
-    An array in field order rather than an object: a store keeps one per call, a million per
-    experiment, and the field names would add about as much again. A field added later goes at
-    the end, so older documents keep their positions. The Redis script reads items 1, 2 and 4
-    (experiment id, variant, unit) to find the aggregate that a feedback value moves.
-    """
-    return orjson.dumps(
-        [
-            exposure.experiment_id,
-            exposure.variant,
-            exposure.version,
-            exposure.unit,
-            utc_iso(exposure.at) if at is None else at,
-            exposure.latency_ms,
-            exposure.input_tokens,
-            exposure.output_tokens,
-            exposure.cost_usd,
-            exposure.status,
-            exposure.trace_id,
-        ]
-    )
-
-
 def load_exposure(request_id: str, raw: bytes | str) -> Exposure:
-    """Inverse of dump_exposure."""
+    """An exposure from its stored document: a JSON array of its fields but the request id (the
+    key it is stored under), in Exposure's order, `at` as `utc_iso` text.
+
+    An array rather than an object: a store keeps one per call, a million per experiment, and
+    the field names would add about as much again. A field added later goes at the end, so older
+    documents keep their positions. The Redis script writes these documents, and reads items 1,
+    2 and 4 (experiment id, variant, unit) to find the aggregate that a feedback value moves.
+    """
     return exposure_from_fields(request_id, *orjson.loads(raw))
 
 
 def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
-    """An Exposure from its stored fields in dump_exposure's order (`at` as ISO 8601 text); a
-    document written before the trace id was kept has no 11th field."""
+    """An Exposure from its stored fields in Exposure's order (`at` as ISO 8601 text); a
+    document written before the trace id was kept has no 11th field. Latency and cost are
+    floats whatever their text (17 significant digits of 250.0 read as the integer 250)."""
     stored = fields[:10]
     experiment_id, variant, version, unit, at, latency, tokens_in, tokens_out, cost, status = stored
     trace_id = fields[10] if len(fields) > 10 else None
@@ -364,10 +346,10 @@ def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
         version,
         unit,
         datetime.fromisoformat(at),
-        latency,
+        float(latency),
         tokens_in,
         tokens_out,
-        cost,
+        None if cost is None else float(cost),
         status,
         trace_id,
     )

@@ -65,7 +65,7 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     # collector stops tracking (so the last RECENT exposures cost its passes nothing).
     assert recorder.recent("req_user") == user and recorder.recent("req_random") == random
     gc.collect()
-    assert not any(gc.is_tracked(fields) for fields in recorder._written.values())
+    assert not any(gc.is_tracked(fields) for fields in recorder._recent.values())
 
 
 def test_a_queued_call_keeps_neither_its_record_nor_the_collector_busy(tmp_path: Path) -> None:
@@ -97,6 +97,29 @@ async def test_the_last_written_exposures_are_remembered_up_to_the_bound(
     remembered = [recorder.recent(f"req_{i}") is not None for i in range(5)]
     assert remembered == [False, False, True, True, True]
     assert await store.exposure("req_0") is not None
+    # What is queued is remembered whatever the bound, until it is written.
+    for i in range(5, 10):
+        recorder.call_finished(record(f"req_{i}"))
+    remembered = [recorder.recent(f"req_{i}") is not None for i in range(10)]
+    assert remembered == [False] * 2 + [True] * 8
+    monkeypatch.setattr(outcomes, "BATCH_SIZE", 2)
+    await recorder.write_batch()  # two written, three still queued: all remembered
+    assert [recorder.recent(f"req_{i}") is not None for i in range(5, 10)] == [True] * 5
+    await recorder.flush()
+    remembered = [recorder.recent(f"req_{i}") is not None for i in range(10)]
+    assert remembered == [False] * 7 + [True] * 3
+
+
+async def test_a_request_id_served_twice_is_remembered_as_the_store_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """Both stores keep a request id's first exposure; so does the recorder's memory."""
+    store = SQLiteStore(tmp_path / "g.db")
+    recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
+    recorder.call_finished(record("req_twice", user="first"))
+    recorder.call_finished(record("req_twice", user="second"))
+    await recorder.flush()
+    assert recorder.recent("req_twice") == await store.exposure("req_twice")
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:

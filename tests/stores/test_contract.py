@@ -374,13 +374,25 @@ async def test_exposure_round_trips(store: Store) -> None:
     full = exposure("r2", "7f3a" * 16, variant="treatment")._replace(
         cost_usd=0.000123, trace_id="4bf92f3577b34da6a3ce929d0e0e4736"
     )
-    await store.record_outcomes([bare, full], [])
+    # Every double back as it was sent, text as it was (quotes, a slash, beyond ASCII).
+    exact = exposure("r3", 'unit "ü"/\\x', variant="treatment")._replace(
+        at=datetime(2026, 11, 1, 11, 30, 15),  # naive: taken as UTC
+        latency_ms=0.1 + 0.2,
+        cost_usd=1 / 3 * 1e-9,
+        input_tokens=2**32 - 1,
+    )
+    await store.record_outcomes([bare, full, exact], [])
     stored = await store.exposure("r1")
     assert stored == bare
     assert stored is not None
     assert stored.at.utcoffset() == timedelta(0)
     assert stored.at == datetime(2026, 11, 1, 11, 30, 15, 123456, tzinfo=UTC)
     assert await store.exposure("r2") == full
+    latest = await store.exposure("r3")
+    assert latest == exact._replace(at=exact.at.replace(tzinfo=UTC))
+    assert latest is not None and type(latest.latency_ms) is type(latest.cost_usd) is float
+    stored_full = await store.exposure("r2")
+    assert stored_full is not None and type(stored_full.latency_ms) is float  # 100.0, not 100
     assert await store.exposure("missing") is None
 
 
