@@ -141,7 +141,9 @@ def _count(work: Path, upstream: int, row: str, calls: int) -> int:
                 )
                 process.send_signal(signal.SIGUSR2)  # not counting any more: stop
                 break
-        process.wait(ROW_SECONDS)
+        # Read on to the end: the access log's lines (on stdout) still coming would fill the
+        # pipe, and a process blocked writing one never stopped (the experiment row on Redis).
+        process.communicate(timeout=ROW_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()

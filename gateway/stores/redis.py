@@ -133,11 +133,9 @@ for _, e in ipairs(calls) do
   -- e: request id, experiment, variant, version, unit, at, latency, input tokens, output
   -- tokens, cost or null, status, trace id or null
   local experiment, variant, at, cost, spent = e[2], e[3], e[6], e[10], e[7]
-  local trace = 'null'
-  if e[12] ~= null then trace = text(e[12]) end
   local doc = '[' .. text(experiment) .. ',' .. text(variant) .. ',' .. text(e[4]) .. ','
     .. text(e[5]) .. ',' .. text(at) .. ',' .. number(spent) .. ',' .. number(e[8]) .. ','
-    .. number(e[9]) .. ',' .. number(cost) .. ',' .. number(e[11]) .. ',' .. trace .. ']'
+    .. number(e[9]) .. ',' .. number(cost) .. ',' .. number(e[11]) .. ',' .. text(e[12]) .. ']'
   if redis.call('HSETNX', exposures, e[1], doc) == 1 then
     written = written + 1
     local key, field = units .. experiment, variant .. ':' .. e[5]
@@ -471,8 +469,8 @@ class RedisStore:
     ) -> Recorded:
         codec.check_outcomes(exposures, feedback)
         # Exposure's fields as they are (orjson writes `at` as utc_iso does, in UTC); the
-        # script makes the documents and keys. 0.5 µs per exposure in Python here, where
-        # writing each document and key in Python took 1.8 (benchmarks/README.md).
+        # script makes the documents and keys: 0.55 µs per exposure of Python here, where
+        # making each document and key in Python took 1.45 (benchmarks/README.md).
         calls = [tuple(e) if e.at.tzinfo in _UTC_OR_NAIVE else _in_utc(e) for e in exposures]
         votes = [(f.request_id, f.metric, f.value) for f in feedback]
         args = (
