@@ -93,7 +93,8 @@ from gateway.stores.base import Plan, Recorded
 # The script writes each exposure's document (codec.load_exposure's array: the fields without
 # the request id), so the gateway's Python makes no text per exposure: one JSON array per batch.
 # Numbers are written with 17 significant digits (cjson.encode keeps 14), so they read back as
-# the doubles sent; JSON text is written by cjson.encode.
+# the doubles sent, and counts as integers (exact up to 2^53: cjson decodes every number to a
+# double; token counts are at most 2^32 - 1); JSON text is written by cjson.encode.
 RECORD = """
 local exposures, feedback, units, periods = KEYS[1], KEYS[2], ARGV[1], ARGV[4]
 local calls, votes, period_chars = cjson.decode(ARGV[2]), cjson.decode(ARGV[3]), tonumber(ARGV[5])
@@ -102,6 +103,12 @@ local null, text = cjson.null, cjson.encode
 local function number(x)
   if x == null then return 'null' end
   return string.format('%.17g', x)
+end
+
+-- A count (tokens, status) as an integer: %.17g writes 10^17 as 1e+17, which reads as a float.
+local function integer(x)
+  if x == null or x >= 2^63 or x <= -2^63 then return number(x) end
+  return string.format('%d', x)
 end
 
 -- The batch's period sums, added up here and written once per field at the end.
@@ -134,8 +141,8 @@ for _, e in ipairs(calls) do
   -- tokens, cost or null, status, trace id or null
   local experiment, variant, at, cost, spent = e[2], e[3], e[6], e[10], e[7]
   local doc = '[' .. text(experiment) .. ',' .. text(variant) .. ',' .. text(e[4]) .. ','
-    .. text(e[5]) .. ',' .. text(at) .. ',' .. number(spent) .. ',' .. number(e[8]) .. ','
-    .. number(e[9]) .. ',' .. number(cost) .. ',' .. number(e[11]) .. ',' .. text(e[12]) .. ']'
+    .. text(e[5]) .. ',' .. text(at) .. ',' .. number(spent) .. ',' .. integer(e[8]) .. ','
+    .. integer(e[9]) .. ',' .. number(cost) .. ',' .. integer(e[11]) .. ',' .. text(e[12]) .. ']'
   if redis.call('HSETNX', exposures, e[1], doc) == 1 then
     written = written + 1
     local key, field = units .. experiment, variant .. ':' .. e[5]

@@ -379,7 +379,9 @@ async def test_exposure_round_trips(store: Store) -> None:
         at=datetime(2026, 11, 1, 11, 30, 15),  # naive: taken as UTC
         latency_ms=0.1 + 0.2,
         cost_usd=1 / 3 * 1e-9,
-        input_tokens=2**32 - 1,
+        input_tokens=2**53 - 1,  # counts stay integers: 10**17 once read back as 1e+17
+        output_tokens=10**17,
+        status=2**40,
     )
     await store.record_outcomes([bare, full, exact], [])
     stored = await store.exposure("r1")
@@ -391,6 +393,7 @@ async def test_exposure_round_trips(store: Store) -> None:
     latest = await store.exposure("r3")
     assert latest == exact._replace(at=exact.at.replace(tzinfo=UTC))
     assert latest is not None and type(latest.latency_ms) is type(latest.cost_usd) is float
+    assert type(latest.input_tokens) is type(latest.output_tokens) is type(latest.status) is int
     stored_full = await store.exposure("r2")
     assert stored_full is not None and type(stored_full.latency_ms) is float  # 100.0, not 100
     assert await store.exposure("missing") is None
