@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -355,24 +354,32 @@ def exposure_from_fields(request_id: str, *fields: Any) -> Exposure:
     )
 
 
-def check_outcomes(exposures: Sequence[Exposure], feedback: Sequence[Feedback]) -> None:
-    """Raise ValueError, before anything is written, when a batch holds a non-finite number.
+LARGEST = 1e100
+"""The largest latency (ms), cost (USD) or feedback value a store takes: the sums of squares of
+any number of them stay finite (a latency of 1e155 ms squared is infinite)."""
 
-    Aggregates are sums: one NaN or infinity would spoil its unit's sum for good. JSON has no such
-    number either (orjson writes null), and the Redis script would stop on it halfway through a
-    batch, its earlier writes kept.
+
+def check_outcomes(exposures: Sequence[Exposure], feedback: Sequence[Feedback]) -> None:
+    """Raise ValueError, before anything is written, when a batch holds a number that is not
+    finite or whose square is not (beyond ±`LARGEST`).
+
+    Aggregates are sums and sums of squares: one NaN or infinity would spoil its unit's sum for
+    good. JSON has no such number either (orjson writes null), and the Redis script would stop
+    on it halfway through a batch, its earlier writes kept. (Chained comparisons, false for NaN:
+    no function call per exposure.)
     """
     for e in exposures:
-        if not math.isfinite(e.latency_ms) or not math.isfinite(e.cost_usd or 0.0):
+        if not (-LARGEST <= e.latency_ms <= LARGEST and -LARGEST <= (e.cost_usd or 0.0) <= LARGEST):
             raise ValueError(
                 f"Exposure {e.request_id!r} has latency_ms={e.latency_ms!r}, "
-                f"cost_usd={e.cost_usd!r}; both must be finite numbers. Nothing was written."
+                f"cost_usd={e.cost_usd!r}; both must be finite numbers within ±{LARGEST:g}. "
+                "Nothing was written."
             )
     for f in feedback:
-        if not math.isfinite(f.value):
+        if not -LARGEST <= f.value <= LARGEST:
             raise ValueError(
                 f"Feedback {f.metric} for {f.request_id!r} is {f.value!r}; it must be a finite "
-                "number. Nothing was written."
+                f"number within ±{LARGEST:g}. Nothing was written."
             )
 
 

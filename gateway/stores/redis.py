@@ -42,7 +42,8 @@ checks the batch and sends it as JSON, which the script decodes before it writes
 script builds the unit-totals keys from the prefix, as feedback names its experiment only through
 the stored exposure; like the registry's MULTI writes, this assumes one Redis server, not a Cluster.
 The period sums of a batch are added up in the script and written once per hour, arm and metric
-(HINCRBY / HINCRBYFLOAT). `unit_outcomes` is one script too (READ_UNITS), which holds the server
+(the count by HINCRBY, the sums read, added to and written with 17 significant digits).
+`unit_outcomes` is one script too (READ_UNITS), which holds the server
 about 0.15 s per 100,000 units while it encodes them.
 
 `arm_totals` reads the units as `unit_outcomes` does and sums them in Python, in a worker thread
@@ -122,6 +123,13 @@ local function move(experiment, field, count, total, squares)
   s[1], s[2], s[3] = s[1] + count, s[2] + total, s[3] + squares
 end
 
+-- A period's sum moved by `value`, kept with 17 significant digits: HINCRBYFLOAT keeps 17
+-- decimals, so the squares of small costs (1e-14) kept 3 or 4 digits, and 1e-300 none.
+local function add(key, field, value)
+  local before = tonumber(redis.call('HGET', key, field) or '0')
+  redis.call('HSET', key, field, string.format('%.17g', before + value))
+end
+
 -- A unit's aggregate: its four exposure sums, and its feedback sums as stored (up to the "|").
 local function split(raw)
   if not raw then return 0, 0, 0, 0, '' end
@@ -199,8 +207,8 @@ end
 for key, sums in pairs(moved) do
   for field, s in pairs(sums) do
     if s[1] ~= 0 then redis.call('HINCRBY', key, field .. '|n', s[1]) end
-    redis.call('HINCRBYFLOAT', key, field .. '|s', string.format('%.17g', s[2]))
-    redis.call('HINCRBYFLOAT', key, field .. '|q', string.format('%.17g', s[3]))
+    add(key, field .. '|s', s[2])
+    add(key, field .. '|q', s[3])
   end
 end
 return {written, applied, orphans}

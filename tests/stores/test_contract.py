@@ -711,16 +711,20 @@ async def test_arm_totals_of_calls_assigned_at_random(store: Store) -> None:
         ([exposure("r1"), exposure("r2", latency=float("nan"))], []),
         ([exposure("r1"), exposure("r2", cost=float("inf"))], []),
         ([exposure("r1")], [Feedback("r1", "user_satisfaction", float("nan"))]),
+        # Finite, but its square is not: Redis wrote the batch, then refused its period sums.
+        ([exposure("r1"), exposure("r2", latency=1e155)], []),
     ],
 )
 async def test_batch_with_a_non_finite_number_writes_nothing(
     store: Store, batch: tuple[list[Exposure], list[Feedback]]
 ) -> None:
-    """A batch holding NaN or infinity is refused with ValueError before anything is written."""
+    """A batch holding NaN, infinity or a number whose square is infinite is refused with
+    ValueError before anything is written."""
     with pytest.raises(ValueError, match="finite"):
         await store.record_outcomes(*batch)
     assert await store.exposure("r1") is None
     assert await store.unit_outcomes("exp-1", "latency") == []
+    assert await store.period_totals("exp-1", "latency") == []
 
 
 async def test_concurrent_writers_give_exact_totals(backend: Backend) -> None:
@@ -781,6 +785,21 @@ async def periods(
     table = {(p.period, p.variant): (p.requests, p.count, p.total, p.squares) for p in found}
     assert len(table) == len(found)
     return table
+
+
+async def test_period_sums_of_small_values_keep_their_digits(store: Store) -> None:
+    """Cheap calls' costs (1.5e-7 USD) have squares near 2e-14: each hour's sums keep 12 or more
+    significant digits (Redis's HINCRBYFLOAT kept 17 decimals: 4 digits of these squares, and
+    none of 1e-300)."""
+    costs = [1.5e-7 + i * 1e-9 for i in range(10)]
+    calls = [exposure(f"c{i}", f"u{i}", cost=cost) for i, cost in enumerate(costs)]
+    await store.record_outcomes(calls[:5], [])
+    await store.record_outcomes([*calls[5:], exposure("tiny", latency=1e-300, cost=None)], [])
+    (period,) = await store.period_totals("exp-1", "cost_per_task")
+    assert period.total == pytest.approx(sum(costs), rel=1e-12, abs=0)
+    assert period.squares == pytest.approx(sum(c * c for c in costs), rel=1e-12, abs=0)
+    (latency,) = await store.period_totals("exp-1", "latency")
+    assert latency.total == pytest.approx(10 * 100.0 + 1e-300, rel=1e-12)
 
 
 async def test_period_totals_per_hour_and_arm(store: Store) -> None:
