@@ -141,7 +141,8 @@ def _count(work: Path, upstream: int, row: str, calls: int) -> int:
                 )
                 process.send_signal(signal.SIGUSR2)  # not counting any more: stop
                 break
-        # Read on to the end: the access log's lines (on stdout) still coming would fill the pipe.
+        # Read on to the end: with the pipe full of access log lines, the inner process's last
+        # flush before it exits would wait for a reader.
         process.communicate(timeout=ROW_SECONDS)
     finally:
         if process.poll() is None:

@@ -143,6 +143,18 @@ def _is_reason(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value != ""
 
 
+def _names_known(outcome: Outcome) -> bool:
+    """Whether the stream has named its id and model (both non-empty) in `outcome`."""
+    return bool(outcome.response_id and outcome.response_model)
+
+
+def _usage_chunk(doc: Mapping[str, Any], choices: list[Any]) -> bool:
+    """Whether a parsed chat chunk is the usage chunk (`choices` its list): a usage that is not
+    null and no choice, even when its counts are not counts. With `strip_usage` it is the one
+    the gateway asked for, and goes."""
+    return not choices and doc.get("usage") is not None
+
+
 def read_body(doc: Any, outcome: Outcome, *, keep_text: bool = False) -> None:
     """Fill `outcome` from a non-streamed chat completion or Responses API object."""
     if not isinstance(doc, dict):
@@ -260,7 +272,7 @@ class SSETap:
         self._scanned = 0
         """Bytes of the buffer already searched for an event end (less the longest end)."""
         self.outcome = Outcome() if outcome is None else outcome
-        self._named = bool(self.outcome.response_id and self.outcome.response_model)
+        self._named = _names_known(self.outcome)
         """Whether the stream named its id and model (Azure's first chunk names them empty; a
         stream may begin with a comment): until then every chat event is parsed. Kept as it
         changes, not derived from `outcome` per event (a property cost about 10 µs more per
@@ -544,7 +556,7 @@ class SSETap:
             outcome.response_id = doc["id"]
         if not outcome.response_model and isinstance(doc.get("model"), str):
             outcome.response_model = doc["model"]
-        self._named = bool(outcome.response_id and outcome.response_model)
+        self._named = _names_known(outcome)
         choices = _list(doc.get("choices"))
         for choice in choices:
             if not isinstance(choice, dict):
@@ -560,8 +572,7 @@ class SSETap:
         usage = usage_from(doc)
         if usage is not None:
             outcome.usage = usage
-        # The usage chunk the gateway asked for goes, even when its counts are not counts.
-        return not (self._strip and not choices and doc.get("usage") is not None)
+        return not (self._strip and _usage_chunk(doc, choices))
 
     def _tool_call_deltas(self, deltas: object) -> None:
         """Chat tool call deltas: the first of an index brings its id and name, each one a piece
@@ -597,7 +608,7 @@ class SSETap:
             outcome.response_id = response["id"]
         if isinstance(response.get("model"), str):
             outcome.response_model = response["model"]
-        self._named = bool(outcome.response_id and outcome.response_model)
+        self._named = _names_known(outcome)
         if kind != "response.created":
             if kind != "response.in_progress":
                 outcome.complete = True
@@ -828,9 +839,7 @@ class DeferredTap:
             doc = self._loads(data)
         except ValueError:
             return False
-        return (
-            isinstance(doc, dict) and not _list(doc.get("choices")) and doc.get("usage") is not None
-        )
+        return isinstance(doc, dict) and _usage_chunk(doc, _list(doc.get("choices")))
 
 
 def _usage_value(data: bytes, at: int, end: int) -> tuple[int, bool]:

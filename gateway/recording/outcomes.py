@@ -168,8 +168,7 @@ class OutcomeRecorder(BatchWriter):
 
     async def _write(self) -> None:
         batch = self._pending
-        queued = [i for i in batch if type(i) is tuple]
-        exposures = [exposure_of(i) for i in queued]
+        exposures = [exposure_of(i) for i in batch if type(i) is tuple]
         feedback = [i for i in batch if type(i) is Feedback]
         recorded = await self._store.record_outcomes(exposures, feedback)
         self.orphans += recorded.orphans
