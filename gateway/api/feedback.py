@@ -2,9 +2,10 @@
 
 `{"request_id": "...", "metric": "user_satisfaction" | "task_completion", "value": number}` ->
 202 `{"status": "recorded"}`. The request id is the `x-request-id` the app received. It is checked
-against the exposures this process queued lately, then the store (once more after a flush
-interval, for a call another replica served a moment ago); the experiment must measure the
-metric and still run. The value is queued and written off the request path, like exposures.
+against the store, then the exposures this process has not written yet (also while the store is
+down), then the store once more after a flush interval, for a call another replica served a
+moment ago; the experiment must measure the metric and still run. The value is queued and
+written off the request path, like exposures.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.errors import (
     MetricNotMeasured,
     RecordingBacklog,
     RequestNotFound,
+    StoreUnavailable,
 )
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import SnapshotSource
@@ -54,9 +56,13 @@ def feedback_route(
     async def record_feedback(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         feedback = _parse(await request.body())
         settle()
-        exposure = recorder.recent(feedback.request_id)
-        if exposure is None:
-            exposure = await store.exposure(feedback.request_id)
+        request_id = feedback.request_id
+        try:
+            exposure = await store.exposure(request_id) or recorder.queued(request_id)
+        except StoreUnavailable:  # a call of this process, not written yet, is still known
+            exposure = recorder.queued(request_id)
+            if exposure is None:
+                raise
         if exposure is None:  # served by another replica a moment ago: its batch may be coming
             await asyncio.sleep(flush_interval)
             exposure = await store.exposure(feedback.request_id)

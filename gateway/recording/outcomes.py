@@ -17,7 +17,6 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from itertools import islice
 
 from gateway.core.outcomes import Exposure, Feedback
 from gateway.errors import StoreUnavailable
@@ -29,9 +28,6 @@ log = logging.getLogger("gateway.recording")
 
 BATCH_SIZE = 5000
 MAX_BACKOFF = 5.0
-RECENT = 10_000
-"""Written exposures remembered in memory, so feedback posted in the seconds after a call is
-checked without reading the store, and still accepted while the store is down."""
 
 
 class OutcomeRecorder(BatchWriter):
@@ -44,15 +40,6 @@ class OutcomeRecorder(BatchWriter):
         self._store = store
         self._queue: deque[Pending | Feedback] = deque()
         self._queue_size = queue_size
-        self._recent: dict[str, Pending] = {}
-        """The exposures queued, being written, and the last RECENT written, by request id, in
-        the order they were queued: feedback posted right after a call, before its batch
-        reaches the store, or while the store is down, is checked here. One index for both
-        (the unwritten are its newest entries), so a call costs one insertion and, once written,
-        one removal from its front. Held as queued: a tuple of strings and numbers is untracked
-        by the garbage collector after its first pass (an `Exposure`, a tuple subclass, is not),
-        so the index costs its full passes nothing; kept as Exposures it cost about 3 µs per
-        call."""
         self._wake = asyncio.Event()
         self._pending: list[Pending | Feedback] = []
         self.dropped_exposures = 0
@@ -69,50 +56,58 @@ class OutcomeRecorder(BatchWriter):
         (`Pending`); the `Exposure` is made when its batch is written. The call's record is not
         kept: queued, a record held 1,330 bytes per call, this tuple 450 (the gateway's memory
         while the store was down, benchmarks/README.md), and the collector untracks the tuple
-        after one pass, where every full pass walked the queued records. Building it costs the
-        call about 0.6 µs more than queuing the record did (2.3 µs in all).
+        after one pass, where every full pass walked the queued records. Nothing else is kept
+        per call: feedback finds an unwritten exposure by reading the queue (`queued`).
         """
         prompt = record.prompt
         if prompt is None or prompt.experiment_id is None:
             return
-        request_id = record.request_id
-        user = record.user_hash if prompt.assignment == "user" else None
-        pending = (
-            request_id,
-            prompt.experiment_id,
-            "treatment" if prompt.variant == "treatment" else "control",
-            prompt.version,
-            user or request_id,
-            record.start_ns,
-            record.duration_s * 1000,
-            record.input_tokens,
-            record.output_tokens,
-            record.cost_usd,
-            record.status,
-            record.trace_id,
-        )
-        if not self._put(pending):
+        queue = self._queue
+        if len(queue) + len(self._pending) >= self._queue_size:
             self.dropped_exposures += 1
             return
-        self._recent.setdefault(request_id, pending)  # the stores keep a request id's first too
+        request_id = record.request_id
+        queue.append(
+            (
+                request_id,
+                prompt.experiment_id,
+                "treatment" if prompt.variant == "treatment" else "control",
+                prompt.version,
+                record.user_hash or request_id if prompt.assignment == "user" else request_id,
+                record.start_ns,
+                record.duration_s * 1000,
+                record.input_tokens,
+                record.output_tokens,
+                record.cost_usd,
+                record.status,
+                record.trace_id,
+            )
+        )
+        if len(queue) >= BATCH_SIZE:
+            self._wake.set()
 
     def feedback(self, feedback: Feedback) -> bool:
         """Queue a feedback value; False when the queue is full (the caller answers 503)."""
-        return self._put(feedback)
-
-    def recent(self, request_id: str) -> Exposure | None:
-        """An exposure this process queued lately (one of the last RECENT written, or one not
-        written yet); None: ask the store."""
-        pending = self._recent.get(request_id)
-        return None if pending is None else exposure_of(pending)
-
-    def _put(self, item: Pending | Feedback) -> bool:
         if len(self._queue) + len(self._pending) >= self._queue_size:
             return False
-        self._queue.append(item)
+        self._queue.append(feedback)
         if len(self._queue) >= BATCH_SIZE:
             self._wake.set()
         return True
+
+    def queued(self, request_id: str) -> Exposure | None:
+        """The exposure of `request_id` if this process has not written it yet (queued, or in
+        the batch being written; the first, as the stores keep a request id's first); None:
+        the store has it, or another process served the call, or nobody did.
+
+        A scan of the queue, for feedback posted before the call's batch reached the store (or
+        while the store is down): about 30 µs per thousand queued. Kept off the request path,
+        where an index cost every call an insertion and a removal."""
+        for items in (self._pending, self._queue):
+            for item in items:
+                if type(item) is tuple and item[0] == request_id:
+                    return exposure_of(item)
+        return None
 
     # ---- the writer ------------------------------------------------------------------------------
 
@@ -128,8 +123,6 @@ class OutcomeRecorder(BatchWriter):
                 lost = _exposures_in(self._pending) + _exposures_in(self._queue)
                 self.dropped_exposures += lost
                 log.error("stopping with %d exposures unwritten: %s", lost, exc.message)
-                self._forget(self._pending)
-                self._forget(self._queue)
                 self._pending.clear()
                 self._queue.clear()
 
@@ -159,7 +152,6 @@ class OutcomeRecorder(BatchWriter):
 
     def drop_pending(self) -> None:
         self.dropped_exposures += _exposures_in(self._pending)
-        self._forget(self._pending)
         self._pending = []
 
     def _take(self) -> None:
@@ -173,21 +165,6 @@ class OutcomeRecorder(BatchWriter):
         recorded = await self._store.record_outcomes(exposures, feedback)
         self.orphans += recorded.orphans
         self._pending = []
-        # The written leave the index from its front (the oldest first), down to the last
-        # RECENT written and everything still queued.
-        recent = self._recent
-        excess = len(recent) - RECENT - len(self._queue)
-        if excess > 0:
-            for request_id in list(islice(recent, excess)):
-                del recent[request_id]
-
-    def _forget(self, items: Iterable[Pending | Feedback]) -> None:
-        """Take lost exposures out of the index (feedback for them is then checked against the
-        store, which does not have them)."""
-        recent = self._recent
-        for item in items:
-            if type(item) is tuple:
-                recent.pop(item[0], None)
 
 
 def _exposures_in(items: Iterable[Pending | Feedback]) -> int:

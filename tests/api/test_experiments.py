@@ -133,9 +133,12 @@ def gateway_on(path: Path) -> ServedGateway:
     return ServedGateway(create_app(settings, store=SQLiteStore(path)))
 
 
-def test_feedback_for_a_written_call_is_taken_while_the_store_is_down(tmp_path: Path) -> None:
-    """A call whose exposure is already in the store still takes feedback while the store is
-    away (the gateway remembers its last exposures); the value is written once it is back."""
+def test_feedback_for_a_written_call_while_the_store_is_down_is_503_and_retried(
+    tmp_path: Path,
+) -> None:
+    """A call whose exposure is already in the store cannot be checked while the store is away
+    (the gateway keeps nothing per written call): 503 `store_unavailable` in OpenAI's shape,
+    nothing recorded; the same post once the store is back is taken and written."""
     folder = tmp_path / "data"
     folder.mkdir()
     path = folder / "gateway.db"
@@ -146,19 +149,23 @@ def test_feedback_for_a_written_call_is_taken_while_the_store_is_down(tmp_path: 
         while asyncio.run(SQLiteStore(path).exposure(request_id)) is None:
             assert time.monotonic() < deadline, "the exposure was never written"
             time.sleep(0.05)
+        vote = {"request_id": request_id, "metric": "user_satisfaction", "value": 5}
         folder.rename(tmp_path / "away")
         try:
-            vote = {"request_id": request_id, "metric": "user_satisfaction", "value": 5}
-            assert feedback(gateway, vote).status_code == 202
+            refused = feedback(gateway, vote)
         finally:
             (tmp_path / "away").rename(folder)
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert error["code"] == "store_unavailable" and error["type"] == "server_error"
+        assert feedback(gateway, vote).status_code == 202
         while True:
             units = asyncio.run(SQLiteStore(path).unit_outcomes("exp-sat", "user_satisfaction"))
             if any(u.count for u in units):
                 break
             assert time.monotonic() < deadline + 10, "the feedback was never written"
             time.sleep(0.05)
-        assert [u.total for u in units if u.count] == [5]
+        assert [(u.total, u.count) for u in units if u.count] == [(5, 1)]
     finally:
         gateway.stop()
 

@@ -44,9 +44,9 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     recorder.call_finished(record("req_random", user=None))
     recorder.call_finished(record("req_outside", experiment=None))
     recorder.call_finished(dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None))
-    queued = recorder.recent("req_user")  # feedback right after the call finds it unwritten
+    queued = recorder.queued("req_user")  # feedback right after the call finds it unwritten
     assert queued is not None and queued.unit == hash_user("alice")
-    assert recorder.recent("req_outside") is None
+    assert recorder.queued("req_outside") is None
     await recorder.flush()
     user = await store.exposure("req_user")
     assert user is not None and user.unit == hash_user("alice")
@@ -61,11 +61,8 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     assert await store.exposure("req_outside") is None
     assert await store.exposure("req_unmanaged") is None
     assert user == queued
-    # Written, it is still answered from memory, kept as a plain tuple that the garbage
-    # collector stops tracking (so the last RECENT exposures cost its passes nothing).
-    assert recorder.recent("req_user") == user and recorder.recent("req_random") == random
-    gc.collect()
-    assert not any(gc.is_tracked(fields) for fields in recorder._recent.values())
+    # Written, it is the store's to answer: the recorder keeps nothing of it.
+    assert recorder.queued("req_user") is None and recorder.queued("req_random") is None
 
 
 def test_a_queued_call_keeps_neither_its_record_nor_the_collector_busy(tmp_path: Path) -> None:
@@ -80,46 +77,53 @@ def test_a_queued_call_keeps_neither_its_record_nor_the_collector_busy(tmp_path:
     assert [sys.getrefcount(call) for call in calls] == held
     gc.collect()
     assert not any(gc.is_tracked(item) for item in recorder._queue)
-    queued = recorder.recent("req_1")
+    queued = recorder.queued("req_1")
     assert queued is not None and queued.unit == "req_1" and queued.latency_ms == 250.0
 
 
-async def test_the_last_written_exposures_are_remembered_up_to_the_bound(
+async def test_an_exposure_is_found_until_its_batch_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past RECENT written exposures the oldest is forgotten (then the store answers)."""
-    monkeypatch.setattr(outcomes, "RECENT", 3)
-    store = SQLiteStore(tmp_path / "g.db")
+    """Queued, or in the batch being written, an exposure is found (feedback posted a moment
+    after the call); once its batch is in the store, it is not (the store answers)."""
+    monkeypatch.setattr(outcomes, "BATCH_SIZE", 2)
+    release = asyncio.Event()
+
+    class SlowStore(SQLiteStore):
+        async def record_outcomes(self, exposures, feedback):  # type: ignore[no-untyped-def]
+            await release.wait()
+            return await super().record_outcomes(exposures, feedback)
+
+    store = SlowStore(tmp_path / "g.db")
     recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
     for i in range(5):
         recorder.call_finished(record(f"req_{i}"))
-        await recorder.flush()
-    remembered = [recorder.recent(f"req_{i}") is not None for i in range(5)]
-    assert remembered == [False, False, True, True, True]
-    assert await store.exposure("req_0") is not None
-    # What is queued is remembered whatever the bound, until it is written.
-    for i in range(5, 10):
-        recorder.call_finished(record(f"req_{i}"))
-    remembered = [recorder.recent(f"req_{i}") is not None for i in range(10)]
-    assert remembered == [False] * 2 + [True] * 8
-    monkeypatch.setattr(outcomes, "BATCH_SIZE", 2)
-    await recorder.write_batch()  # two written, three still queued: all remembered
-    assert [recorder.recent(f"req_{i}") is not None for i in range(5, 10)] == [True] * 5
+    writing = asyncio.create_task(recorder.write_batch())  # req_0 and req_1, held by the store
+    await asyncio.sleep(0.01)
+    assert not writing.done()
+    found = [recorder.queued(f"req_{i}") for i in range(6)]
+    assert [e.request_id if e else None for e in found] == [f"req_{i}" for i in range(5)] + [None]
+    release.set()
+    await writing
+    assert [recorder.queued(f"req_{i}") is not None for i in range(5)] == [False] * 2 + [True] * 3
+    assert await store.exposure("req_0") == found[0]
     await recorder.flush()
-    remembered = [recorder.recent(f"req_{i}") is not None for i in range(10)]
-    assert remembered == [False] * 7 + [True] * 3
+    assert all(recorder.queued(f"req_{i}") is None for i in range(5))
+    assert [await store.exposure(f"req_{i}") for i in range(5)] == found[:5]
 
 
-async def test_a_request_id_served_twice_is_remembered_as_the_store_keeps_it(
+async def test_a_request_id_served_twice_is_found_as_the_store_keeps_it(
     tmp_path: Path,
 ) -> None:
-    """Both stores keep a request id's first exposure; so does the recorder's memory."""
+    """Both stores keep a request id's first exposure; so does the queue's reader."""
     store = SQLiteStore(tmp_path / "g.db")
     recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
     recorder.call_finished(record("req_twice", user="first"))
     recorder.call_finished(record("req_twice", user="second"))
+    queued = recorder.queued("req_twice")
+    assert queued is not None and queued.unit == hash_user("first")
     await recorder.flush()
-    assert recorder.recent("req_twice") == await store.exposure("req_twice")
+    assert queued == await store.exposure("req_twice")
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
@@ -142,7 +146,7 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
             recorder.call_finished(record(f"req_{i}", user=f"u{i}"))
         recorder.feedback(Feedback("req_3", "user_satisfaction", 5))
         await asyncio.sleep(0.1)  # several failed writes
-        assert all(recorder.recent(f"req_{i}") is not None for i in range(10))
+        assert all(recorder.queued(f"req_{i}") is not None for i in range(10))
         folder.mkdir()
         deadline = time.monotonic() + 10
         while await _exposed(store) < 10:
@@ -151,7 +155,6 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
     finally:
         await recorder.stop()
     assert recorder.dropped_exposures == 0
-    assert all(recorder.recent(f"req_{i}") is not None for i in range(10))
     units = await store.unit_outcomes("exp-1", "user_satisfaction")
     assert sum(u.count for u in units) == 1 and sum(u.requests for u in units) == 10
 
