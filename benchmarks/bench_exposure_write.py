@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.core.outcomes import Exposure
+from gateway.core.outcomes import Exposure, ExposureRow, exposure_row
 from gateway.service import new_request_id
 from gateway.stores.sqlite import SQLiteStore
 
@@ -57,26 +57,28 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def exposures(count: int) -> list[Exposure]:
+def exposures(count: int) -> list[ExposureRow]:
     """`count` randomly assigned calls of one experiment, as the recorder hands them over."""
     made = []
     for _ in range(count):
         request_id = new_request_id(None)
         variant = random.choice(("control", "treatment"))
         made.append(
-            Exposure(
-                request_id=request_id,
-                experiment_id="bench",
-                variant=variant,
-                version="1.0.0" if variant == "control" else "1.1.0",
-                unit=request_id,
-                at=datetime.now(UTC),
-                latency_ms=random.uniform(5.0, 50.0),
-                input_tokens=40,
-                output_tokens=20,
-                cost_usd=0.0001,
-                status=200,
-                trace_id=None,
+            exposure_row(
+                Exposure(
+                    request_id=request_id,
+                    experiment_id="bench",
+                    variant=variant,
+                    version="1.0.0" if variant == "control" else "1.1.0",
+                    unit=request_id,
+                    at=datetime.now(UTC),
+                    latency_ms=random.uniform(5.0, 50.0),
+                    input_tokens=40,
+                    output_tokens=20,
+                    cost_usd=0.0001,
+                    status=200,
+                    trace_id=None,
+                )
             )
         )
     return made

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from gateway.core.experiments import in_treatment
 from gateway.core.model import Experiment
-from gateway.core.outcomes import Exposure, Feedback
+from gateway.core.outcomes import Exposure, ExposureRow, Feedback, exposure_row
 from gateway.stores.base import Store
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
@@ -60,7 +60,7 @@ EXPERIMENT = Experiment(
     created_by="bench",
 )
 
-Batch = tuple[list[Exposure], list[Feedback]]
+Batch = tuple[list[ExposureRow], list[Feedback]]
 
 
 def make_batches(exposures: int, users: int, batch_size: int, seed: int = 2026) -> list[Batch]:
@@ -72,25 +72,27 @@ def make_batches(exposures: int, users: int, batch_size: int, seed: int = 2026) 
     batches: list[Batch] = []
     pending: list[Feedback] = []
     for start in range(0, exposures, batch_size):
-        calls: list[Exposure] = []
+        calls: list[ExposureRow] = []
         later: list[Feedback] = []
         for n in range(start, min(start + batch_size, exposures)):
             user = rng.randrange(users)
             treatment = treated[user]
             request_id = f"req_{rng.getrandbits(128):032x}"
             calls.append(
-                Exposure(
-                    request_id=request_id,
-                    experiment_id=EXPERIMENT.id,
-                    variant="treatment" if treatment else "control",
-                    version="1.1.0" if treatment else "1.0.0",
-                    unit=units[user],
-                    at=T0 + timedelta(milliseconds=n),
-                    latency_ms=rng.lognormvariate(6.5 if treatment else 6.6, 0.4),
-                    input_tokens=rng.randrange(200, 2000),
-                    output_tokens=rng.randrange(20, 600),
-                    cost_usd=None if rng.random() < 0.05 else rng.uniform(0.0002, 0.002),
-                    status=200,
+                exposure_row(
+                    Exposure(
+                        request_id=request_id,
+                        experiment_id=EXPERIMENT.id,
+                        variant="treatment" if treatment else "control",
+                        version="1.1.0" if treatment else "1.0.0",
+                        unit=units[user],
+                        at=T0 + timedelta(milliseconds=n),
+                        latency_ms=rng.lognormvariate(6.5 if treatment else 6.6, 0.4),
+                        input_tokens=rng.randrange(200, 2000),
+                        output_tokens=rng.randrange(20, 600),
+                        cost_usd=None if rng.random() < 0.05 else rng.uniform(0.0002, 0.002),
+                        status=200,
+                    )
                 )
             )
             if rng.random() < 0.30:

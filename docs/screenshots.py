@@ -37,7 +37,7 @@ from playwright.sync_api import sync_playwright
 
 from gateway.core.capture import CallShape, sighting
 from gateway.core.experiments import in_treatment
-from gateway.core.outcomes import Exposure, Feedback
+from gateway.core.outcomes import Exposure, ExposureRow, Feedback, exposure_row
 from gateway.stores.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ async def record(store_path: Path) -> None:
     rng = random.Random(2026)
     keys = [f"user-{i}" for i in range(USERS)]
     units = [hashlib.sha256(k.encode()).hexdigest()[:32] for k in keys]
-    calls: list[Exposure] = []
+    calls: list[ExposureRow] = []
     ratings: list[Feedback] = []
     for n in range(CALLS):
         user = rng.randrange(USERS)
@@ -80,18 +80,20 @@ async def record(store_path: Path) -> None:
         request_id = f"req_{rng.getrandbits(96):024x}"
         at = START + timedelta(seconds=n * 5 * 86_400 / CALLS)
         calls.append(
-            Exposure(
-                request_id,
-                EXPERIMENT,
-                "treatment" if treated else "control",
-                "1.1.0" if treated else "1.0.0",
-                units[user],
-                at,
-                rng.gammavariate(4, 180),
-                rng.randint(200, 400),
-                rng.randint(50, 200),
-                0.0004,
-                200,
+            exposure_row(
+                Exposure(
+                    request_id,
+                    EXPERIMENT,
+                    "treatment" if treated else "control",
+                    "1.1.0" if treated else "1.0.0",
+                    units[user],
+                    at,
+                    rng.gammavariate(4, 180),
+                    rng.randint(200, 400),
+                    rng.randint(50, 200),
+                    0.0004,
+                    200,
+                )
             )
         )
         if rng.random() < 0.3:

@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.core.outcomes import Exposure, Feedback
 from gateway.stores.sqlite import SQLiteStore
 from tests.conftest import Gateway
+from tests.outcome_rows import record_outcomes
 
 MOCK = {"GATEWAY_UPSTREAM_URL": "mock"}
 
@@ -52,7 +53,7 @@ def _record(project: Path, *, control_rate: float, treatment_rate: float, users:
             feedback.append(
                 Feedback(request_id, "task_completion", 1.0 if i < rate * users else 0.0)
             )
-    asyncio.run(SQLiteStore(project / "gateway.db").record_outcomes(exposures, feedback))
+    asyncio.run(record_outcomes(SQLiteStore(project / "gateway.db"), exposures, feedback))
 
 
 def test_results_show_both_arms_and_the_verdict(gateway: Gateway, project: Path) -> None:

@@ -29,6 +29,7 @@ from tests.conftest import (
     free_port,
     serve_project,
 )
+from tests.outcome_rows import record_outcomes
 
 STRICT = (
     "name: strict\nversion: 1.0.0\ncontent: You help {{company}}.\n"
@@ -180,7 +181,7 @@ def _record(db: Path) -> None:
                 )  # type: ignore[arg-type]
             )
             feedback.append(Feedback(request_id, "task_completion", 1.0 if i < rate * 120 else 0.0))
-    asyncio.run(SQLiteStore(db).record_outcomes(exposures, feedback))
+    asyncio.run(record_outcomes(SQLiteStore(db), exposures, feedback))
 
 
 def _run_session(root: Path, monkeypatch: pytest.MonkeyPatch, remote: bool) -> list[str]:

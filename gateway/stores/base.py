@@ -8,7 +8,14 @@ from typing import Protocol
 
 from gateway.core.capture import CapturedPrompt
 from gateway.core.model import AuditEntry, Experiment, PromptState, RegistrySnapshot
-from gateway.core.outcomes import ArmTotals, Exposure, Feedback, PeriodTotal, UnitOutcome
+from gateway.core.outcomes import (
+    ArmTotals,
+    Exposure,
+    ExposureRow,
+    Feedback,
+    PeriodTotal,
+    UnitOutcome,
+)
 from gateway.core.registry import Change
 from gateway.stores.backup import RegistryExport
 
@@ -85,9 +92,10 @@ class OutcomeStore(Protocol):
     """
 
     async def record_outcomes(
-        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+        self, exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]
     ) -> Recorded:
-        """Write one batch: the exposures first, then the feedback, atomically.
+        """Write one batch: the exposures (as rows: `exposure_row`) first, then the feedback,
+        atomically.
 
         Each request id is recorded once: an exposure whose request id is already stored (or
         came earlier in the batch) is ignored, so a batch retried after an error counts nothing

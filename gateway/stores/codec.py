@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ from gateway.core.model import (
     TestFailure,
     TestResults,
 )
-from gateway.core.outcomes import DIRECTIONS, Exposure, Feedback
+from gateway.core.outcomes import DIRECTIONS, Exposure, ExposureRow, Feedback
 from gateway.core.rendering import Message
 
 
@@ -319,6 +319,26 @@ def utc_iso(at: datetime) -> str:
     return orjson.dumps(at, option=orjson.OPT_NAIVE_UTC)[1:-1].decode()
 
 
+def utc_text(at_us: int) -> str:
+    """`utc_iso` of a time given as microseconds since the epoch (an `ExposureRow`'s), the same
+    text character for character. Raises OverflowError past the year 9999.
+
+    A batch's calls fall within a few seconds: each second's text is made once (a datetime per
+    second, not per exposure) and kept, up to `SECOND_TEXTS` of them."""
+    seconds, micro = divmod(at_us, 1_000_000)
+    text = _second_texts.get(seconds)
+    if text is None:
+        if len(_second_texts) >= SECOND_TEXTS:
+            _second_texts.clear()
+        text = _second_texts[seconds] = (_NAIVE_EPOCH + timedelta(seconds=seconds)).isoformat()
+    return f"{text}.{micro:06d}+00:00" if micro else f"{text}+00:00"
+
+
+SECOND_TEXTS = 4096
+_second_texts: dict[int, str] = {}
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def load_exposure(request_id: str, raw: bytes | str) -> Exposure:
     """An exposure from its stored document: a JSON array of its fields but the request id (the
     key it is stored under), in Exposure's order, `at` as `utc_iso` text.
@@ -359,21 +379,26 @@ LARGEST = 1e100
 any number of them stay finite (a latency of 1e155 ms squared is infinite)."""
 
 
-def check_outcomes(exposures: Sequence[Exposure], feedback: Sequence[Feedback]) -> None:
+def check_outcomes(exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]) -> None:
     """Raise ValueError, before anything is written, when a batch holds a number that is not
-    finite or whose square is not (beyond ±`LARGEST`).
+    finite or whose square is not (beyond ±`LARGEST`), or an exposure's time outside 1900-2199.
 
     Aggregates are sums and sums of squares: one NaN or infinity would spoil its unit's sum for
     good. JSON has no such number either (orjson writes null), and the Redis script would stop
-    on it halfway through a batch, its earlier writes kept. (Chained comparisons, false for NaN:
-    no function call per exposure.)
+    on it halfway through a batch, its earlier writes kept. A call's time comes from the
+    gateway's clock; within these years it is exact as a double's microseconds, which the
+    Redis script reads it as. (Chained comparisons, false for NaN: no call per exposure.)
     """
-    for e in exposures:
-        if not (-LARGEST <= e.latency_ms <= LARGEST and -LARGEST <= (e.cost_usd or 0.0) <= LARGEST):
+    for request_id, _, _, _, _, at, latency, _, _, cost, _, _ in exposures:
+        if not (
+            -LARGEST <= latency <= LARGEST
+            and -LARGEST <= (cost or 0.0) <= LARGEST
+            and FIRST_AT_US <= at < END_AT_US
+        ):
             raise ValueError(
-                f"Exposure {e.request_id!r} has latency_ms={e.latency_ms!r}, "
-                f"cost_usd={e.cost_usd!r}; both must be finite numbers within ±{LARGEST:g}. "
-                "Nothing was written."
+                f"Exposure {request_id!r} has latency_ms={latency!r}, cost_usd={cost!r}, "
+                f"at={at!r} µs; latency and cost must be finite numbers within ±{LARGEST:g}, "
+                "the time from 1900 to 2199 (UTC). Nothing was written."
             )
     for f in feedback:
         if not -LARGEST <= f.value <= LARGEST:
@@ -381,6 +406,12 @@ def check_outcomes(exposures: Sequence[Exposure], feedback: Sequence[Feedback]) 
                 f"Feedback {f.metric} for {f.request_id!r} is {f.value!r}; it must be a finite "
                 f"number within ±{LARGEST:g}. Nothing was written."
             )
+
+
+FIRST_AT_US = -2_208_988_800_000_000
+"""1900-01-01T00:00:00Z in microseconds since the epoch: the earliest exposure time stored."""
+END_AT_US = 7_258_118_400_000_000
+"""2200-01-01T00:00:00Z: exposure times stop before it (both bounds under 2^53 in magnitude)."""
 
 
 def check_metric(metric: str) -> None:

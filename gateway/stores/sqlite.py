@@ -39,6 +39,7 @@ from gateway.core.outcomes import (
     PERIOD_CHARS,
     ArmTotals,
     Exposure,
+    ExposureRow,
     Feedback,
     PeriodTotal,
     UnitOutcome,
@@ -427,13 +428,13 @@ class SQLiteStore:
         return {name: codec.load_audit(doc) for name, doc in rows}
 
     async def record_outcomes(
-        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+        self, exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]
     ) -> Recorded:
         codec.check_outcomes(exposures, feedback)
         return await asyncio.to_thread(self._record_outcomes, exposures, feedback)
 
     def _record_outcomes(
-        self, exposures: Sequence[Exposure], feedback: Sequence[Feedback]
+        self, exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]
     ) -> Recorded:
         with self._outcomes_lock, self._outcome_connection() as conn:
             # IMMEDIATE: the batch's reads (which ids are stored, earlier feedback values) and its
@@ -706,31 +707,31 @@ def _add_columns(conn: sqlite3.Connection) -> None:
                 raise
 
 
-def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[Exposure]) -> int:
+def _write_exposures(conn: sqlite3.Connection, exposures: Sequence[ExposureRow]) -> int:
     """Insert the exposures whose request id is new and add them to their units and periods;
     how many were new. Runs inside the batch's IMMEDIATE transaction: no other writer adds rows
     in between, so the rows past the table's last rowid before the insert are this batch's."""
     if not exposures:
         return 0
     (start,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM exposures").fetchone()
-    # An Exposure's fields are the columns in order: a batch binds as one flat list, its times
+    # A row's fields are the columns in order: a batch binds as one flat list, its times
     # (every WIDTH-th value from AT) formatted in place.
     values: list[object] = [value for e in exposures for value in e]
-    times = [codec.utc_iso(at) for at in values[_AT::_WIDTH]]  # type: ignore[arg-type]
+    times = [codec.utc_text(at) for at in values[_AT::_WIDTH]]  # type: ignore[arg-type]
     values[_AT::_WIDTH] = times
     _insert_rows(conn, _INSERT_EXPOSURES, values, _WIDTH)
     (written,) = conn.execute("SELECT count(*) FROM exposures WHERE rowid > ?", (start,)).fetchone()
     if not written:
         return 0
     conn.execute(_ADD_EXPOSURES, (start,))
-    new: Iterable[tuple[Exposure, str]] = zip(exposures, times, strict=True)
+    new: Iterable[tuple[ExposureRow, str]] = zip(exposures, times, strict=True)
     if written < len(exposures):
         new = _inserted(conn, start, new)
     _move_periods(conn, _hour_sums(new))
     return int(written)
 
 
-def _hour_sums(exposures: Iterable[tuple[Exposure, str]]) -> dict[PeriodKey, list[float]]:
+def _hour_sums(exposures: Iterable[tuple[ExposureRow, str]]) -> dict[PeriodKey, list[float]]:
     """The period_totals rows that `exposures` (each with its time as stored) add: count, sum and
     sum of squares of latency, and of cost where there is one, per experiment, hour and arm.
 
@@ -739,12 +740,11 @@ def _hour_sums(exposures: Iterable[tuple[Exposure, str]]) -> dict[PeriodKey, lis
     value cost about 0.45 µs more per exposure): the write went from 5.22 to 4.40-4.46 µs per
     exposure (`benchmarks/bench_exposure_write.py`)."""
     hours: dict[tuple[str, str, str], list[float]] = {}
-    for e, at in exposures:
-        key = (e.experiment_id, at[:PERIOD_CHARS], e.variant)
+    for (_, experiment_id, variant, _, _, _, latency, _, _, cost, _, _), at in exposures:
+        key = (experiment_id, at[:PERIOD_CHARS], variant)
         sums = hours.get(key)
         if sums is None:
             sums = hours[key] = [0, 0.0, 0.0, 0, 0.0, 0.0]
-        latency, cost = e.latency_ms, e.cost_usd
         sums[0] += 1
         sums[1] += latency
         sums[2] += latency * latency
@@ -761,14 +761,14 @@ def _hour_sums(exposures: Iterable[tuple[Exposure, str]]) -> dict[PeriodKey, lis
 
 
 def _inserted(
-    conn: sqlite3.Connection, start: int, batch: Iterable[tuple[Exposure, str]]
-) -> Iterator[tuple[Exposure, str]]:
+    conn: sqlite3.Connection, start: int, batch: Iterable[tuple[ExposureRow, str]]
+) -> Iterator[tuple[ExposureRow, str]]:
     """The exposures of `batch` (with their times) that went in as rows past `start`: a request
     id stored before is skipped, and of one sent twice only the first went in."""
     stored = {rid for (rid,) in conn.execute(_IDS_SINCE, (start,))}
     for e, at in batch:
-        if e.request_id in stored:
-            stored.discard(e.request_id)
+        if e[0] in stored:
+            stored.discard(e[0])
             yield e, at
 
 

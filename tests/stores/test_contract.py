@@ -38,6 +38,7 @@ from gateway.stores.sqlite import SCHEMA, SQLiteStore
 from tests.factories import T0
 from tests.factories import experiment as factory_experiment
 from tests.factories import version as factory_version
+from tests.outcome_rows import record_outcomes
 from tests.stores.conftest import Backend
 
 
@@ -383,7 +384,7 @@ async def test_exposure_round_trips(store: Store) -> None:
         output_tokens=10**17,
         status=2**40,
     )
-    await store.record_outcomes([bare, full, exact], [])
+    await record_outcomes(store, [bare, full, exact], [])
     stored = await store.exposure("r1")
     assert stored == bare
     assert stored is not None
@@ -414,7 +415,7 @@ async def test_an_exposure_stored_without_a_trace_id_still_loads(tmp_path: Path)
     store = SQLiteStore(path)
     loaded = await store.exposure("old")
     assert loaded is not None and loaded.trace_id is None and loaded.latency_ms == 5.0
-    await store.record_outcomes([exposure("new")._replace(trace_id="ab" * 16)], [])
+    await record_outcomes(store, [exposure("new")._replace(trace_id="ab" * 16)], [])
     again = await store.exposure("new")
     assert again is not None and again.trace_id == "ab" * 16
     ten = orjson.dumps(["exp-1", "control", "1.0.0", "u1", T0.isoformat(), 5.0, 1, 2, None, 200])
@@ -423,8 +424,8 @@ async def test_an_exposure_stored_without_a_trace_id_still_loads(tmp_path: Path)
 
 async def test_exposure_counts_once_across_batches(store: Store) -> None:
     """A request id already stored is ignored by a later batch, which keeps the first exposure."""
-    first = await store.record_outcomes([exposure("r1"), exposure("r2")], [])
-    again = await store.record_outcomes([exposure("r1", latency=999.0), exposure("r3")], [])
+    first = await record_outcomes(store, [exposure("r1"), exposure("r2")], [])
+    again = await record_outcomes(store, [exposure("r1", latency=999.0), exposure("r3")], [])
     assert (first, again) == (Recorded(2, 0, 0), Recorded(1, 0, 0))
     assert await outcomes(store, "latency") == {("control", "u1"): (3, 300.0, 3)}
     stored = await store.exposure("r1")
@@ -436,8 +437,8 @@ async def test_exposure_counts_once_across_batches(store: Store) -> None:
 
 async def test_exposure_counts_once_within_a_batch(store: Store) -> None:
     """A request id twice in one batch is recorded once, as it first appears."""
-    recorded = await store.record_outcomes(
-        [exposure("r1"), exposure("r1", "u2", latency=500.0)], []
+    recorded = await record_outcomes(
+        store, [exposure("r1"), exposure("r1", "u2", latency=500.0)], []
     )
     assert recorded == Recorded(1, 0, 0)
     assert await outcomes(store, "latency") == {("control", "u1"): (1, 100.0, 1)}
@@ -449,16 +450,16 @@ async def test_retried_batch_changes_nothing(store: Store) -> None:
     """The same batch written twice (a retry) leaves every aggregate as after the first."""
     batch = [exposure("r1"), exposure("r2", cost=None)]
     votes = [Feedback("r1", "user_satisfaction", 4.0), Feedback("r2", "task_completion", 1.0)]
-    assert await store.record_outcomes(batch, votes) == Recorded(2, 2, 0)
+    assert await record_outcomes(store, batch, votes) == Recorded(2, 2, 0)
     before = [await outcomes(store, m) for m in METRICS]
-    assert await store.record_outcomes(batch, votes) == Recorded(0, 2, 0)
+    assert await record_outcomes(store, batch, votes) == Recorded(0, 2, 0)
     assert [await outcomes(store, m) for m in METRICS] == before
 
 
 async def test_feedback_in_the_batch_of_its_exposure(store: Store) -> None:
     """A batch holding a call's exposure and its feedback applies both: exposures go first."""
-    recorded = await store.record_outcomes(
-        [exposure("r1")], [Feedback("r1", "task_completion", 1.0)]
+    recorded = await record_outcomes(
+        store, [exposure("r1")], [Feedback("r1", "task_completion", 1.0)]
     )
     assert recorded == Recorded(1, 1, 0)
     assert await outcomes(store, "task_completion") == {("control", "u1"): (1, 1.0, 1)}
@@ -466,17 +467,20 @@ async def test_feedback_in_the_batch_of_its_exposure(store: Store) -> None:
 
 async def test_feedback_replaces_and_moves_the_sum(store: Store) -> None:
     """A second value of one (request, metric) replaces the first: sum moves, count stays."""
-    await store.record_outcomes(
-        [exposure("r1"), exposure("r2")], [Feedback("r1", "user_satisfaction", 4.0)]
+    await record_outcomes(
+        store, [exposure("r1"), exposure("r2")], [Feedback("r1", "user_satisfaction", 4.0)]
     )
-    replaced = await store.record_outcomes(
+    replaced = await record_outcomes(
+        store,
         [],
         [Feedback("r1", "user_satisfaction", 2.5), Feedback("r2", "user_satisfaction", 5.0)],
     )
     assert replaced == Recorded(0, 2, 0)
     assert await outcomes(store, "user_satisfaction") == {("control", "u1"): (2, 7.5, 2)}
-    twice = await store.record_outcomes(
-        [], [Feedback("r2", "user_satisfaction", 1.0), Feedback("r2", "user_satisfaction", 3.0)]
+    twice = await record_outcomes(
+        store,
+        [],
+        [Feedback("r2", "user_satisfaction", 1.0), Feedback("r2", "user_satisfaction", 3.0)],
     )
     assert twice == Recorded(0, 2, 0)
     assert await outcomes(store, "user_satisfaction") == {("control", "u1"): (2, 5.5, 2)}
@@ -484,13 +488,14 @@ async def test_feedback_replaces_and_moves_the_sum(store: Store) -> None:
 
 async def test_orphan_feedback_is_counted_and_ignored(store: Store) -> None:
     """Feedback for a request id with no exposure is an orphan and leaves no trace."""
-    recorded = await store.record_outcomes(
+    recorded = await record_outcomes(
+        store,
         [exposure("r1")],
         [Feedback("ghost", "task_completion", 1.0), Feedback("r1", "task_completion", 0.0)],
     )
     assert recorded == Recorded(1, 1, 1)
     # The exposure arriving later does not revive the orphan's value.
-    await store.record_outcomes([exposure("ghost", "u2")], [])
+    await record_outcomes(store, [exposure("ghost", "u2")], [])
     assert await outcomes(store, "task_completion") == {
         ("control", "u1"): (1, 0.0, 1),
         ("control", "u2"): (1, 0.0, 0),
@@ -499,7 +504,8 @@ async def test_orphan_feedback_is_counted_and_ignored(store: Store) -> None:
 
 async def test_latency_and_cost_aggregates(store: Store) -> None:
     """latency counts every exposure; cost_per_task only those with a cost; all units listed."""
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [
             exposure("r1", "u1", latency=100.0, cost=0.25),
             exposure("r2", "u1", latency=300.0, cost=None),
@@ -524,8 +530,8 @@ async def test_latency_and_cost_aggregates(store: Store) -> None:
 async def test_sums_keep_every_bit(store: Store) -> None:
     """Sums read back as the doubles that adding the values in order gives, no rounding."""
     values = [0.1, 0.2, 1e-7, 123456.789]
-    await store.record_outcomes(
-        [exposure(f"r{i}", latency=v, cost=v / 1000) for i, v in enumerate(values)], []
+    await record_outcomes(
+        store, [exposure(f"r{i}", latency=v, cost=v / 1000) for i, v in enumerate(values)], []
     )
     [(_, latency, _)] = (await outcomes(store, "latency")).values()
     [(_, cost, _)] = (await outcomes(store, "cost_per_task")).values()
@@ -538,7 +544,8 @@ async def test_sums_keep_every_bit(store: Store) -> None:
 
 async def test_feedback_metrics_are_kept_apart(store: Store) -> None:
     """Each feedback metric has its own sum; units without a value are listed with count 0."""
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [
             exposure("r1", "u1"),
             exposure("r2", "u1"),
@@ -566,7 +573,8 @@ async def test_feedback_metrics_are_kept_apart(store: Store) -> None:
 
 async def test_units_belong_to_their_experiment_and_arm(store: Store) -> None:
     """A unit is aggregated per (experiment, variant); another experiment's units never show."""
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [
             exposure("r1", "u1", latency=10.0),
             exposure("r2", "u1", variant="treatment", latency=20.0),
@@ -585,8 +593,8 @@ async def test_units_belong_to_their_experiment_and_arm(store: Store) -> None:
 async def test_units_come_back_as_recorded_whatever_they_hold(store: Store) -> None:
     """A unit holding spaces, colons, bars, a newline or non-ASCII is listed exactly as recorded."""
     odd = "req 1:2|3\nÄ"
-    await store.record_outcomes(
-        [exposure(odd, odd, variant="treatment")], [Feedback(odd, "user_satisfaction", 3.0)]
+    await record_outcomes(
+        store, [exposure(odd, odd, variant="treatment")], [Feedback(odd, "user_satisfaction", 3.0)]
     )
     assert await outcomes(store, "user_satisfaction") == {("treatment", odd): (1, 3.0, 1)}
     stored = await store.exposure(odd)
@@ -642,11 +650,11 @@ async def test_arm_totals_equal_the_sums_of_the_units(store: Store) -> None:
             votes.append(Feedback(f"r{i}", "task_completion", float(rng.random() < 0.6)))
     other = [exposure(f"o{i}", f"u{i}", experiment="exp-2", latency=1.0) for i in range(50)]
     for start in range(0, 2000, 250):  # batches: the random units' sums are merged batch by batch
-        await store.record_outcomes(calls[start : start + 250] + (other if start else []), [])
-    await store.record_outcomes([], votes[: len(votes) // 2])
-    await store.record_outcomes([], votes[len(votes) // 2 :])
+        await record_outcomes(store, calls[start : start + 250] + (other if start else []), [])
+    await record_outcomes(store, [], votes[: len(votes) // 2])
+    await record_outcomes(store, [], votes[len(votes) // 2 :])
     replaced = [Feedback(v.request_id, v.metric, 5.0 - v.value) for v in votes[::7]]
-    await store.record_outcomes([], replaced)
+    await record_outcomes(store, [], replaced)
     for metric in METRICS:
         units = await store.unit_outcomes("exp-1", metric)
         expected = stats.arm_totals(units)
@@ -663,7 +671,8 @@ async def test_arm_totals_of_arms_without_units_or_values(store: Store) -> None:
     """An experiment never exposed has NO_UNITS in both arms; an arm whose units have no value
     of the metric has its users and requests but no mean; an unknown metric is refused."""
     assert await store.arm_totals("never-ran", "latency") == (NO_UNITS, NO_UNITS)
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [exposure("r1"), exposure("r2", "u2"), exposure("r3", "u2")],
         [Feedback("r1", "user_satisfaction", 4.0)],
     )
@@ -677,7 +686,8 @@ async def test_arm_totals_of_calls_assigned_at_random(store: Store) -> None:
     """Calls without a user are each a unit (unit = request id): counted as users and requests,
     their own values as the units' means, feedback on them included; an arm of such calls only,
     and one whose calls have no cost, add up too."""
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [
             exposure("r1", "r1", latency=10.0, cost=None),
             exposure("r2", "r2", latency=20.0, cost=None),
@@ -685,7 +695,7 @@ async def test_arm_totals_of_calls_assigned_at_random(store: Store) -> None:
         ],
         [Feedback("r1", "user_satisfaction", 4.0)],
     )
-    await store.record_outcomes([exposure("r4", "r4", latency=30.0, cost=None)], [])
+    await record_outcomes(store, [exposure("r4", "r4", latency=30.0, cost=None)], [])
     control, treatment = await store.arm_totals("exp-1", "latency")
     assert control == ArmTotals(3, 3, 3, 20.0, 200.0)
     assert treatment == ArmTotals(1, 1, 1, 40.0, 0.0)
@@ -721,7 +731,7 @@ async def test_batch_with_a_non_finite_number_writes_nothing(
     """A batch holding NaN, infinity or a number whose square is infinite is refused with
     ValueError before anything is written."""
     with pytest.raises(ValueError, match="finite"):
-        await store.record_outcomes(*batch)
+        await record_outcomes(store, *batch)
     assert await store.exposure("r1") is None
     assert await store.unit_outcomes("exp-1", "latency") == []
     assert await store.period_totals("exp-1", "latency") == []
@@ -742,7 +752,7 @@ async def test_concurrent_writers_give_exact_totals(backend: Backend) -> None:
         ]
 
     async def write(store: Store, offset: int) -> list[Recorded]:
-        return [await store.record_outcomes(*batch) for batch in batches(offset)]
+        return [await record_outcomes(store, *batch) for batch in batches(offset)]
 
     writers = [backend.open() for _ in range(4)]
     results = await asyncio.gather(*(write(s, 50 * k) for k, s in enumerate(writers)))
@@ -769,7 +779,7 @@ async def test_outcomes_of_an_unreachable_store_say_so(tmp_path: Path) -> None:
     ]
     for store in stores:
         with pytest.raises(StoreUnavailable):
-            await store.record_outcomes([exposure("r1")], [])
+            await record_outcomes(store, [exposure("r1")], [])
         with pytest.raises(StoreUnavailable):
             await store.exposure("r1")
         with pytest.raises(StoreUnavailable):
@@ -793,8 +803,8 @@ async def test_period_sums_of_small_values_keep_their_digits(store: Store) -> No
     none of 1e-300)."""
     costs = [1.5e-7 + i * 1e-9 for i in range(10)]
     calls = [exposure(f"c{i}", f"u{i}", cost=cost) for i, cost in enumerate(costs)]
-    await store.record_outcomes(calls[:5], [])
-    await store.record_outcomes([*calls[5:], exposure("tiny", latency=1e-300, cost=None)], [])
+    await record_outcomes(store, calls[:5], [])
+    await record_outcomes(store, [*calls[5:], exposure("tiny", latency=1e-300, cost=None)], [])
     (period,) = await store.period_totals("exp-1", "cost_per_task")
     assert period.total == pytest.approx(sum(costs), rel=1e-12, abs=0)
     assert period.squares == pytest.approx(sum(c * c for c in costs), rel=1e-12, abs=0)
@@ -806,7 +816,8 @@ async def test_period_totals_per_hour_and_arm(store: Store) -> None:
     """Exposures count in their own UTC hour and arm; each metric has its count, sum and sum of
     squares (cost only where there is one); other experiments stay apart."""
     later = T0 + timedelta(hours=1, minutes=5)
-    await store.record_outcomes(
+    await record_outcomes(
+        store,
         [
             exposure("r1", latency=100.0),
             exposure("r2", "u2", latency=300.0, cost=None),
@@ -838,11 +849,11 @@ async def test_period_totals_follow_feedback(store: Store) -> None:
     """Feedback counts in its call's hour; a replaced value moves the sums by the difference;
     orphans and a retried batch change nothing."""
     later = T0 + timedelta(hours=3)
-    await store.record_outcomes([exposure("r1"), exposure("r2")._replace(at=later)], [])
+    await record_outcomes(store, [exposure("r1"), exposure("r2")._replace(at=later)], [])
     votes = [Feedback("r1", "user_satisfaction", 4.0), Feedback("r2", "user_satisfaction", 2.0)]
-    await store.record_outcomes([], [*votes, Feedback("nobody", "user_satisfaction", 5.0)])
-    await store.record_outcomes([], [Feedback("r1", "user_satisfaction", 3.0)])
-    await store.record_outcomes([exposure("r1")], [Feedback("r1", "user_satisfaction", 3.0)])
+    await record_outcomes(store, [], [*votes, Feedback("nobody", "user_satisfaction", 5.0)])
+    await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 3.0)])
+    await record_outcomes(store, [exposure("r1")], [Feedback("r1", "user_satisfaction", 3.0)])
     hour, later_hour = codec.utc_iso(T0)[:13], codec.utc_iso(later)[:13]
     assert await periods(store, "user_satisfaction") == {
         (hour, "control"): (1, 1, 3.0, 9.0),

@@ -9,6 +9,7 @@ written before the script made them (orjson's, from Python) must still read and 
 from __future__ import annotations
 
 import math
+import random
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,9 +18,18 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.core.outcomes import Exposure, Feedback
+from gateway.core.outcomes import (
+    EPOCH,
+    MICROSECOND,
+    PERIOD_CHARS,
+    Exposure,
+    Feedback,
+    exposure_row,
+)
+from gateway.stores import codec
 from gateway.stores.redis import RedisStore
 from gateway.stores.sqlite import SQLiteStore
+from tests.outcome_rows import record_outcomes
 
 AT = datetime(2026, 11, 1, 11, 30, 15, 123456, tzinfo=UTC)
 
@@ -53,9 +63,10 @@ HELD = {
     "+05:30": {"at": datetime(2026, 11, 1, 3, 0, 0, 5, tzinfo=timezone(timedelta(hours=5.5)))},
     "odd-offset": {"at": datetime(2026, 1, 1, 3, tzinfo=timezone(timedelta(seconds=3607)))},
     "1960": {"at": datetime(1960, 5, 5, 5, 5, 5, tzinfo=UTC)},
-    "year-1": {"at": datetime(1, 1, 1, tzinfo=UTC)},
-    "year-999": {"at": datetime(999, 1, 1, tzinfo=UTC)},
-    "year-9999": {"at": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)},
+    "first": {"at": datetime(1900, 1, 1, tzinfo=UTC)},
+    "leap-day": {"at": datetime(2000, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)},
+    "1900-not-leap": {"at": datetime(1900, 3, 1, 0, 0, 0, 1, tzinfo=UTC)},
+    "last": {"at": datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)},
 }
 
 
@@ -75,8 +86,8 @@ async def test_redis_reads_back_what_sqlite_does(name: str, redis_url: str, tmp_
     redis_store = RedisStore(redis_url, prefix=f"inputs-{uuid.uuid4().hex[:8]}:")
     try:
         for s in (sqlite, redis_store):
-            await s.record_outcomes(batch, [])
-            await s.record_outcomes([], votes)
+            await record_outcomes(s, batch, [])
+            await record_outcomes(s, [], votes)
         for e in batch:
             assert kinds(await redis_store.exposure(e.request_id)) == kinds(
                 await sqlite.exposure(e.request_id)
@@ -111,7 +122,7 @@ async def test_documents_written_by_python_are_read_and_take_feedback(
     client = aioredis.Redis.from_url(redis_url)
     try:
         await client.delete(*[k async for k in client.scan_iter("old-format:*")] or ["x"])
-        await store.record_outcomes([exposure("old", unit='ü"x')], [])
+        await record_outcomes(store, [exposure("old", unit='ü"x')], [])
         legacy = [
             "exp-1",
             "control",
@@ -130,8 +141,8 @@ async def test_documents_written_by_python_are_read_and_take_feedback(
             stored is not None and stored.latency_ms == 250.0 and type(stored.latency_ms) is float
         )
         assert (stored.unit, stored.cost_usd, stored.trace_id) == ('ü"x', None, None)
-        await store.record_outcomes([], [Feedback("old", "user_satisfaction", 3.0)])
-        await store.record_outcomes([], [Feedback("old", "user_satisfaction", 5.0)])
+        await record_outcomes(store, [], [Feedback("old", "user_satisfaction", 3.0)])
+        await record_outcomes(store, [], [Feedback("old", "user_satisfaction", 5.0)])
         (unit,) = await store.unit_outcomes("exp-1", "user_satisfaction")
         assert (unit.unit, unit.total, unit.count) == ('ü"x', 5.0, 1)
         (period,) = await store.period_totals("exp-1", "user_satisfaction")
@@ -141,6 +152,68 @@ async def test_documents_written_by_python_are_read_and_take_feedback(
             5.0,
             25.0,
         )
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(1899, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2200, 1, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+async def test_a_time_outside_1900_to_2199_is_refused_by_both_stores(
+    at: datetime, redis_url: str, tmp_path: Path
+) -> None:
+    """The batch is refused before anything of it is written, on either store."""
+    sqlite = SQLiteStore(tmp_path / "g.db")
+    redis_store = RedisStore(redis_url, prefix=f"inputs-{uuid.uuid4().hex[:8]}:")
+    try:
+        for s in (sqlite, redis_store):
+            batch = [exposure("fine"), exposure("odd", at=at)]
+            with pytest.raises(ValueError, match="from 1900 to 2199"):
+                await record_outcomes(s, batch, [])
+            assert await s.exposure("fine") is None
+    finally:
+        await sqlite.close()
+        await redis_store.close()
+
+
+async def test_the_script_writes_every_time_as_python_does(redis_url: str) -> None:
+    """Redis's script makes each exposure's time text from its microseconds: the same text
+    `codec.utc_text` makes (and SQLite stores), at the range's ends, around leap days, on whole
+    seconds and for 3,000 random times, and the hour it adds the exposure to is that text's."""
+    rng = random.Random(7)
+    first, end = codec.FIRST_AT_US, codec.END_AT_US
+    day = 86_400 * 10**6
+    edges = [first, first + 1, end - 1, end - 10**6, 0, -1, 1, 10**6 - 1]
+    leap = [
+        (datetime(year, month, d, tzinfo=UTC) - EPOCH) // MICROSECOND + shift
+        for year in (1900, 1904, 2000, 2024, 2100, 2196)
+        for month, d in ((2, 28), (3, 1), (12, 31))
+        for shift in (-1, 0, 1, day - 1)
+    ]
+    spread = [rng.randrange(first, end) for _ in range(3_000)]
+    whole = [rng.randrange(first // 10**6, end // 10**6) * 10**6 for _ in range(200)]
+    times = [t for t in edges + leap + spread + whole if first <= t < end]
+    store = RedisStore(redis_url, prefix=f"times-{uuid.uuid4().hex[:8]}:")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        rows = [
+            exposure_row(exposure(f"t{i}", unit=f"u{i}", at=EPOCH + t * MICROSECOND))
+            for i, t in enumerate(times)
+        ]
+        assert [row[5] for row in rows] == times
+        await store.record_outcomes(rows, [])
+        docs = await client.hmget(f"{store.prefix}exposures", [f"t{i}" for i in range(len(times))])
+        texts = [orjson.loads(doc)[4] for doc in docs]
+        assert texts == [codec.utc_text(t) for t in times]
+        hours = await client.hkeys(f"{store.prefix}periods:exp-1")
+        assert {h.decode().split("|")[0] for h in hours} == {t[:PERIOD_CHARS] for t in texts}
     finally:
         await client.aclose()
         await store.close()

@@ -11,6 +11,7 @@ import pytest
 from gateway.core.outcomes import Exposure
 from gateway.stores import codec
 from gateway.stores.sqlite import SQLiteStore
+from tests.outcome_rows import record_outcomes
 
 
 def test_stored_time_is_the_iso_form_of_every_kind_of_time() -> None:
@@ -60,9 +61,9 @@ async def test_a_batch_of_any_size_is_written_whole(tmp_path: Path, size: int) -
             f"req_{i:06d}", "exp-1", variant, "1.0.0", f"u{i % 7}", at, 10.0 + i, 3, 4, 0.5, 200
         )
 
-    first = await store.record_outcomes([exposure(i) for i in range(size)], [])
+    first = await record_outcomes(store, [exposure(i) for i in range(size)], [])
     assert first.exposures == size
-    again = await store.record_outcomes([exposure(i) for i in range(size // 2, size + size)], [])
+    again = await record_outcomes(store, [exposure(i) for i in range(size // 2, size + size)], [])
     assert again.exposures == size
     units = await store.unit_outcomes("exp-1", "latency")
     assert sum(u.requests for u in units) == 2 * size

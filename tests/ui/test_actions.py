@@ -31,6 +31,7 @@ from gateway.files import ExperimentSpec
 from gateway.prompts import PromptRegistry
 from gateway.stores.sqlite import SQLiteStore
 from gateway.ui.session import FLASH_COOKIE
+from tests.outcome_rows import record_outcomes
 from tests.ui.test_freshness import ADMIN, in_process_settings
 
 PASSED = Results(total=2, passed=2, failed=0, pass_rate=1.0)
@@ -90,7 +91,7 @@ async def fill(path: Path) -> None:
         )
     ]
     ratings = [Feedback(f"r{i}", "user_satisfaction", 3.0 + i % 3) for i in range(1, 8)]
-    await store.record_outcomes(exposures, ratings)  # one hour; u0 gave no rating
+    await record_outcomes(store, exposures, ratings)  # one hour; u0 gave no rating
     await store.close()
 
 
@@ -364,7 +365,7 @@ async def fill_gated(path: Path) -> None:
         )
         score = (1.0 + i % 3) if variant == "control" else (4.0 + i % 2)
         ratings.append(Feedback(f"g{i}", "user_satisfaction", score))
-    await store.record_outcomes(exposures, ratings)
+    await record_outcomes(store, exposures, ratings)
     await store.close()
 
 
