@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import pytest
 
 from gateway.core.experiments import assign_variant, bucket, in_treatment
@@ -20,6 +23,16 @@ from tests.factories import experiment
 def test_bucket_matches_the_contract(user: str, experiment_id: str, expected: int) -> None:
     """The bucket is sha256 of "{user}-{experiment}", first 8 bytes big-endian, mod 10,000."""
     assert bucket(user, experiment_id) == expected
+
+
+def test_bucket_is_the_formula_for_any_key() -> None:
+    """The contract's formula, written out with hashlib, over 2,000 random keys (any Unicode)."""
+    rng = random.Random(4)
+    for _ in range(2_000):
+        key = "".join(chr(rng.randrange(1, 0x2FFFF)) for _ in range(rng.randrange(0, 40)))
+        key = key.encode("utf-8", "ignore").decode()  # no lone surrogates
+        formula = int.from_bytes(hashlib.sha256(f"{key}-exp-9".encode()).digest()[:8], "big")
+        assert bucket(key, "exp-9") == formula % 10000
 
 
 def test_split_of_point_three_over_a_hundred_thousand_users() -> None:
