@@ -723,6 +723,10 @@ async def test_arm_totals_of_calls_assigned_at_random(store: Store) -> None:
         ([exposure("r1")], [Feedback("r1", "user_satisfaction", float("nan"))]),
         # Finite, but its square is not: Redis wrote the batch, then refused its period sums.
         ([exposure("r1"), exposure("r2", latency=1e155)], []),
+        ([exposure("r1", latency=float("nan")), exposure("r2"), exposure("r3")], []),
+        ([exposure("r1"), exposure("r2", cost=None), exposure("r3", cost=float("nan"))], []),
+        ([exposure("r1"), exposure("r2", latency=-float("inf"))], []),
+        ([exposure("r1"), exposure("r2", cost=-1e155), exposure("r3", cost=None)], []),
     ],
 )
 async def test_batch_with_a_non_finite_number_writes_nothing(
