@@ -7,7 +7,7 @@ calls in flight, nginx as the provider on loopback, tracing off), and counts eve
 of every thread over `--calls` calls, for four builds of the same registry:
 
 - `plain`: no experiment;
-- `assigned`: an experiment running, nothing recorded (the outcome recorder's `call_finished`
+- `assigned`: an experiment running, nothing recorded (the outcome recorder's `calls_finished`
   does nothing): assignment, headers, span fields;
 - `queued`: every call queued and batched as an exposure, the store's write a no-op;
 - `experiment`: everything, the store's write included.
@@ -174,7 +174,7 @@ async def _serve_calls(row: str, calls: int) -> None:
 
     OutcomeRecorder.__init__ = make  # type: ignore[method-assign]
     if row == "assigned":
-        OutcomeRecorder.call_finished = lambda self, record: None  # type: ignore[method-assign]
+        OutcomeRecorder.calls_finished = lambda self, records: None  # type: ignore[method-assign]
     if row == "queued":
 
         async def written(self: Any, exposures: Any, feedback: Any) -> Recorded:

@@ -65,7 +65,14 @@ from gateway.telemetry.attributes import (
     provider_system,
     span_name,
 )
-from gateway.telemetry.events import CallRecord, Observer, PromptInfo, SpanHandle, Tracer
+from gateway.telemetry.events import (
+    BatchObserver,
+    CallRecord,
+    Observer,
+    PromptInfo,
+    SpanHandle,
+    Tracer,
+)
 from gateway.telemetry.tokens import TokenCounter
 from gateway.upstream.base import (
     HOP_BY_HOP,
@@ -216,6 +223,7 @@ class GatewayService:
         *,
         tracer: Tracer | None = None,
         observers: Sequence[Observer] = (),
+        batch_observers: Sequence[BatchObserver] = (),
         tokens: TokenCounter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -225,6 +233,7 @@ class GatewayService:
         self._router = Router(settings.routes)
         self._tracer = tracer
         self._observers = tuple(observers)
+        self._batch_observers = tuple(batch_observers)
         self._tokens = tokens or TokenCounter()
         self._capture = settings.telemetry.capture_content
         self._templates: dict[str, str] = {}
@@ -677,12 +686,14 @@ class GatewayService:
         for call, *_ in finished:  # every stream first: the tap's code runs warm (DeferredTap)
             read_stream(call)
         observers = self._observers
+        records: list[CallRecord] = []
         for call, status, outcome, error, now in finished:
             try:
                 record = self._record(call, status, outcome, error, now)
             except Exception:  # a bug in one call's record must not lose the others'
                 log.exception("recording call %s failed", call.request_id)
                 continue
+            records.append(record)
             if call.span is not None:
                 try:
                     call.span.finish(record)
@@ -693,6 +704,11 @@ class GatewayService:
                     observer.call_finished(record)
                 except Exception:  # an observer's bug must never fail or slow a call
                     log.exception("observer %r failed", observer)
+        for batch_observer in self._batch_observers:
+            try:
+                batch_observer.calls_finished(records)
+            except Exception:
+                log.exception("observer %r failed", batch_observer)
 
     def _template(self, version: PromptVersion) -> str:
         """The version's template JSON, made once per version (versions never change)."""

@@ -143,7 +143,8 @@ def create_app(
         cache,
         upstream,
         tracer=tracer,
-        observers=(metrics, access_log, recorder, *([capture] if capture else [])),
+        observers=(metrics, access_log, *([capture] if capture else [])),
+        batch_observers=(recorder,),
         tokens=tokens,
     )
     proxy = ProxyApp(

@@ -1,7 +1,7 @@
 """Experiment exposures and feedback, queued by the request path and written in batches.
 
-`OutcomeRecorder.call_finished` (an Observer of finished calls) queues every call served in an
-experiment as an exposure; `POST /v1/feedback` adds `Feedback`. Both go into one bounded
+`OutcomeRecorder.calls_finished` (a BatchObserver of finished calls) queues every call served
+in an experiment as an exposure; `POST /v1/feedback` adds `Feedback`. Both go into one bounded
 queue, in arrival order, which a background task drains into `store.record_outcomes` every
 `flush_interval` seconds or as soon as a batch is full. The call never waits: a full queue drops
 the exposure and counts it (`gateway_exposures_dropped_total`). While the store is down, the batch
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gateway.core.outcomes import Exposure, ExposureRow, Feedback, exposure_of
 from gateway.errors import StoreUnavailable
@@ -48,40 +48,45 @@ class OutcomeRecorder(BatchWriter):
 
     # ---- the request path: enqueue only ----------------------------------------------------------
 
-    def call_finished(self, record: CallRecord) -> None:
-        """Queue the call's exposure if it was served in an experiment (others are not recorded).
+    def calls_finished(self, records: Sequence[CallRecord]) -> None:
+        """Queue the exposures of the calls served in an experiment (others are not recorded),
+        as the gateway hands over the calls finished together.
 
-        What is queued is the exposure's row (`ExposureRow`: a plain tuple, its time in
+        What is queued is each exposure's row (`ExposureRow`: a plain tuple, its time in
         microseconds), and the store writes it as it is. The call's record is not kept: queued,
         a record held 1,330 bytes per call, a row about 450 (the gateway's memory while the
         store was down, benchmarks/README.md), and the collector untracks the row after one
         pass, where every full pass walked the queued records. Nothing else is kept per call:
-        feedback finds an unwritten exposure by reading the queue (`queued`).
+        feedback finds an unwritten exposure by reading the queue (`queued`). One list made
+        per batch: a call per call cost about 1,900 instructions more per exposure (4,450
+        against 2,580; callgrind, 5,000 calls handed over 16 at a time).
         """
-        prompt = record.prompt
-        if prompt is None or prompt.experiment_id is None:
+        rows = [
+            (
+                r.request_id,
+                p.experiment_id,
+                p.variant,
+                p.version,
+                r.user_hash or r.request_id if p.assignment == "user" else r.request_id,
+                r.start_ns // 1000,
+                r.duration_s * 1000,
+                r.input_tokens,
+                r.output_tokens,
+                r.cost_usd,
+                r.status,
+                r.trace_id,
+            )
+            for r in records
+            if (p := r.prompt) is not None and p.experiment_id is not None
+        ]
+        if not rows:
             return
         queue = self._queue
-        if len(queue) + len(self._pending) >= self._queue_size:
-            self.dropped_exposures += 1
-            return
-        request_id = record.request_id
-        queue.append(
-            (
-                request_id,
-                prompt.experiment_id,
-                "treatment" if prompt.variant == "treatment" else "control",
-                prompt.version,
-                record.user_hash or request_id if prompt.assignment == "user" else request_id,
-                record.start_ns // 1000,
-                record.duration_s * 1000,
-                record.input_tokens,
-                record.output_tokens,
-                record.cost_usd,
-                record.status,
-                record.trace_id,
-            )
-        )
+        room = max(0, self._queue_size - len(queue) - len(self._pending))
+        if len(rows) > room:
+            self.dropped_exposures += len(rows) - room
+            del rows[room:]
+        queue.extend(rows)
         if len(queue) >= BATCH_SIZE:
             self._wake.set()
 

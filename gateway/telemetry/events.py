@@ -104,6 +104,16 @@ class Observer(Protocol):
         ...
 
 
+class BatchObserver(Protocol):
+    """Told about the calls finished together (`GatewayService.settle`), in the order they
+    finished; must not block. For an observer that keeps a few calls out of many: one call per
+    batch, not one per call."""
+
+    def calls_finished(self, records: Sequence[CallRecord]) -> None:
+        """Record the calls."""
+        ...
+
+
 class SpanHandle(Protocol):
     """A span begun when the call arrived, ended with its record."""
 

@@ -40,10 +40,10 @@ async def test_only_calls_in_an_experiment_become_exposures(tmp_path: Path) -> N
     """A call in an experiment is written with its unit; one outside any is not recorded."""
     store = SQLiteStore(tmp_path / "g.db")
     recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
-    recorder.call_finished(record("req_user"))
-    recorder.call_finished(record("req_random", user=None))
-    recorder.call_finished(record("req_outside", experiment=None))
-    recorder.call_finished(dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None))
+    recorder.calls_finished([record("req_user")])
+    recorder.calls_finished([record("req_random", user=None)])
+    recorder.calls_finished([record("req_outside", experiment=None)])
+    recorder.calls_finished([dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None)])
     queued = recorder.queued("req_user")  # feedback right after the call finds it unwritten
     assert queued is not None and queued.unit == hash_user("alice")
     assert recorder.queued("req_outside") is None
@@ -73,7 +73,7 @@ def test_a_queued_call_keeps_neither_its_record_nor_the_collector_busy(tmp_path:
     calls = [record(f"req_{i}", user=None if i % 2 else "alice") for i in range(10)]
     held = [sys.getrefcount(call) for call in calls]
     for i in range(10):
-        recorder.call_finished(calls[i])
+        recorder.calls_finished([calls[i]])
     assert [sys.getrefcount(call) for call in calls] == held
     gc.collect()
     assert not any(gc.is_tracked(item) for item in recorder._queue)
@@ -97,7 +97,7 @@ async def test_an_exposure_is_found_until_its_batch_is_written(
     store = SlowStore(tmp_path / "g.db")
     recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
     for i in range(5):
-        recorder.call_finished(record(f"req_{i}"))
+        recorder.calls_finished([record(f"req_{i}")])
     writing = asyncio.create_task(recorder.write_batch())  # req_0 and req_1, held by the store
     await asyncio.sleep(0.01)
     assert not writing.done()
@@ -118,8 +118,8 @@ async def test_a_request_id_served_twice_is_found_as_the_store_keeps_it(
     """Both stores keep a request id's first exposure; so does the queue's reader."""
     store = SQLiteStore(tmp_path / "g.db")
     recorder = OutcomeRecorder(store, queue_size=100, flush_interval=0.01)
-    recorder.call_finished(record("req_twice", user="first"))
-    recorder.call_finished(record("req_twice", user="second"))
+    recorder.calls_finished([record("req_twice", user="first")])
+    recorder.calls_finished([record("req_twice", user="second")])
     queued = recorder.queued("req_twice")
     assert queued is not None and queued.unit == hash_user("first")
     await recorder.flush()
@@ -130,9 +130,22 @@ async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     """Past the queue's bound exposures are dropped and counted; feedback is refused (503)."""
     recorder = OutcomeRecorder(SQLiteStore(tmp_path / "g.db"), queue_size=3, flush_interval=1)
     for i in range(5):
-        recorder.call_finished(record(f"req_{i}"))
+        recorder.calls_finished([record(f"req_{i}")])
     assert recorder.dropped_exposures == 2
     assert recorder.feedback(Feedback("req_0", "user_satisfaction", 3)) is False
+
+
+def test_a_batch_queues_its_experiment_calls_in_order_up_to_the_bound(tmp_path: Path) -> None:
+    """Calls finished together: those served in an experiment are queued in the order they
+    finished, the others skipped; what does not fit the queue is dropped and counted."""
+    recorder = OutcomeRecorder(SQLiteStore(tmp_path / "g.db"), queue_size=2, flush_interval=1)
+    unmanaged = dataclasses.replace(RECORD, request_id="req_unmanaged", prompt=None)
+    batch = [record("r0"), record("r1", experiment=None), record("r2"), record("r3"), unmanaged]
+    recorder.calls_finished(batch)
+    assert [item[0] for item in recorder._queue] == ["r0", "r2"]  # type: ignore[index]
+    assert recorder.dropped_exposures == 1
+    recorder.calls_finished([record("r4")])
+    assert recorder.dropped_exposures == 2 and recorder.queued("r4") is None
 
 
 async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> None:
@@ -143,7 +156,7 @@ async def test_an_outage_loses_nothing_that_fits_the_queue(tmp_path: Path) -> No
     recorder.start()
     try:
         for i in range(10):
-            recorder.call_finished(record(f"req_{i}", user=f"u{i}"))
+            recorder.calls_finished([record(f"req_{i}", user=f"u{i}")])
         recorder.feedback(Feedback("req_3", "user_satisfaction", 5))
         await asyncio.sleep(0.1)  # several failed writes
         assert all(recorder.queued(f"req_{i}") is not None for i in range(10))
