@@ -161,12 +161,16 @@ class OutcomeRecorder(BatchWriter):
 
     def _take(self) -> None:
         queue = self._queue
-        self._pending = [queue.popleft() for _ in range(min(BATCH_SIZE, len(queue)))]
+        if len(queue) <= BATCH_SIZE:  # the usual case: all of it, copied in C
+            self._pending = list(queue)
+            queue.clear()
+        else:
+            self._pending = [queue.popleft() for _ in range(BATCH_SIZE)]
 
     async def _write(self) -> None:
         batch = self._pending
         exposures = [i for i in batch if type(i) is tuple]
-        feedback = [i for i in batch if type(i) is Feedback]
+        feedback = [i for i in batch if type(i) is Feedback] if len(exposures) < len(batch) else []
         recorded = await self._store.record_outcomes(exposures, feedback)
         self.orphans += recorded.orphans
         self._pending = []
