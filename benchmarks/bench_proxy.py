@@ -587,15 +587,17 @@ def compare(
         for name in names
     )
     # each round's ratio pairs runs made within seconds of each other (process k with process k)
-    paired = statistics.fmean(
+    pairs = [
         statistics.median(b[0] / a[0] - 1 for a, b in zip(results[x], results[y], strict=True))
         for x, y in zip(labels[names[0]], labels[names[1]], strict=True)
-    )
+    ]
+    paired = statistics.fmean(pairs)
     what = "medians" if copies == 1 else f"means of {copies} processes' medians"
     within = "median change within a round" + ("" if copies == 1 else ", mean of the pairs'")
+    middle = "" if copies == 1 else f" (the median pair's {statistics.median(pairs) * 100:+.1f}%)"
     print(
         f"\n{what}: {off[0]:,.0f} -> {on[0]:,.0f} req/s ({(on[0] / off[0] - 1) * 100:+.1f}%), "
-        f"{within} {paired * 100:+.1f}%, "
+        f"{within} {paired * 100:+.1f}%{middle}, "
         f"CPU/request {off[1]:.3f} -> {on[1]:.3f} ms, "
         f"p50 at 1 connection {off[2]:.2f} -> {on[2]:.2f} ms ({on[2] - off[2]:+.2f} ms)"
     )
