@@ -11,6 +11,7 @@ written off the request path, like exposures.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,7 +113,7 @@ def _parse(body: bytes) -> Feedback:
     if problem is not None:
         raise InvalidFeedback(f"{problem}.", param="value")
     assert isinstance(value, int | float)
-    return Feedback(request_id, metric, float(value))
+    return Feedback(request_id, metric, float(value), time.time_ns() // 1000)
 
 
 def _check_experiment(snapshot: RegistrySnapshot, exposure: Exposure, feedback: Feedback) -> None:

@@ -117,6 +117,10 @@ class Feedback:
     request_id: str
     metric: FeedbackMetric
     value: float
+    at: int = 0
+    """When a gateway took it: microseconds since the epoch. Of two values for one request id
+    and metric the later one stays, whichever gateway's batch reaches the store last (0: older
+    than any timed value; of equal times, the one written last)."""
 
 
 @dataclass(frozen=True, slots=True)

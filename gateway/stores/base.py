@@ -79,7 +79,8 @@ class Recorded:
     exposures: int
     """Exposures written (a request id already stored is not counted again)."""
     feedback: int
-    """Feedback values applied (new, or replacing an earlier value of the same metric)."""
+    """Feedback values applied (new, or replacing an earlier value of the same metric; a value
+    taken before the one stored is not)."""
     orphans: int
     """Feedback values ignored: no exposure is stored for their request id."""
 
@@ -99,11 +100,13 @@ class OutcomeStore(Protocol):
 
         Each request id is recorded once: an exposure whose request id is already stored (or
         came earlier in the batch) is ignored, so a batch retried after an error counts nothing
-        twice. A feedback value replaces the earlier value of the same (request id, metric), and
-        the unit's aggregate moves by the difference. Feedback for a request id with no stored
-        exposure is ignored (counted in `orphans`). Raises StoreUnavailable when the store does
-        not answer, and ValueError when a latency, cost or value is NaN or infinite; either way
-        nothing of the batch was written.
+        twice. A feedback value replaces the value of the same (request id, metric) taken
+        before it (`Feedback.at`; of equal times the one written last), and the unit's aggregate
+        moves by the difference; a value taken before the stored one is ignored, so of two
+        posts to two gateways the later stays whichever batch is written last. Feedback for a
+        request id with no stored exposure is ignored (counted in `orphans`). Raises
+        StoreUnavailable when the store does not answer, and ValueError when a latency, cost or
+        value is NaN or infinite; either way nothing of the batch was written.
         """
         ...
 

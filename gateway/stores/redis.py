@@ -21,7 +21,8 @@ System prompts captured for adoption (not registry data: no revision bump, no an
 Experiment outcomes (PRODUCT §11), written by every replica into the same keys:
 
     {p}exposures                           hash request id -> exposure document (codec)
-    {p}feedback                            hash "{metric}:{request id}" -> latest value
+    {p}feedback                            hash "{metric}:{request id}" -> "{latest value} {taken
+                                           at, µs}" (written before times were kept: the value)
     {p}unit-totals:{experiment}            hash "{variant}:{unit}" -> the unit's aggregate
     {p}periods:{experiment}                hash "{hour}|{variant}|{metric}|{n, s or q}" -> the
                                            hour's count, sum or sum of squares of the metric
@@ -89,7 +90,8 @@ from gateway.stores.base import Plan, Recorded
 
 # KEYS: the exposures and feedback hashes. ARGV: the unit-totals key prefix, the exposures as a
 # JSON array of their rows (`ExposureRow`: Exposure's fields in order, `at` in microseconds), the
-# feedback as a JSON array of [request id, metric, value], the periods key prefix, PERIOD_CHARS.
+# feedback as a JSON array of [request id, metric, value, taken at], the periods key prefix,
+# PERIOD_CHARS.
 # Returns {written, applied, orphans}.
 # The script writes each exposure's document (codec.load_exposure's array: the fields without
 # the request id), so the gateway's Python makes no text per exposure: one JSON array per batch.
@@ -203,21 +205,31 @@ for _, e in ipairs(calls) do
 end
 
 for _, vote in ipairs(votes) do
-  local request_id, metric, value = vote[1], vote[2], vote[3]
+  local request_id, metric, value, taken = vote[1], vote[2], vote[3], vote[4]
   local doc = redis.call('HGET', exposures, request_id)
-  if doc then
+  -- The value stored for this metric and when it was taken ("value at"; a value written before
+  -- times were kept has none: 0). A value taken before it (another gateway's batch came first)
+  -- is not applied.
+  local stored = redis.call('HGET', feedback, metric .. ':' .. request_id)
+  local previous, when
+  if stored then
+    local text, at = string.match(stored, '^(%S+) ?(%S*)$')
+    previous, when = tonumber(text), tonumber(at) or 0
+  end
+  if not doc then
+    orphans = orphans + 1
+  elseif not stored or taken >= when then
     applied = applied + 1
     local exposure = cjson.decode(doc)
     local key, field = units .. exposure[1], exposure[2] .. ':' .. exposure[4]
-    local previous = redis.call('HGET', feedback, metric .. ':' .. request_id)
     local hour = string.sub(exposure[5], 1, 13) .. '|' .. exposure[2] .. '|' .. metric
     if previous then
-      local before = tonumber(previous)
-      move(exposure[1], hour, 0, value - before, value * value - before * before)
+      move(exposure[1], hour, 0, value - previous, value * value - previous * previous)
     else
       move(exposure[1], hour, 1, value, value * value)
     end
-    redis.call('HSET', feedback, metric .. ':' .. request_id, string.format('%.17g', value))
+    redis.call('HSET', feedback, metric .. ':' .. request_id,
+      string.format('%.17g %d', value, taken))
     local requests, latency, cost, costs, rest = split(redis.call('HGET', key, field))
     local sums, found = {}, false
     for name, total, count in string.gmatch(rest, ' (%S+) (%S+) (%S+)') do
@@ -225,7 +237,7 @@ for _, vote in ipairs(votes) do
       if name == metric then
         found = true
         if previous then
-          total = total + (value - tonumber(previous))
+          total = total + (value - previous)
         else
           total, count = total + value, count + 1
         end
@@ -236,8 +248,6 @@ for _, vote in ipairs(votes) do
       sums[#sums + 1] = string.format(' %s %.17g %d', metric, value, 1)
     end
     save(key, field, requests, latency, cost, costs, table.concat(sums))
-  else
-    orphans = orphans + 1
   end
 end
 
@@ -522,7 +532,7 @@ class RedisStore:
         codec.check_outcomes(exposures, feedback)
         # The rows as they are: the script makes the documents, their times' text and the
         # keys, so Python makes no text, datetime or tuple per exposure (benchmarks/README.md).
-        votes = [(f.request_id, f.metric, f.value) for f in feedback]
+        votes = [(f.request_id, f.metric, f.value, f.at) for f in feedback]
         args = (
             self._k("unit-totals", ""),
             orjson.dumps(exposures),

@@ -7,7 +7,7 @@ writing them does not change the revision, so gateways do not reload for them).
 Experiment outcomes (PRODUCT §11) live in four tables beside the registry's:
 
     exposures      one row per request id: the call as recorded (Exposure's fields)
-    feedback       one row per (request id, metric): the latest value
+    feedback       one row per (request id, metric): the latest value, and when it was taken
     unit_totals    one row per (experiment, variant, unit): requests, latency and cost sums
     unit_feedback  one row per (experiment, metric, variant, unit): the feedback sum and count
     period_totals  one row per (experiment, hour, variant, metric): count, sum, sum of squares
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS exposures (
 );
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (request_id, metric)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unit_totals (
@@ -689,7 +690,10 @@ def _prepare(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-_ADDED_COLUMNS = (("exposures", "trace_id", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("exposures", "trace_id", "TEXT"),
+    ("feedback", "at", "INTEGER NOT NULL DEFAULT 0"),
+)
 """Columns added to a table after stores were made with it: (table, column, type)."""
 
 
@@ -812,7 +816,8 @@ def _move_periods(conn: sqlite3.Connection, periods: dict[PeriodKey, list[float]
 
 
 def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> tuple[int, int]:
-    """Store each value and move its unit's sum by the change; (applied, orphans)."""
+    """Store each value and move its unit's sum by the change; (applied, orphans). A value taken
+    before the one stored (`Feedback.at`: another gateway's batch came first) is not applied."""
     if not feedback:
         return 0, 0
     ids = orjson.dumps(sorted({f.request_id for f in feedback})).decode()
@@ -823,24 +828,29 @@ def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> t
             (ids,),
         )
     }
-    values: dict[tuple[str, str], float] = {
-        (rid, metric): value
-        for rid, metric, value in conn.execute(
-            f"SELECT request_id, metric, value FROM feedback WHERE {_IN_BATCH}", (ids,)
+    values: dict[tuple[str, str], tuple[float, int]] = {
+        (rid, metric): (value, at)
+        for rid, metric, value, at in conn.execute(
+            f"SELECT request_id, metric, value, at FROM feedback WHERE {_IN_BATCH}", (ids,)
         )
     }
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[str, str, float, int]] = []
     moves: list[tuple[str, str, str, str, float, int]] = []
     periods: dict[PeriodKey, list[float]] = {}
+    orphans = 0
     for f in feedback:
         owner = owners.get(f.request_id)
         if owner is None:  # an orphan: no exposure stored for this request id
+            orphans += 1
             continue
         experiment_id, variant, unit, at = owner
         period = (experiment_id, at[:PERIOD_CHARS], variant, f.metric)
-        previous = values.get((f.request_id, f.metric))
-        values[f.request_id, f.metric] = f.value  # a later value in this batch replaces this one
-        rows.append((f.request_id, f.metric, f.value))
+        stored = values.get((f.request_id, f.metric))
+        if stored is not None and f.at < stored[1]:  # a later value is stored: this one is stale
+            continue
+        previous = None if stored is None else stored[0]
+        values[f.request_id, f.metric] = (f.value, f.at)  # a later one in this batch replaces it
+        rows.append((f.request_id, f.metric, f.value, f.at))
         if previous is None:
             moves.append((experiment_id, variant, unit, f.metric, f.value, 1))
             _add(periods, period, f.value, 1)
@@ -850,13 +860,13 @@ def _write_feedback(conn: sqlite3.Connection, feedback: Sequence[Feedback]) -> t
             sums[1] += f.value - previous
             sums[2] += f.value * f.value - previous * previous
     conn.executemany(
-        "INSERT INTO feedback (request_id, metric, value) VALUES (?, ?, ?) "
-        "ON CONFLICT (request_id, metric) DO UPDATE SET value = excluded.value",
+        "INSERT INTO feedback (request_id, metric, value, at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (request_id, metric) DO UPDATE SET value = excluded.value, at = excluded.at",
         rows,
     )
     conn.executemany(_MOVE_FEEDBACK, moves)
     _move_periods(conn, periods)
-    return len(rows), len(feedback) - len(rows)
+    return len(rows), orphans
 
 
 def _identity(path: str | Path) -> tuple[int, int] | None:

@@ -438,7 +438,9 @@ def test_two_gateways_on_one_redis_count_everything_once(
         "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.05",
         "GATEWAY_SNAPSHOT_PATH": str(tmp_path / "gateway.snapshot.json"),
     }
-    local = ServedGateway(create_app(load(None, environ), store=RedisStore(redis_registry)))
+    # This process's gateway writes its queue every half second, the other one every 50 ms.
+    slow = {**environ, "GATEWAY_EXPERIMENTS_FLUSH_INTERVAL": "0.5"}
+    local = ServedGateway(create_app(load(None, slow), store=RedisStore(redis_registry)))
     port = free_port()
     other = subprocess.Popen(
         [str(Path(sys.executable).parent / "gateway"), "serve", "--port", str(port)],
@@ -464,6 +466,13 @@ def test_two_gateways_on_one_redis_count_everything_once(
         requests, feedback_count, users = asyncio.run(_count(redis_registry, (40, 30)))
         assert (requests, feedback_count) == (40, 30)
         assert users == 15
+        # A value replaced through the other gateway a moment later: the later one stays,
+        # though the gateway that took the first writes it last (its flush interval is longer).
+        for request_id, _ in served[:10]:
+            for target, value in ((local, 1), (remote, 4)):
+                body = {"request_id": request_id, "metric": "user_satisfaction", "value": value}
+                assert feedback(target, body).status_code == 202
+        assert asyncio.run(_satisfaction(redis_registry, 20 * 5 + 10 * 4)) == (30, 140.0)
     finally:
         local.stop()
         other.terminate()
@@ -484,6 +493,23 @@ async def _count(url: str, expected: tuple[int, int]) -> tuple[int, int, int]:
             counted = (requests, sum(u.count for u in units))
             if counted == expected or time.monotonic() > deadline:
                 return (*counted, results.control.users + results.treatment.users)
+            await asyncio.sleep(0.1)
+    finally:
+        await store.close()
+
+
+async def _satisfaction(url: str, expected: float) -> tuple[int, float]:
+    """The satisfaction values counted and their sum, a second after the last post, then polled
+    until the sum is `expected` (or for 3 s more)."""
+    store = RedisStore(url)
+    try:
+        deadline = time.monotonic() + 3
+        await asyncio.sleep(1)  # both gateways' next writes, the slower one's included
+        while True:
+            units = await store.unit_outcomes("exp-sat", "user_satisfaction")
+            count, total = sum(u.count for u in units), sum(u.total for u in units)
+            if total == expected or time.monotonic() > deadline:
+                return count, total
             await asyncio.sleep(0.1)
     finally:
         await store.close()

@@ -486,6 +486,34 @@ async def test_feedback_replaces_and_moves_the_sum(store: Store) -> None:
     assert await outcomes(store, "user_satisfaction") == {("control", "u1"): (2, 5.5, 2)}
 
 
+async def test_the_value_taken_last_stays_whichever_batch_comes_last(store: Store) -> None:
+    """Two gateways took two values for one call; the one taken later reached the store first
+    (each gateway writes its own queue on its own timer): it stays, and the sums and periods
+    count it once. A value taken later still replaces it."""
+    await record_outcomes(store, [exposure("r1"), exposure("r2", "u2")], [])
+    first = await record_outcomes(store, [], [Feedback("r1", "task_completion", 1.0, at=2_000)])
+    stale = await record_outcomes(store, [], [Feedback("r1", "task_completion", 0.0, at=1_000)])
+    assert (first, stale) == (Recorded(0, 1, 0), Recorded(0, 0, 0))
+    assert await outcomes(store, "task_completion") == {
+        ("control", "u1"): (1, 1.0, 1),
+        ("control", "u2"): (1, 0.0, 0),
+    }
+    (period,) = await store.period_totals("exp-1", "task_completion")
+    assert (period.count, period.total, period.squares) == (1, 1.0, 1.0)
+    later = await record_outcomes(
+        store,
+        [],
+        [Feedback("r1", "task_completion", 0.0, at=3_000), Feedback("r2", "task_completion", 1.0)],
+    )
+    assert later == Recorded(0, 2, 0)
+    assert await outcomes(store, "task_completion") == {
+        ("control", "u1"): (1, 0.0, 1),
+        ("control", "u2"): (1, 1.0, 1),
+    }
+    (period,) = await store.period_totals("exp-1", "task_completion")
+    assert (period.count, period.total, period.squares) == (2, 1.0, 1.0)
+
+
 async def test_orphan_feedback_is_counted_and_ignored(store: Store) -> None:
     """Feedback for a request id with no exposure is an orphan and leaves no trace."""
     recorded = await record_outcomes(

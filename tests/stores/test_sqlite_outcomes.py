@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from gateway.core.outcomes import Exposure
+from gateway.core.outcomes import Exposure, Feedback
 from gateway.stores import codec
 from gateway.stores.sqlite import SQLiteStore
 from tests.outcome_rows import record_outcomes
@@ -72,3 +73,27 @@ async def test_a_batch_of_any_size_is_written_whole(tmp_path: Path, size: int) -
     assert stored == exposure(size - 1)
     periods = await store.period_totals("exp-1", "cost_per_task")
     assert sum(p.count for p in periods) == 2 * size
+
+
+async def test_a_file_from_before_feedback_times_gets_them(tmp_path: Path) -> None:
+    """A database whose feedback table has no `at` column (made before feedback kept the time
+    it was taken) gets it on opening; its stored values count as the oldest."""
+    path = tmp_path / "g.db"
+    old = SQLiteStore(path)
+    at = datetime(2026, 11, 1, 11, tzinfo=UTC)
+    call = Exposure("r1", "exp-1", "control", "1.0.0", "u1", at, 100.0, 1, 1, None, 200)
+    await record_outcomes(old, [call], [Feedback("r1", "user_satisfaction", 4.0, at=9)])
+    await old.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE feedback DROP COLUMN at")
+    store = SQLiteStore(path)
+    try:
+        stale = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 1.0)])
+        later = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 2.0, at=5)])
+        assert (stale.feedback, later.feedback) == (1, 1)  # time 0 against 0, then 5 against 0
+        stale = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 3.0, at=4)])
+        assert stale.feedback == 0
+        (unit,) = await store.unit_outcomes("exp-1", "user_satisfaction")
+        assert (unit.total, unit.count) == (2.0, 1)
+    finally:
+        await store.close()
