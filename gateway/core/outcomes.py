@@ -69,7 +69,7 @@ of microseconds since the epoch (UTC). What the outcome recorder queues and the 
 
 A plain tuple with an integer time: one is made for every call served in an experiment, and
 written without making a datetime or an `Exposure` per call (making both, and the tuple the
-Redis store sent, took about 14,000 instructions per exposure; the row about 2,500, checks and
+Redis store sent, took about 14,000 instructions per exposure; the row about 3,000, checks and
 JSON included; callgrind, benchmarks/README.md). Microseconds, not nanoseconds: every
 `datetime` (years 1 to 9999) fits in 64 bits, as JSON encoders want."""
 
@@ -102,10 +102,6 @@ def exposure_of(row: ExposureRow) -> Exposure:
     )
 
 
-ROW_AT, ROW_LATENCY, ROW_COST = (
-    Exposure._fields.index(f) for f in ("at", "latency_ms", "cost_usd")
-)
-"""Where a row keeps its time, its latency and its cost."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 

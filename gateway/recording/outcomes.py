@@ -57,9 +57,9 @@ class OutcomeRecorder(BatchWriter):
         a record held 1,330 bytes per call, a row about 450 (the gateway's memory while the
         store was down, benchmarks/README.md), and the collector untracks the row after one
         pass, where every full pass walked the queued records. Nothing else is kept per call:
-        feedback finds an unwritten exposure by reading the queue (`queued`). One list made
-        per batch: a call per call cost about 1,900 instructions more per exposure (4,450
-        against 2,580; callgrind, 5,000 calls handed over 16 at a time).
+        feedback finds an unwritten exposure by reading the queue (`queued`). One list per
+        batch: the recorder called once per call cost about 1,900 instructions more per
+        exposure (4,450 against 2,580; callgrind, 5,000 calls handed over 16 at a time).
         """
         rows = [
             (
