@@ -88,9 +88,9 @@ async def test_a_file_from_before_feedback_times_gets_them(tmp_path: Path) -> No
         conn.execute("ALTER TABLE feedback DROP COLUMN at")
     store = SQLiteStore(path)
     try:
-        stale = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 1.0)])
+        untimed = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 1.0)])
         later = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 2.0, at=5)])
-        assert (stale.feedback, later.feedback) == (1, 1)  # time 0 against 0, then 5 against 0
+        assert (untimed.feedback, later.feedback) == (1, 1)  # time 0 against 0, then 5 against 0
         stale = await record_outcomes(store, [], [Feedback("r1", "user_satisfaction", 3.0, at=4)])
         assert stale.feedback == 0
         (unit,) = await store.unit_outcomes("exp-1", "user_satisfaction")
