@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -461,6 +463,16 @@ def main() -> None:
         help="nginx writes each stream in one write (default: event by event, flushed)",
     )
     parser.add_argument(
+        "--together",
+        action="store_true",
+        help="comparisons: load each pair at once, sharing core 0 (see compare_together)",
+    )
+    parser.add_argument(
+        "--aa",
+        action="store_true",
+        help="comparisons: both sides are the first kind (an A/A check of the method itself)",
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -496,21 +508,27 @@ def main() -> None:
                 os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
             label = process_label(name, copy, copies)
+            kind = names[0] if args.aa else name  # --aa: the second side is the first kind too
             gateways[label] = (
                 start_gateway(
                     work,
                     port,
                     upstream_port,
-                    name == "on",
+                    kind == "on",
                     db=f"{label}.db",
-                    experiment=name == "experiment",
-                    capture=name == "capture",
+                    experiment=kind == "experiment",
+                    capture=kind == "capture",
                 ),
                 port,
             )
         if len(names) == 2:
             body = APP_BODY if args.capture else PROMPT_BODY
-            compare(work, args.seconds, args.rounds or 8, gateways, names, body, copies)
+            if args.together:
+                compare_together(
+                    work, args.seconds, args.rounds or 6, gateways, names, body, copies
+                )
+            else:
+                compare(work, args.seconds, args.rounds or 8, gateways, names, body, copies)
         elif names == ("on",):
             forwarder_port = free_port()
             forwarder = start_forwarder(work, forwarder_port, upstream_port)
@@ -601,6 +619,93 @@ def compare(
         f"CPU/request {off[1]:.3f} -> {on[1]:.3f} ms, "
         f"p50 at 1 connection {off[2]:.2f} -> {on[2]:.2f} ms ({on[2] - off[2]:+.2f} ms)"
     )
+
+
+def compare_together(
+    work: Path,
+    seconds: int,
+    rounds: int,
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]],
+    names: tuple[str, str],
+    body: dict[str, object] = PROMPT_BODY,
+    copies: int = 1,
+) -> None:
+    """The two kinds compared over the same seconds: in each round, each pair of processes
+    (`name-k` of both kinds) is loaded at once, 64 connections each (two wrk processes on core
+    1), while both share core 0. A slower second of the machine (the host's other guests) then
+    falls on both alike, where `compare`'s runs a few seconds apart differ by more than the few
+    percent looked for.
+
+    The figure is CPU per request (each process's on-CPU nanoseconds from the scheduler,
+    /proc/PID/task/*/schedstat, over its requests): alone on its core the gateway is CPU-bound
+    (busy 98% of a run), so its throughput alone is the inverse, and the change printed is
+    `CPU per request of the first / of the second - 1`. Requests served together are printed
+    too; they are not the figure, as the scheduler shares the core between threads, not
+    processes, and a process waiting on nothing gets the rest. Prints every pair per round,
+    then the changes' mean, median, standard deviation and the mean's 95% confidence interval
+    (Student's t)."""
+    from scipy import stats  # the project's own dependency (experiment statistics)
+
+    pairs = [
+        tuple(gateways[process_label(name, k, copies)] for name in names)
+        for k in range(1, copies + 1)
+    ]
+    for _, port in gateways.values():
+        wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
+    print(f"{'round':>5} {'pair':>4} {'requests':>18} {'CPU/req (µs)':>16} {'throughput':>11}")
+    changes: list[float] = []
+    for number in range(1, rounds + 1):
+        for k, pair in enumerate(pairs, start=1):
+            before = [on_cpu_ns(proc.pid) for proc, _ in pair]
+            with ThreadPoolExecutor(len(pair)) as pool:
+                loaded = list(
+                    pool.map(
+                        lambda target: wrk(
+                            work,
+                            f"http://127.0.0.1:{target[1]}/v1/chat/completions",
+                            body,
+                            64,
+                            seconds,
+                        ),
+                        pair,
+                    )
+                )
+            cpu = [
+                (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
+                for (proc, _), start, result in zip(pair, before, loaded, strict=True)
+            ]
+            change = cpu[0] / cpu[1] - 1
+            changes.append(change)
+            print(
+                f"{number:>5} {k:>4} {loaded[0]['total']:>8,} {loaded[1]['total']:>8,} "
+                f"{cpu[0]:>7.1f} {cpu[1]:>7.1f} {change * 100:>+10.1f}%",
+                flush=True,
+            )
+            if loaded[0]["errors"] or loaded[1]["errors"]:
+                print(f"      non-2xx: {loaded[0]['errors'] + loaded[1]['errors']}")
+    mean = statistics.fmean(changes)
+    sd = statistics.stdev(changes) if len(changes) > 1 else float("nan")
+    half = (
+        stats.t.ppf(0.975, len(changes) - 1) * sd / len(changes) ** 0.5
+        if len(changes) > 1
+        else float("nan")
+    )
+    print(
+        f"\n{names[0]} -> {names[1]}, loaded together, {len(changes)} pair-rounds: throughput "
+        f"(from CPU per request) {mean * 100:+.2f}% (95% CI {(mean - half) * 100:+.2f}% to "
+        f"{(mean + half) * 100:+.2f}%), median {statistics.median(changes) * 100:+.2f}%, "
+        f"sd {sd * 100:.2f} points"
+    )
+
+
+def on_cpu_ns(pid: int) -> int:
+    """Nanoseconds the process's threads have run on a CPU so far (the scheduler's own count,
+    the first field of each thread's schedstat; the clock ticks of /proc/PID/stat are 10 ms)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
 
 
 HEADER_PROMPT = {
