@@ -11,6 +11,7 @@ Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10] [--whole-strea
      python benchmarks/bench_proxy.py --direct [--seconds 10]
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --experiment [--redis] [--processes 3] [--rounds 8]
+     python benchmarks/bench_proxy.py --experiment [--redis] --together [--aa] --processes 3
      python benchmarks/bench_proxy.py --capture [--rounds 8] [--seconds 4]
 
 By default (issue 15) it compares the gateway with every feature on (a managed prompt named in
@@ -31,6 +32,12 @@ Each gateway process has a speed of its own (measured: three processes of one bu
 and 259 µs of CPU per request, within a run whose rounds agreed to a few µs), so one process per
 side cannot resolve a difference of a few percent: `--processes N` starts N of each side and
 loads all of them in the interleaved rounds; the result is the mean over the N pairs.
+
+Even so, this host's speed moves by more between seconds than a few percent (benchmarks/README.md:
+the same build against itself, two seconds each in turn, sd 20 points per pair of runs).
+`--together` loads each pair at the same time on the shared core 0 and compares their CPU per
+request over the same seconds (`compare_together`); `--aa` makes both sides the first kind, to
+see what the method says when there is no difference.
 """
 
 from __future__ import annotations
