@@ -648,9 +648,10 @@ def compare_together(
     (busy 98% of a run), so its throughput alone is the inverse, and the change printed is
     `CPU per request of the first / of the second - 1`. Requests served together are printed
     too; they are not the figure, as the scheduler shares the core between threads, not
-    processes, and a process waiting on nothing gets the rest. Prints every pair per round,
-    then the changes' mean, median, standard deviation and the mean's 95% confidence interval
-    (Student's t)."""
+    processes, and a process waiting on nothing gets the rest. Prints every pair per round, then
+    the mean of the pairs' mean changes with its 95% confidence interval (Student's t over the
+    pairs: the rounds of one pair share its processes' own speed, so they are not independent;
+    use `--processes 6` or more)."""
     from scipy import stats  # the project's own dependency (experiment statistics)
 
     pairs = [
@@ -690,18 +691,20 @@ def compare_together(
             )
             if loaded[0]["errors"] or loaded[1]["errors"]:
                 print(f"      non-2xx: {loaded[0]['errors'] + loaded[1]['errors']}")
-    mean = statistics.fmean(changes)
-    sd = statistics.stdev(changes) if len(changes) > 1 else float("nan")
-    half = (
-        stats.t.ppf(0.975, len(changes) - 1) * sd / len(changes) ** 0.5
-        if len(changes) > 1
-        else float("nan")
-    )
+    # Each pair of processes has a speed of its own (a few points apart; the module's docstring),
+    # so the unit of the interval is the pair: its mean over the rounds, n = the pairs.
+    by_pair = [statistics.fmean(changes[k :: len(pairs)]) for k in range(len(pairs))]
+    mean = statistics.fmean(by_pair)
+    half = float("nan")
+    if len(by_pair) > 1:
+        spread = statistics.stdev(by_pair) / len(by_pair) ** 0.5
+        half = float(stats.t.ppf(0.975, len(by_pair) - 1)) * spread
+    listed = ", ".join(f"{change * 100:+.1f}%" for change in by_pair)
     print(
-        f"\n{names[0]} -> {names[1]}, loaded together, {len(changes)} pair-rounds: throughput "
-        f"(from CPU per request) {mean * 100:+.2f}% (95% CI {(mean - half) * 100:+.2f}% to "
-        f"{(mean + half) * 100:+.2f}%), median {statistics.median(changes) * 100:+.2f}%, "
-        f"sd {sd * 100:.2f} points"
+        f"\n{names[0]} -> {names[1]}, loaded together: throughput (from CPU per request) "
+        f"{mean * 100:+.2f}%, 95% CI {(mean - half) * 100:+.2f}% to {(mean + half) * 100:+.2f}% "
+        f"over the {len(by_pair)} pairs' means ({listed}); {len(changes)} pair-rounds, their "
+        f"median {statistics.median(changes) * 100:+.2f}%"
     )
 
 
