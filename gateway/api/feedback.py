@@ -11,6 +11,7 @@ written off the request path, like exposures.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,8 @@ from gateway.errors import (
 from gateway.recording.outcomes import OutcomeRecorder
 from gateway.service import SnapshotSource
 from gateway.stores.base import OutcomeStore
+
+log = logging.getLogger("gateway.feedback")
 
 MAX_FEEDBACK_BYTES = 16 * 1024
 
@@ -57,16 +60,16 @@ def feedback_route(
     async def record_feedback(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         feedback = _parse(await request.body())
         settle()
-        request_id = feedback.request_id
         try:
-            exposure = await store.exposure(request_id) or recorder.queued(request_id)
-        except StoreUnavailable:  # a call of this process, not written yet, is still known
-            exposure = recorder.queued(request_id)
-            if exposure is None:
-                raise
-        if exposure is None:  # served by another replica a moment ago: its batch may be coming
-            await asyncio.sleep(flush_interval)
-            exposure = await store.exposure(feedback.request_id)
+            exposure = await _exposure(store, recorder, feedback.request_id, flush_interval)
+        except StoreUnavailable as exc:
+            # The store's own message is for operators (a file's path, a host): logged; the app
+            # is told what it can do.
+            log.warning("feedback for %s not checked: %s", feedback.request_id, exc.message)
+            raise StoreUnavailable(
+                "The gateway's store is not answering, so the call could not be checked; nothing "
+                "was recorded. Post the feedback again in a few seconds."
+            ) from None
         if exposure is None:
             raise RequestNotFound(
                 f"No call served in an experiment has request id {feedback.request_id!r}; send "
@@ -82,6 +85,25 @@ def feedback_route(
         return Response({"status": "recorded"}, status_code=202)
 
     return record_feedback
+
+
+async def _exposure(
+    store: OutcomeStore, recorder: OutcomeRecorder, request_id: str, flush_interval: float
+) -> Exposure | None:
+    """The exposure of `request_id`: from the store, else this process's unwritten ones (also
+    while the store is down), else the store after a flush interval (another replica served the
+    call a moment ago: its batch may be coming). Raises StoreUnavailable when the store is
+    needed and down."""
+    try:
+        exposure = await store.exposure(request_id) or recorder.queued(request_id)
+    except StoreUnavailable:  # a call of this process, not written yet, is still known
+        exposure = recorder.queued(request_id)
+        if exposure is None:
+            raise
+    if exposure is None:
+        await asyncio.sleep(flush_interval)
+        exposure = await store.exposure(request_id)
+    return exposure
 
 
 def _parse(body: bytes) -> Feedback:

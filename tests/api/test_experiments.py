@@ -138,7 +138,8 @@ def test_feedback_for_a_written_call_while_the_store_is_down_is_503_and_retried(
 ) -> None:
     """A call whose exposure is already in the store cannot be checked while the store is away
     (the gateway keeps nothing per written call): 503 `store_unavailable` in OpenAI's shape,
-    nothing recorded; the same post once the store is back is taken and written."""
+    without the store's path, nothing recorded; the same post once the store is back is taken
+    and written."""
     folder = tmp_path / "data"
     folder.mkdir()
     path = folder / "gateway.db"
@@ -158,6 +159,9 @@ def test_feedback_for_a_written_call_while_the_store_is_down_is_503_and_retried(
         assert refused.status_code == 503
         error = refused.json()["error"]
         assert error["code"] == "store_unavailable" and error["type"] == "server_error"
+        # The app is told what to do; where the store lives (a file's path) is for the log.
+        assert "Post the feedback again" in error["message"]
+        assert str(tmp_path) not in error["message"] and "gateway.db" not in error["message"]
         assert feedback(gateway, vote).status_code == 202
         while True:
             units = asyncio.run(SQLiteStore(path).unit_outcomes("exp-sat", "user_satisfaction"))
