@@ -4,8 +4,8 @@ Run: python benchmarks/bench_exposure_write.py [--stored 50000] [--batch 500] [-
 
 A fresh SQLite store in a temporary directory is filled with `--stored` exposures, then
 `--batches` batches of `--batch` more are written one at a time through the store's own
-`_record_outcomes` (the worker thread's body: one IMMEDIATE transaction, the outcome connection
-kept open, `synchronous=NORMAL`). Each exposure is a randomly assigned call, as in
+`write_outcomes` (what the outcome writer process runs: one IMMEDIATE transaction, the outcome
+connection kept open, `synchronous=NORMAL`). Each exposure is a randomly assigned call, as in
 `bench_proxy.py --experiment`: a time-ordered request id (`new_request_id`) that is also its
 unit, one of two arms, a cost. Prints the median of the batches' CPU time (`time.process_time`)
 per exposure, the first ten batches left out. The figures in benchmarks/README.md's experiment
@@ -40,12 +40,12 @@ def main() -> None:
     try:
         store = SQLiteStore(work / "outcomes.db")
         for _ in range(0, args.stored, 5_000):
-            store._record_outcomes(exposures(5_000), [])
+            store.write_outcomes(exposures(5_000), [])
         per_exposure = []
         for number in range(args.batches):
             batch = exposures(args.batch)
             start = time.process_time()
-            store._record_outcomes(batch, [])
+            store.write_outcomes(batch, [])
             if number >= WARM_BATCHES:
                 per_exposure.append((time.process_time() - start) / args.batch * 1e6)
         print(

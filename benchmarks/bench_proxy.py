@@ -578,6 +578,7 @@ def compare(
     medians and, per kind, their mean."""
     for _, port in gateways.values():
         wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
+    place_writers(gateways)
     results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in gateways}
     print(f"{'round':>5} {'gateway':>12} {'req/s':>8} {'CPU/req (ms)':>13} {'p50 1 conn (ms)':>16}")
     for number in range(1, rounds + 1):
@@ -651,7 +652,12 @@ def compare_together(
     processes, and a process waiting on nothing gets the rest. Prints every pair per round, then
     the mean of the pairs' mean changes with its 95% confidence interval (Student's t over the
     pairs: the rounds of one pair share its processes' own speed, so they are not independent;
-    use `--processes 6` or more)."""
+    use `--processes 6` or more).
+
+    A SQLite gateway writes its experiment outcomes in a child process (the store's outcome
+    writer), which `place_writers` puts on core 1 beside nginx and wrk, where a Redis gateway's
+    redis-server runs: the figure is the serving process's CPU, and the same change with each
+    writer's CPU added is printed beside it (what one core would pay for both)."""
     from scipy import stats  # the project's own dependency (experiment statistics)
 
     pairs = [
@@ -660,11 +666,17 @@ def compare_together(
     ]
     for _, port in gateways.values():
         wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
-    print(f"{'round':>5} {'pair':>4} {'requests':>18} {'CPU/req (µs)':>16} {'throughput':>11}")
+    place_writers(gateways)
+    print(
+        f"{'round':>5} {'pair':>4} {'requests':>18} {'CPU/req (µs)':>16} {'throughput':>11}"
+        f"{'with writers':>24}"
+    )
     changes: list[float] = []
+    with_writers: list[float] = []
     for number in range(1, rounds + 1):
         for k, pair in enumerate(pairs, start=1):
             before = [on_cpu_ns(proc.pid) for proc, _ in pair]
+            before_all = [on_cpu_ns(proc.pid, children=True) for proc, _ in pair]
             with ThreadPoolExecutor(len(pair)) as pool:
                 loaded = list(
                     pool.map(
@@ -682,11 +694,17 @@ def compare_together(
                 (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
                 for (proc, _), start, result in zip(pair, before, loaded, strict=True)
             ]
+            every = [
+                (on_cpu_ns(proc.pid, children=True) - start) / 1000 / max(result["total"], 1)
+                for (proc, _), start, result in zip(pair, before_all, loaded, strict=True)
+            ]
             change = cpu[0] / cpu[1] - 1
             changes.append(change)
+            with_writers.append(every[0] / every[1] - 1)
             print(
                 f"{number:>5} {k:>4} {loaded[0]['total']:>8,} {loaded[1]['total']:>8,} "
-                f"{cpu[0]:>7.1f} {cpu[1]:>7.1f} {change * 100:>+10.1f}%",
+                f"{cpu[0]:>7.1f} {cpu[1]:>7.1f} {change * 100:>+10.1f}%"
+                f"{every[0]:>9.1f} {every[1]:>7.1f} {with_writers[-1] * 100:>+6.1f}%",
                 flush=True,
             )
             if loaded[0]["errors"] or loaded[1]["errors"]:
@@ -706,12 +724,41 @@ def compare_together(
         f"over the {len(by_pair)} pairs' means ({listed}); {len(changes)} pair-rounds, their "
         f"median {statistics.median(changes) * 100:+.2f}%"
     )
+    if with_writers != changes:
+        by_pair = [statistics.fmean(with_writers[k :: len(pairs)]) for k in range(len(pairs))]
+        print(
+            "with the CPU of each gateway's outcome writer process added (SQLite; on core "
+            f"{WRITER_CORE}): {statistics.fmean(by_pair) * 100:+.2f}% over the pairs' means "
+            f"({', '.join(f'{change * 100:+.1f}%' for change in by_pair)})"
+        )
 
 
-def on_cpu_ns(pid: int) -> int:
+WRITER_CORE = 1
+"""Where `place_writers` puts the gateways' outcome writer processes: with nginx, wrk and Redis."""
+
+
+def _children(pid: int) -> list[int]:
+    """The process's child processes now (a SQLite gateway's outcome writer, once it started)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def place_writers(gateways: dict[str, tuple[subprocess.Popen[bytes], int]]) -> None:
+    """Move each gateway's child processes (the SQLite store's outcome writer, started by the
+    warm-up's first batch) from the gateway's core 0 to WRITER_CORE, as redis-server is."""
+    for proc, _ in gateways.values():
+        for child in _children(proc.pid):
+            os.sched_setaffinity(child, {WRITER_CORE})
+
+
+def on_cpu_ns(pid: int, *, children: bool = False) -> int:
     """Nanoseconds the process's threads have run on a CPU so far (the scheduler's own count,
-    the first field of each thread's schedstat; the clock ticks of /proc/PID/stat are 10 ms)."""
-    total = 0
+    the first field of each thread's schedstat; the clock ticks of /proc/PID/stat are 10 ms);
+    with `children`, its child processes' too (a SQLite gateway's outcome writer)."""
+    total = sum(on_cpu_ns(child) for child in _children(pid)) if children else 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         # A thread that ends between two readings takes its time with it: the gateway's own
         # threads (its event loop, the SQLite writer's pool) live as long as the process.

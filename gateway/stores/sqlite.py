@@ -50,6 +50,7 @@ from gateway.errors import StoreNotEmpty, StoreUnavailable
 from gateway.stores import codec
 from gateway.stores.backup import RegistryExport
 from gateway.stores.base import Plan, Recorded
+from gateway.stores.sqlite_writer import WriterProcess
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -206,6 +207,8 @@ class SQLiteStore:
         self._outcomes_file: tuple[int, int] | None = None
         """Which file `_outcomes` was opened on (device, inode)."""
         self._outcomes_lock = threading.Lock()
+        self._writer = WriterProcess(self.path)
+        """Writes `record_outcomes`' batches in a child process (stores/sqlite_writer.py)."""
 
     @classmethod
     def from_url(cls, url: str, *, poll_interval: float = 0.2) -> SQLiteStore:
@@ -236,7 +239,9 @@ class SQLiteStore:
             conn.execute("SELECT value FROM revision").fetchone()
 
     async def close(self) -> None:
-        # Connections live for one call each, but for the one outcome batches are written on.
+        # Connections live for one call each, but for the one outcome batches are written on
+        # (in the writer process, or here when this process is the writer).
+        await asyncio.to_thread(self._writer.close)
         with self._outcomes_lock:
             if self._outcomes is not None:
                 self._outcomes.close()
@@ -432,11 +437,18 @@ class SQLiteStore:
         self, exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]
     ) -> Recorded:
         codec.check_outcomes(exposures, feedback)
-        return await asyncio.to_thread(self._record_outcomes, exposures, feedback)
+        return await asyncio.to_thread(self._writer.record, exposures, feedback)
 
-    def _record_outcomes(
+    @property
+    def writer_pid(self) -> int | None:
+        """The outcome writer's process id while one runs (benchmarks place it on a core)."""
+        return self._writer.pid
+
+    def write_outcomes(
         self, exposures: Sequence[ExposureRow], feedback: Sequence[Feedback]
     ) -> Recorded:
+        """`record_outcomes`' write itself, in this process and blocking: what the outcome
+        writer process runs for each batch (the batch checked by the gateway already)."""
         with self._outcomes_lock, self._outcome_connection() as conn:
             # IMMEDIATE: the batch's reads (which ids are stored, earlier feedback values) and its
             # writes are one step, so two writers cannot both take a request id as new.
