@@ -666,7 +666,7 @@ def compare_together(
     ]
     for _, port in gateways.values():
         wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", body, 16, 3)  # warm up
-    place_writers(gateways)
+    writers = place_writers(gateways)
     print(
         f"{'round':>5} {'pair':>4} {'requests':>18} {'CPU/req (µs)':>16} {'throughput':>11}"
         f"{'with writers':>24}"
@@ -724,7 +724,7 @@ def compare_together(
         f"over the {len(by_pair)} pairs' means ({listed}); {len(changes)} pair-rounds, their "
         f"median {statistics.median(changes) * 100:+.2f}%"
     )
-    if with_writers != changes:
+    if writers:
         by_pair = [statistics.fmean(with_writers[k :: len(pairs)]) for k in range(len(pairs))]
         print(
             "with the CPU of each gateway's outcome writer process added (SQLite; on core "
@@ -746,12 +746,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def place_writers(gateways: dict[str, tuple[subprocess.Popen[bytes], int]]) -> None:
+def place_writers(gateways: dict[str, tuple[subprocess.Popen[bytes], int]]) -> int:
     """Move each gateway's child processes (the SQLite store's outcome writer, started by the
-    warm-up's first batch) from the gateway's core 0 to WRITER_CORE, as redis-server is."""
+    warm-up's first batch) from the gateway's core 0 to WRITER_CORE, as redis-server is; how
+    many there were."""
+    placed = 0
     for proc, _ in gateways.values():
         for child in _children(proc.pid):
             os.sched_setaffinity(child, {WRITER_CORE})
+            placed += 1
+    return placed
 
 
 def on_cpu_ns(pid: int, *, children: bool = False) -> int:
