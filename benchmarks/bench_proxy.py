@@ -12,6 +12,7 @@ Run: python benchmarks/bench_proxy.py [--rounds 3] [--seconds 10] [--whole-strea
      python benchmarks/bench_proxy.py --tracing [--rounds 8] [--seconds 4]
      python benchmarks/bench_proxy.py --experiment [--redis] [--processes 3] [--rounds 8]
      python benchmarks/bench_proxy.py --experiment [--redis] --together [--aa] --processes 6
+     python benchmarks/bench_proxy.py --experiment [--redis] --crossover --processes 6
      python benchmarks/bench_proxy.py --capture [--rounds 8] [--seconds 4]
 
 By default (issue 15) it compares the gateway with every feature on (a managed prompt named in
@@ -37,7 +38,8 @@ Even so, this host's speed moves by more between seconds than a few percent (ben
 the same build against itself, two seconds each in turn, sd 20 points per pair of runs).
 `--together` loads each pair at the same time on the shared core 0 and compares their CPU per
 request over the same seconds (`compare_together`); `--aa` makes both sides the first kind, to
-see what the method says when there is no difference.
+see what the method says when there is no difference. `--crossover` (experiments only) does the
+same with every process in both roles in turn, so each process's own speed cancels out.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -237,6 +240,10 @@ http {{
     return proc
 
 
+ENVIRONMENTS: dict[int, dict[str, str]] = {}
+"""Each started gateway's environment, by port: what the CLI needs to reach its store."""
+
+
 def start_gateway(
     work: Path,
     port: int,
@@ -288,6 +295,7 @@ adoption: {{capture: {str(capture).lower()}}}
             commands.append([*create, *arms, "--metric", "latency"])
         for command in commands:
             subprocess.run([gateway, *command], env=env, check=True, stdout=subprocess.DEVNULL)
+    ENVIRONMENTS[port] = env
     proc = subprocess.Popen(
         ["taskset", "-c", "0", gateway, "serve", "--port", str(port)],
         env=env,
@@ -475,6 +483,11 @@ def main() -> None:
         help="comparisons: load each pair at once, sharing core 0 (see compare_together)",
     )
     parser.add_argument(
+        "--crossover",
+        action="store_true",
+        help="--experiment --together, each process in both roles in turn (compare_crossover)",
+    )
+    parser.add_argument(
         "--aa",
         action="store_true",
         help="comparisons: both sides are the first kind (an A/A check of the method itself)",
@@ -515,7 +528,8 @@ def main() -> None:
                 os.environ["GATEWAY_STORE_URL"] = f"redis://127.0.0.1:{redis_port}/{number}"
             port = free_port()
             label = process_label(name, copy, copies)
-            kind = names[0] if args.aa else name  # --aa: the second side is the first kind too
+            # --aa: the second side is the first kind too; --crossover: roles are set per round
+            kind = names[0] if args.aa or args.crossover else name
             gateways[label] = (
                 start_gateway(
                     work,
@@ -530,7 +544,9 @@ def main() -> None:
             )
         if len(names) == 2:
             body = APP_BODY if args.capture else PROMPT_BODY
-            if args.together:
+            if args.crossover:
+                compare_crossover(work, args.seconds, args.rounds or 4, gateways, names, copies)
+            elif args.together:
                 compare_together(
                     work, args.seconds, args.rounds or 6, gateways, names, body, copies
                 )
@@ -731,6 +747,135 @@ def compare_together(
             f"{WRITER_CORE}): {statistics.fmean(by_pair) * 100:+.2f}% over the pairs' means "
             f"({', '.join(f'{change * 100:+.1f}%' for change in by_pair)})"
         )
+
+
+def compare_crossover(
+    work: Path,
+    seconds: int,
+    rounds: int,
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]],
+    names: tuple[str, str],
+    copies: int,
+) -> None:
+    """`compare_together` with each process in both roles: every process starts without an
+    experiment, and before each pair-round one process of the pair gets a running experiment
+    (a new one, `gateway experiments create`) while the other's is stopped, the first process
+    of the pair in odd rounds and the second in even ones (the other way round for every other
+    pair). Each process's own speed (pairs of processes differ by several points on their own,
+    benchmarks/README.md) then falls on both roles alike, as in a crossover trial; use an even
+    number of rounds. A stopped experiment stays in the registry: each side's resolution then
+    passes over the same stopped ones (at most `rounds`).
+
+    Before each load the roles are checked on a call's response (the `x-prompt-experiment`
+    header there or not) and both processes are warmed for a second. The figure is as in
+    `compare_together`: CPU per request, plain over experiment, the mean of the pairs' means
+    with its 95% CI over the pairs."""
+    from scipy import stats  # the project's own dependency (experiment statistics)
+
+    pairs = [
+        tuple(gateways[process_label(name, k, copies)] for name in names)
+        for k in range(1, copies + 1)
+    ]
+    for _, port in gateways.values():
+        wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 3)
+    running: dict[int, str] = {}  # port -> the id of its running experiment
+    columns = f"{'experiment':>10} {'CPU/req (µs) plain, exp':>24} {'change':>8}"
+    print(f"{'round':>5} {'pair':>4} {columns}")
+    changes: list[list[float]] = [[] for _ in pairs]
+    for number in range(1, rounds + 1):
+        for k, pair in enumerate(pairs):
+            first = (number + k) % 2 == 1  # the pair's first process serves the experiment
+            experiment, plain = pair if first else (pair[1], pair[0])
+            set_roles(experiment[1], plain[1], running, f"bench-{number}-{k}")
+            place_writers(gateways)
+            for _, port in pair:
+                wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 1)
+            order = (plain, experiment)
+            before = [on_cpu_ns(proc.pid) for proc, _ in order]
+            with ThreadPoolExecutor(2) as pool:
+                loaded = list(
+                    pool.map(
+                        lambda target: wrk(
+                            work,
+                            f"http://127.0.0.1:{target[1]}/v1/chat/completions",
+                            PROMPT_BODY,
+                            64,
+                            seconds,
+                        ),
+                        order,
+                    )
+                )
+            cpu = [
+                (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
+                for (proc, _), start, result in zip(order, before, loaded, strict=True)
+            ]
+            change = cpu[0] / cpu[1] - 1
+            changes[k].append(change)
+            print(
+                f"{number:>5} {k + 1:>4} {'first' if first else 'second':>10} "
+                f"{cpu[0]:>11.1f} {cpu[1]:>11.1f} {change * 100:>+8.1f}%",
+                flush=True,
+            )
+            if loaded[0]["errors"] or loaded[1]["errors"]:
+                print(f"      non-2xx: {loaded[0]['errors'] + loaded[1]['errors']}")
+    by_pair = [statistics.fmean(pair_changes) for pair_changes in changes]
+    mean = statistics.fmean(by_pair)
+    half = float("nan")
+    if len(by_pair) > 1:
+        spread = statistics.stdev(by_pair) / len(by_pair) ** 0.5
+        half = float(stats.t.ppf(0.975, len(by_pair) - 1)) * spread
+    listed = ", ".join(f"{change * 100:+.1f}%" for change in by_pair)
+    every = [change for pair_changes in changes for change in pair_changes]
+    print(
+        f"\nplain -> experiment, crossover (each process in both roles): throughput (from CPU "
+        f"per request) {mean * 100:+.2f}%, 95% CI {(mean - half) * 100:+.2f}% to "
+        f"{(mean + half) * 100:+.2f}% over the {len(by_pair)} pairs' means ({listed}); "
+        f"{len(every)} pair-rounds, their median {statistics.median(every) * 100:+.2f}%"
+    )
+
+
+def set_roles(experiment: int, plain: int, running: dict[int, str], new_id: str) -> None:
+    """Start experiment `new_id` on the gateway at port `experiment` and stop the one running
+    on the gateway at `plain`, through the CLI on each one's store; return once each gateway
+    serves accordingly (a call's `x-prompt-experiment` header)."""
+    gateway = str(Path(sys.executable).parent / "gateway")
+    commands: list[tuple[int, list[str]]] = []
+    if plain in running:
+        commands.append((plain, ["experiments", "stop", running.pop(plain)]))
+    if experiment not in running:
+        create = ["experiments", "create", "--id", new_id, "--prompt", "support-agent"]
+        arms = ["--control", "1.0.0", "--treatment", "1.1.0", "--split", "0.5"]
+        commands.append((experiment, [*create, *arms, "--metric", "latency"]))
+        running[experiment] = new_id
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda command: subprocess.run(
+                    [gateway, *command[1]],
+                    env=ENVIRONMENTS[command[0]],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                ),
+                commands,
+            )
+        )
+    for port, wanted in ((experiment, True), (plain, False)):
+        deadline = time.monotonic() + 15
+        while serves_experiment(port) != wanted:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the gateway on port {port} did not take its role in 15 s")
+            time.sleep(0.05)
+
+
+def serves_experiment(port: int) -> bool:
+    """Whether a managed call to the gateway at `port` is served in an experiment now."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=orjson.dumps(PROMPT_BODY),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers.get("x-prompt-experiment") is not None
 
 
 WRITER_CORE = 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import os
 import signal
 import sqlite3
@@ -18,9 +17,10 @@ import pytest
 
 from gateway.core.outcomes import Exposure, Feedback, exposure_row
 from gateway.errors import StoreUnavailable
+from gateway.stores import sqlite_writer
 from gateway.stores.base import Recorded
 from gateway.stores.sqlite import SQLiteStore
-from gateway.stores.sqlite_writer import serve
+from gateway.stores.sqlite_writer import PROTOCOL, serve
 from tests.outcome_rows import record_outcomes
 
 AT = datetime(2026, 3, 1, 14, 5, 9, tzinfo=UTC)
@@ -34,13 +34,17 @@ def running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie, exited and not yet reaped, is not)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
         return False
     return state != "Z"
 
 
 def command_of(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+
+def environment_of(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
 
 
 def wait_gone(pid: int, seconds: float = 10.0) -> None:
@@ -160,14 +164,76 @@ def replies(data: bytes) -> list[object]:
 def test_a_batch_that_fails_on_a_bug_is_answered_and_the_next_is_written(
     tmp_path: Path,
 ) -> None:
-    """The writer's loop (in this process): a malformed batch (a feedback value two fields
-    short) gets a `failed` reply naming the error, the next batch is written, and the loop
-    returns when its input ends."""
+    """The writer's loop (in this process, on real pipes): hello first; a malformed batch (a
+    feedback value two fields short) gets a `failed` reply naming the error, the next batch is
+    written, and the loop returns when its input ends."""
     good = exposure_row(exposure("r1"))
-    requests = io.BytesIO(frame([[good], [["r1", "task_completion"]]]) + frame([[good], []]))
-    out = io.BytesIO()
-    serve(str(tmp_path / "g.db"), requests, out)
-    failed, written = replies(out.getvalue())
+    requests_out, requests_in = os.pipe()
+    replies_out, replies_in = os.pipe()
+    os.write(requests_in, frame([[good], [["r1", "task_completion"]]]) + frame([[good], []]))
+    os.close(requests_in)
+    serve(str(tmp_path / "g.db"), requests_out, replies_in)
+    os.close(replies_in)
+    hello, failed, written = replies(os.read(replies_out, 1 << 16))
+    assert hello == {"protocol": PROTOCOL}
     assert isinstance(failed, dict) and failed["error"] == "failed"
     assert "TypeError" in failed["message"]
     assert written == [1, 0, 0]
+    for fd in (requests_out, replies_out):
+        os.close(fd)
+
+
+async def test_a_hung_writer_is_stopped_and_its_batch_written_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that answers nothing (stopped with SIGSTOP) fails the batch within
+    REPLY_SECONDS, is killed (nothing left behind), and a new writer writes the batch."""
+    monkeypatch.setattr(sqlite_writer, "REPLY_SECONDS", 1.0)
+    store = SQLiteStore(tmp_path / "g.db")
+    await record_outcomes(store, [exposure("r1")], [])
+    hung = store.writer_pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    started = time.monotonic()
+    hang = f"\\(pid {hung}\\) did not answer a batch within 1 s"
+    with pytest.raises(StoreUnavailable, match=hang):
+        await record_outcomes(store, [exposure("r2")], [])
+    assert time.monotonic() - started < 5
+    wait_gone(hung)
+    assert await record_outcomes(store, [exposure("r2")], []) == Recorded(1, 0, 0)
+    assert await requests_of(store) == 2
+    await store.close()
+
+
+async def test_the_writer_has_a_process_group_and_none_of_the_gateways_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal to the gateway's process group (a terminal's Ctrl-C) does not reach the writer,
+    even while it starts (before it ignores SIGINT itself); provider keys and admin tokens in the
+    gateway's environment are not in the writer's."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-writer-must-not-see")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKENS", "admin-writer-must-not-see")
+    store = SQLiteStore(tmp_path / "g.db")
+    await record_outcomes(store, [exposure("r1")], [])
+    pid = store.writer_pid
+    assert pid is not None
+    assert os.getpgid(pid) == pid != os.getpgid(0)
+    environment = environment_of(pid)
+    assert b"writer-must-not-see" not in environment
+    assert b"PATH=" in environment
+    await store.close()
+
+
+async def test_a_writer_from_changed_code_on_disk_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that speaks another protocol than the running gateway (its code was replaced
+    on disk) writes nothing: StoreUnavailable says to restart the gateway."""
+    monkeypatch.setattr(sqlite_writer, "PROTOCOL", PROTOCOL + 1)
+    store = SQLiteStore(tmp_path / "g.db")
+    with pytest.raises(StoreUnavailable, match="Restart the gateway"):
+        await record_outcomes(store, [exposure("r1")], [])
+    assert store.writer_pid is None
+    monkeypatch.setattr(sqlite_writer, "PROTOCOL", PROTOCOL)
+    assert await record_outcomes(store, [exposure("r1")], []) == Recorded(1, 0, 0)
+    await store.close()
