@@ -787,9 +787,9 @@ def compare_crossover(
             first = (number + k) % 2 == 1  # the pair's first process serves the experiment
             experiment, plain = pair if first else (pair[1], pair[0])
             set_roles(experiment[1], plain[1], running, f"bench-{number}-{k}")
-            place_writers(gateways)
             for _, port in pair:
                 wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 1)
+            place_writers(gateways)  # a writer starts with its gateway's first batch
             order = (plain, experiment)
             before = [on_cpu_ns(proc.pid) for proc, _ in order]
             with ThreadPoolExecutor(2) as pool:
