@@ -58,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def sse_body() -> str:
     return "".join(f"data: {orjson.dumps(e).decode()}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
-PROMPT_BODY = {
+PROMPT_BODY: dict[str, object] = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "Where is my order #1234?"}],
     "prompt": {
@@ -674,8 +675,6 @@ def compare_together(
     writer), which `place_writers` puts on core 1 beside nginx and wrk, where a Redis gateway's
     redis-server runs: the figure is the serving process's CPU, and the same change with each
     writer's CPU added is printed beside it (what one core would pay for both)."""
-    from scipy import stats  # the project's own dependency (experiment statistics)
-
     pairs = [
         tuple(gateways[process_label(name, k, copies)] for name in names)
         for k in range(1, copies + 1)
@@ -691,29 +690,7 @@ def compare_together(
     with_writers: list[float] = []
     for number in range(1, rounds + 1):
         for k, pair in enumerate(pairs, start=1):
-            before = [on_cpu_ns(proc.pid) for proc, _ in pair]
-            before_all = [on_cpu_ns(proc.pid, children=True) for proc, _ in pair]
-            with ThreadPoolExecutor(len(pair)) as pool:
-                loaded = list(
-                    pool.map(
-                        lambda target: wrk(
-                            work,
-                            f"http://127.0.0.1:{target[1]}/v1/chat/completions",
-                            body,
-                            64,
-                            seconds,
-                        ),
-                        pair,
-                    )
-                )
-            cpu = [
-                (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
-                for (proc, _), start, result in zip(pair, before, loaded, strict=True)
-            ]
-            every = [
-                (on_cpu_ns(proc.pid, children=True) - start) / 1000 / max(result["total"], 1)
-                for (proc, _), start, result in zip(pair, before_all, loaded, strict=True)
-            ]
+            loaded, cpu, every = load_pair(work, pair, body, seconds)
             change = cpu[0] / cpu[1] - 1
             changes.append(change)
             with_writers.append(every[0] / every[1] - 1)
@@ -728,11 +705,7 @@ def compare_together(
     # Each pair of processes has a speed of its own (a few points apart; the module's docstring),
     # so the unit of the interval is the pair: its mean over the rounds, n = the pairs.
     by_pair = [statistics.fmean(changes[k :: len(pairs)]) for k in range(len(pairs))]
-    mean = statistics.fmean(by_pair)
-    half = float("nan")
-    if len(by_pair) > 1:
-        spread = statistics.stdev(by_pair) / len(by_pair) ** 0.5
-        half = float(stats.t.ppf(0.975, len(by_pair) - 1)) * spread
+    mean, half = interval_over_pairs(by_pair)
     listed = ", ".join(f"{change * 100:+.1f}%" for change in by_pair)
     print(
         f"\n{names[0]} -> {names[1]}, loaded together: throughput (from CPU per request) "
@@ -770,8 +743,6 @@ def compare_crossover(
     header there or not) and both processes are warmed for a second. The figure is as in
     `compare_together`: CPU per request, plain over experiment, the mean of the pairs' means
     with its 95% CI over the pairs."""
-    from scipy import stats  # the project's own dependency (experiment statistics)
-
     pairs = [
         tuple(gateways[process_label(name, k, copies)] for name in names)
         for k in range(1, copies + 1)
@@ -790,25 +761,7 @@ def compare_crossover(
             for _, port in pair:
                 wrk(work, f"http://127.0.0.1:{port}/v1/chat/completions", PROMPT_BODY, 16, 1)
             place_writers(gateways)  # a writer starts with its gateway's first batch
-            order = (plain, experiment)
-            before = [on_cpu_ns(proc.pid) for proc, _ in order]
-            with ThreadPoolExecutor(2) as pool:
-                loaded = list(
-                    pool.map(
-                        lambda target: wrk(
-                            work,
-                            f"http://127.0.0.1:{target[1]}/v1/chat/completions",
-                            PROMPT_BODY,
-                            64,
-                            seconds,
-                        ),
-                        order,
-                    )
-                )
-            cpu = [
-                (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
-                for (proc, _), start, result in zip(order, before, loaded, strict=True)
-            ]
+            loaded, cpu, _ = load_pair(work, (plain, experiment), PROMPT_BODY, seconds)
             change = cpu[0] / cpu[1] - 1
             changes[k].append(change)
             print(
@@ -819,11 +772,7 @@ def compare_crossover(
             if loaded[0]["errors"] or loaded[1]["errors"]:
                 print(f"      non-2xx: {loaded[0]['errors'] + loaded[1]['errors']}")
     by_pair = [statistics.fmean(pair_changes) for pair_changes in changes]
-    mean = statistics.fmean(by_pair)
-    half = float("nan")
-    if len(by_pair) > 1:
-        spread = statistics.stdev(by_pair) / len(by_pair) ** 0.5
-        half = float(stats.t.ppf(0.975, len(by_pair) - 1)) * spread
+    mean, half = interval_over_pairs(by_pair)
     listed = ", ".join(f"{change * 100:+.1f}%" for change in by_pair)
     every = [change for pair_changes in changes for change in pair_changes]
     print(
@@ -832,6 +781,49 @@ def compare_crossover(
         f"{(mean + half) * 100:+.2f}% over the {len(by_pair)} pairs' means ({listed}); "
         f"{len(every)} pair-rounds, their median {statistics.median(every) * 100:+.2f}%"
     )
+
+
+def load_pair(
+    work: Path,
+    pair: Sequence[tuple[subprocess.Popen[bytes], int]],
+    body: dict[str, object],
+    seconds: int,
+) -> tuple[list[dict[str, float]], list[float], list[float]]:
+    """Load the gateways of `pair` at once, 64 connections each (a wrk each, on core 1): wrk's
+    results, and each gateway's CPU per request (µs), its own and with its child processes'
+    (a SQLite gateway's outcome writer) added."""
+    before = [on_cpu_ns(proc.pid) for proc, _ in pair]
+    before_all = [on_cpu_ns(proc.pid, children=True) for proc, _ in pair]
+    with ThreadPoolExecutor(len(pair)) as pool:
+        loaded = list(
+            pool.map(
+                lambda target: wrk(
+                    work, f"http://127.0.0.1:{target[1]}/v1/chat/completions", body, 64, seconds
+                ),
+                pair,
+            )
+        )
+    cpu = [
+        (on_cpu_ns(proc.pid) - start) / 1000 / max(result["total"], 1)
+        for (proc, _), start, result in zip(pair, before, loaded, strict=True)
+    ]
+    every = [
+        (on_cpu_ns(proc.pid, children=True) - start) / 1000 / max(result["total"], 1)
+        for (proc, _), start, result in zip(pair, before_all, loaded, strict=True)
+    ]
+    return loaded, cpu, every
+
+
+def interval_over_pairs(by_pair: list[float]) -> tuple[float, float]:
+    """The mean of the pairs' mean changes and the half-width of its 95% confidence interval
+    (Student's t, n = the pairs; NaN with one pair)."""
+    from scipy import stats  # the project's own dependency (experiment statistics)
+
+    mean = statistics.fmean(by_pair)
+    if len(by_pair) < 2:
+        return mean, float("nan")
+    spread = statistics.stdev(by_pair) / len(by_pair) ** 0.5
+    return mean, float(stats.t.ppf(0.975, len(by_pair) - 1)) * spread
 
 
 def set_roles(experiment: int, plain: int, running: dict[int, str], new_id: str) -> None:
@@ -984,10 +976,10 @@ def floor(
     base = medians["bare forwarder"]
     print(f"\nmedians of {rounds} rounds ({seconds} s runs); ratio = gateway / bare forwarder")
     print(f"{'':26}" + "".join(f"{c:>14}" for c in columns))
-    for name, row in medians.items():
-        print(f"{name:26}" + "".join(f"{v:>14,.3f}" for v in row))
+    for name, figures in medians.items():
+        print(f"{name:26}" + "".join(f"{v:>14,.3f}" for v in figures))
         if name != "bare forwarder":
-            ratios = [v / b if b else float("nan") for v, b in zip(row, base, strict=True)]
+            ratios = [v / b if b else float("nan") for v, b in zip(figures, base, strict=True)]
             print(f"{'  ratio':26}" + "".join(f"{r:>14.2f}" for r in ratios))
             # each round's throughput ratio pairs runs made within seconds of each other
             paired = [
@@ -999,7 +991,8 @@ def floor(
             ]
             print(
                 f"{'  within-round ratio':26}{paired[0]:>14.2f}{'':>14}{paired[1]:>14.2f}"
-                f"{'':>14}{row[4] - base[4]:>+14.2f}{row[5] - base[5]:>+14.2f}  (p50/p99: added ms)"
+                f"{'':>14}{figures[4] - base[4]:>+14.2f}{figures[5] - base[5]:>+14.2f}"
+                "  (p50/p99: added ms)"
             )
 
 
