@@ -197,7 +197,8 @@ def _arm_statements(metric: str) -> tuple[str, str]:
 
 
 class SQLiteStore:
-    """A Store on a SQLite file. Blocking calls run in a worker thread, one connection each."""
+    """A Store on a SQLite file. Blocking calls run in a worker thread, one connection each;
+    experiment outcome batches are written by a child process (`sqlite_writer`)."""
 
     def __init__(self, path: str | Path, *, poll_interval: float = 0.2) -> None:
         self.path = str(path)
@@ -441,7 +442,7 @@ class SQLiteStore:
 
     @property
     def writer_pid(self) -> int | None:
-        """The outcome writer's process id while one runs (benchmarks place it on a core)."""
+        """The outcome writer's process id while one runs (None before the first batch)."""
         return self._writer.pid
 
     def write_outcomes(
